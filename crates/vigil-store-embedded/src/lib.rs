@@ -1,1 +1,583 @@
-//! TODO
+//! vigil's embedded store: the log is the store.
+//!
+//! An append-only **segment log** in the data directory is the source of truth. The single
+//! writer thread ([`writer`]) assigns each event its gap-free per-tenant `seq` and chain hash,
+//! appends CRC-checked records to the active segment's `.wal`, and acknowledges a whole group of
+//! concurrent requests with one fsync. The active segment keeps an in-memory index
+//! ([`memtable`]) so acknowledged events are queryable at once; when full (or old) it is
+//! **sealed** on a background thread ([`seal`]) into compressed blocks plus an immutable term
+//! dictionary, postings and columns ([`segment`]). Queries ([`query`]) walk segments newest
+//! first and stop as soon as `limit` is filled. Opening the store replays only the unsealed
+//! tail, truncating a torn last write; every index file can be rebuilt from the log
+//! ([`reindex`]).
+//!
+//! # Layout
+//! ```text
+//! <data-dir>/LOCK                   held by the one process that owns the directory
+//! <data-dir>/log/<id>.wal           unsealed segment: raw records
+//! <data-dir>/log/<id>.seg           sealed segment: records in zstd blocks (the log)
+//! <data-dir>/index/<id>.idx         derived index of a sealed segment
+//! <data-dir>/meta/<name>.json       small documents (credentials, schemas), mode 0600
+//! ```
+//!
+//! # Example
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use vigil_event::{normalize, Limits, TenantId, Timestamp};
+//! use vigil_store::Store;
+//! use vigil_store_embedded::{EmbeddedConfig, EmbeddedStore};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+//! let tenant = TenantId::parse("acme").unwrap();
+//! let event = normalize(serde_json::json!({"type": "login.failed", "severity": 8}), &Limits::default())
+//!     .unwrap()
+//!     .prepare(&tenant, Timestamp::now(), "docs");
+//! let appended = store.append(vec![event]).await.unwrap();
+//! assert_eq!(appended[0].seq, 1);
+//! store.shutdown().await.unwrap();
+//! # }
+//! ```
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod error;
+mod memtable;
+mod query;
+mod record;
+mod seal;
+mod segment;
+mod wal;
+mod writer;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+use vigil_event::{EventId, Hash, Prepared, TenantId, Timestamp, chain_hash, leaf_hash};
+use vigil_query::{Expr, Query};
+use vigil_store::{Appended, Page, Store, StoreError, StoredEvent};
+
+pub use error::EmbeddedError;
+use error::Result;
+use memtable::Memtable;
+use segment::{Sealed, SegmentView};
+use writer::{Command, Writer};
+
+/// Tuning of the embedded store. Every field is a `vigil serve` option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedConfig {
+    pub data_dir: PathBuf,
+    /// Events per segment before it is sealed (default 262 144): bounds the memory of the
+    /// in-memory index and the work of replay after a crash.
+    pub segment_max_events: u64,
+    /// Seal the active segment after this long even if not full (default 10 min), so a quiet
+    /// log does not keep its newest events only in the write-ahead file.
+    pub seal_interval: Duration,
+    /// Most events in one group commit (default 65 536): bounds the latency one fsync adds.
+    pub max_commit_events: usize,
+    /// Capacity of the writer's request queue (default 1 024 requests): back-pressure beyond.
+    pub queue_depth: usize,
+}
+
+impl EmbeddedConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            segment_max_events: 262_144,
+            seal_interval: Duration::from_secs(600),
+            max_commit_events: 65_536,
+            queue_depth: 1024,
+        }
+    }
+}
+
+/// A tenant's position in its log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TenantState {
+    pub last_seq: u64,
+    pub last_chain: Hash,
+}
+
+/// Every segment a query must see, oldest first: sealed ones, then unsealed memtables (the last
+/// is the active one).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SegmentSet {
+    pub sealed: Vec<Arc<Sealed>>,
+    pub memtables: Vec<Arc<RwLock<Memtable>>>,
+}
+
+/// State shared by the store handle, the writer and the sealer.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub config: EmbeddedConfig,
+    pub segments: RwLock<Arc<SegmentSet>>,
+    /// Set after a failed write or fsync: nothing more is acknowledged until restart.
+    pub poisoned: AtomicBool,
+    pub stopping: AtomicBool,
+    /// Held for the life of the store: one process per data directory.
+    _lock: File,
+}
+
+impl Shared {
+    pub(crate) fn snapshot(&self) -> Arc<SegmentSet> {
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Swaps a sealed segment in for the memtable it was built from.
+    pub(crate) fn replace_memtable(&self, id: u64, sealed: Arc<Sealed>) {
+        let mut set = self.segments.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = (**set).clone();
+        next.memtables
+            .retain(|m| m.read().unwrap_or_else(|e| e.into_inner()).id != id);
+        next.sealed.push(sealed);
+        next.sealed.sort_by_key(|s| s.id);
+        *set = Arc::new(next);
+    }
+
+    /// Runs `f` over the segment views of a consistent snapshot.
+    fn with_views<T>(&self, f: impl FnOnce(&[&dyn SegmentView]) -> Result<T>) -> Result<T> {
+        let set = self.snapshot();
+        let guards: Vec<_> = set
+            .memtables
+            .iter()
+            .map(|m| m.read().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let mut views: Vec<&dyn SegmentView> = set
+            .sealed
+            .iter()
+            .map(|s| &**s as &dyn SegmentView)
+            .collect();
+        views.extend(guards.iter().map(|g| &**g as &dyn SegmentView));
+        f(&views)
+    }
+}
+
+/// The embedded event store. Cheap to share behind an `Arc`.
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Command>,
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("dir", &self.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`reindex`] rebuilt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReindexReport {
+    pub segments: usize,
+    pub events: u64,
+}
+
+impl fmt::Display for ReindexReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rebuilt the index of {} sealed segment(s), {} event(s)",
+            self.segments, self.events
+        )
+    }
+}
+
+fn segment_ids(log_dir: &Path) -> Result<(BTreeSet<u64>, BTreeSet<u64>)> {
+    let (mut sealed, mut wal) = (BTreeSet::new(), BTreeSet::new());
+    for entry in fs::read_dir(log_dir).map_err(EmbeddedError::io("listing", log_dir))? {
+        let entry = entry.map_err(EmbeddedError::io("listing", log_dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".tmp") {
+            // An interrupted seal: the .wal it came from is still there.
+            let _ = fs::remove_file(entry.path());
+            continue;
+        }
+        let Some((stem, ext)) = name.split_once('.') else {
+            continue;
+        };
+        let Ok(id) = stem.parse::<u64>() else {
+            continue;
+        };
+        match ext {
+            "seg" => {
+                sealed.insert(id);
+            }
+            "wal" => {
+                wal.insert(id);
+            }
+            _ => {}
+        }
+    }
+    Ok((sealed, wal))
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(EmbeddedError::io("opening lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(EmbeddedError::Locked(dir.to_owned())),
+        Err(fs::TryLockError::Error(e)) => Err(EmbeddedError::io("locking", &path)(e)),
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) and locks the data directory, then recovers: sealed segments
+    /// are opened (their index rebuilt if missing or damaged), unsealed logs replayed with every
+    /// seq and chain link checked, and a torn tail truncated. Blocking.
+    pub fn open(config: EmbeddedConfig) -> Result<Self, EmbeddedError> {
+        let dir = config.data_dir.clone();
+        for sub in ["", "log", "index", "meta"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(EmbeddedError::io("creating directory", &p))?;
+        }
+        let lock = lock_dir(&dir)?;
+        let log_dir = dir.join("log");
+        let (sealed_ids, wal_ids) = segment_ids(&log_dir)?;
+
+        let mut tenants: HashMap<String, TenantState> = HashMap::new();
+        let mut sealed = Vec::new();
+        for &id in &sealed_ids {
+            let seg = match Sealed::open(&dir, id) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(segment = id, error = %e, "index unusable; rebuilding it from the log");
+                    seal::rebuild_index(&dir, id)?;
+                    Sealed::open(&dir, id)?
+                }
+            };
+            for t in &seg.tenants {
+                let state = tenants.entry(t.name.clone()).or_default();
+                if t.last_seq > state.last_seq {
+                    *state = TenantState {
+                        last_seq: t.last_seq,
+                        last_chain: t.last_chain,
+                    };
+                }
+            }
+            sealed.push(Arc::new(seg));
+        }
+
+        let mut memtables = Vec::new();
+        let mut active_len = 0;
+        for &id in &wal_ids {
+            let path = segment::wal_path(&dir, id);
+            if sealed_ids.contains(&id) {
+                // Sealed before the crash; only the removal of its log was lost.
+                fs::remove_file(&path).map_err(EmbeddedError::io("removing sealed log", &path))?;
+                continue;
+            }
+            let mut mem = Memtable::new(id, &path)?;
+            let replay = wal::replay(&path, |offset, len, rec| {
+                let state = tenants.entry(rec.tenant.to_owned()).or_default();
+                let expected = state.last_seq + 1;
+                if rec.seq != expected {
+                    return Err(EmbeddedError::corrupt(
+                        &path,
+                        format!(
+                            "tenant {} jumps from seq {} to {}",
+                            rec.tenant, state.last_seq, rec.seq
+                        ),
+                    ));
+                }
+                let chain = chain_hash(&state.last_chain, &leaf_hash(rec.canonical));
+                if chain != rec.chain {
+                    return Err(EmbeddedError::corrupt(
+                        &path,
+                        format!(
+                            "chain hash mismatch at tenant {} seq {}",
+                            rec.tenant, rec.seq
+                        ),
+                    ));
+                }
+                *state = TenantState {
+                    last_seq: rec.seq,
+                    last_chain: chain,
+                };
+                let mut terms: Vec<Vec<u8>> = Vec::with_capacity(32);
+                if !seal::terms_of_canonical(rec.canonical, |t| terms.push(t.to_vec())) {
+                    return Err(EmbeddedError::corrupt(
+                        &path,
+                        format!("seq {}: event is not a JSON object", rec.seq),
+                    ));
+                }
+                mem.insert(offset, len, &rec, terms.iter().map(|t| t.as_slice()));
+                Ok(())
+            })?;
+            if replay.dropped > 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    kept_bytes = replay.valid_len,
+                    dropped_bytes = replay.dropped,
+                    "truncating an unacknowledged torn write at the end of the log"
+                );
+                wal::truncate(&path, replay.valid_len)?;
+            }
+            active_len = replay.valid_len;
+            memtables.push(Arc::new(RwLock::new(mem)));
+        }
+        let next_id = sealed_ids
+            .iter()
+            .chain(wal_ids.iter())
+            .max()
+            .map_or(1, |m| m + 1);
+        // Every memtable but the newest is full: it goes to the sealer.
+        let active = match memtables.last() {
+            Some(m) => m.clone(),
+            None => {
+                let path = segment::wal_path(&dir, next_id);
+                let m = Arc::new(RwLock::new(Memtable::new(next_id, &path).or_else(
+                    |_| {
+                        File::create(&path).map_err(EmbeddedError::io("creating log", &path))?;
+                        segment::sync_dir(&log_dir)?;
+                        Memtable::new(next_id, &path)
+                    },
+                )?));
+                memtables.push(m.clone());
+                active_len = 0;
+                m
+            }
+        };
+        let active_id = active.read().unwrap_or_else(|e| e.into_inner()).id;
+        let wal = wal::WalWriter::open(&segment::wal_path(&dir, active_id), active_len)?;
+
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            config: config.clone(),
+            segments: RwLock::new(Arc::new(SegmentSet {
+                sealed,
+                memtables: memtables.clone(),
+            })),
+            poisoned: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            _lock: lock,
+        });
+
+        let (seal_tx, seal_rx) = std::sync::mpsc::sync_channel(64);
+        let sealer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("vigil-sealer".into())
+                .spawn(move || seal::run(shared, seal_rx))
+                .map_err(EmbeddedError::io("starting sealer thread", &dir))?
+        };
+        for m in memtables.iter().take(memtables.len().saturating_sub(1)) {
+            let _ = seal_tx.send(m.clone());
+        }
+        let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+        let writer = Writer {
+            shared: shared.clone(),
+            rx,
+            wal,
+            active,
+            tenants,
+            segment_started: Instant::now(),
+            seal_tx,
+            sealer: Some(sealer),
+        };
+        std::thread::Builder::new()
+            .name("vigil-writer".into())
+            .spawn(move || writer.run())
+            .map_err(EmbeddedError::io("starting writer thread", &dir))?;
+        {
+            let tx = tx.downgrade();
+            let shared = Arc::downgrade(&shared);
+            std::thread::Builder::new()
+                .name("vigil-ticker".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(writer::TICK);
+                        let alive = shared
+                            .upgrade()
+                            .is_some_and(|s| !s.stopping.load(Ordering::SeqCst));
+                        let Some(tx) = tx.upgrade().filter(|_| alive) else {
+                            return;
+                        };
+                        // A full queue already wakes the writer; a missed tick is harmless.
+                        let _ = tx.try_send(Command::Tick);
+                    }
+                })
+                .map_err(EmbeddedError::io("starting ticker thread", &dir))?;
+        }
+        tracing::info!(dir = %dir.display(), segments = sealed_ids.len() + wal_ids.len(), "event store open");
+        Ok(Self { shared, tx })
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(EmbeddedError::Poisoned.into());
+        }
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            return Err(EmbeddedError::ShuttingDown.into());
+        }
+        Ok(())
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&[&dyn SegmentView]) -> Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.with_views(f))
+            .await
+            .map_err(|e| StoreError::Internal(format!("query task failed: {e}")))?
+            .map_err(StoreError::from)
+    }
+
+    fn meta_path(&self, name: &str) -> Result<PathBuf, StoreError> {
+        let ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(StoreError::Internal(format!(
+                "invalid meta document name {name:?}"
+            )));
+        }
+        Ok(self.shared.dir.join("meta").join(format!("{name}.json")))
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // Without an explicit shutdown, stop the writer once it has drained its queue.
+        let (done, _) = oneshot::channel();
+        let _ = self.tx.try_send(Command::Shutdown { done });
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn append(&self, events: Vec<Prepared>) -> Result<Vec<Appended>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.check_writable()?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Append { events, reply })
+            .await
+            .map_err(|_| StoreError::from(EmbeddedError::ShuttingDown))?;
+        rx.await
+            .map_err(|_| StoreError::from(EmbeddedError::ShuttingDown))?
+    }
+
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        let (tenant, id) = (tenant.as_str().to_owned(), id.as_str().to_owned());
+        self.read(move |views| Ok(query::find_id(views, &tenant, &id)?.map(query::to_stored)))
+            .await
+    }
+
+    async fn query(&self, tenant: &TenantId, q: &Query) -> Result<Page, StoreError> {
+        let (tenant, q) = (tenant.as_str().to_owned(), q.clone());
+        let now = Timestamp::now();
+        self.read(move |views| query::execute(views, &tenant, &q, now))
+            .await
+    }
+
+    async fn count(
+        &self,
+        tenant: &TenantId,
+        filter: &Expr,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<u64, StoreError> {
+        let (tenant, filter) = (tenant.as_str().to_owned(), filter.clone());
+        let now = Timestamp::now();
+        self.read(move |views| query::count(views, &tenant, &filter, from, to, now))
+            .await
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.check_writable()
+    }
+
+    async fn load_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.meta_path(name)?;
+        tokio::task::spawn_blocking(move || match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Internal(format!(
+                "reading {}: {e}",
+                path.display()
+            ))),
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    async fn save_meta(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.meta_path(name)?;
+        let bytes = bytes.to_vec();
+        tokio::task::spawn_blocking(move || write_private_atomic(&path, &bytes))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(StoreError::from)
+    }
+
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown { done }).await.is_ok() {
+            let _ = rx.await;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a file readable only by its owner, atomically (temp file, fsync, rename, fsync dir).
+fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(EmbeddedError::io("creating", &tmp))?;
+    f.write_all(bytes)
+        .map_err(EmbeddedError::io("writing", &tmp))?;
+    f.sync_all().map_err(EmbeddedError::io("syncing", &tmp))?;
+    fs::rename(&tmp, path).map_err(EmbeddedError::io("renaming", path))?;
+    if let Some(parent) = path.parent() {
+        segment::sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Rebuilds every derived index file from the log of a data directory no process has open.
+pub fn reindex(data_dir: &Path) -> Result<ReindexReport, EmbeddedError> {
+    let _lock = lock_dir(data_dir)?;
+    let (sealed, _) = segment_ids(&data_dir.join("log"))?;
+    let mut report = ReindexReport {
+        segments: 0,
+        events: 0,
+    };
+    for id in sealed {
+        report.events += seal::rebuild_index(data_dir, id)?;
+        report.segments += 1;
+    }
+    Ok(report)
+}

@@ -96,7 +96,8 @@ pub trait Store: Send + Sync + Debug + 'static {
     async fn append(&self, events: Vec<Prepared>) -> Result<Vec<Appended>, StoreError>;
 
     /// One event of `tenant` by id.
-    async fn get(&self, tenant: &TenantId, id: &EventId) -> Result<Option<StoredEvent>, StoreError>;
+    async fn get(&self, tenant: &TenantId, id: &EventId)
+    -> Result<Option<StoredEvent>, StoreError>;
 
     /// Events of `tenant` matching the query, in its order, at most `limit`.
     async fn query(&self, tenant: &TenantId, query: &Query) -> Result<Page, StoreError>;

@@ -1,0 +1,266 @@
+//! The in-memory index of a segment that is not sealed yet: fresh events are queryable the
+//! moment their append is acknowledged.
+//!
+//! Terms are interned once per segment in a hash table of term ids (no boxed key per posting);
+//! a term seen in one event keeps its single doc inline. Per path, the list of its term ids
+//! serves range and prefix scans.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use roaring::RoaringBitmap;
+
+use crate::error::{EmbeddedError, Result};
+use crate::record::{self, Record};
+use crate::segment::{DocRef, OwnedRecord, SegmentView, path_of};
+use crate::wal::WalReader;
+
+/// Where a document's record lives in the log, and the fields queries sort and filter by.
+#[derive(Debug, Clone, Copy)]
+struct DocMeta {
+    offset: u64,
+    len: u32,
+    tenant: u32,
+    seq: u64,
+    time: i64,
+}
+
+#[derive(Debug)]
+enum Postings {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Postings {
+    fn push(&mut self, doc: u32) {
+        match self {
+            Self::One(d) if *d == doc => {}
+            Self::One(d) => *self = Self::Many(vec![*d, doc]),
+            Self::Many(v) => {
+                if v.last() != Some(&doc) {
+                    v.push(doc)
+                }
+            }
+        }
+    }
+
+    fn add_to(&self, out: &mut RoaringBitmap) {
+        match self {
+            Self::One(d) => {
+                out.insert(*d);
+            }
+            Self::Many(v) => {
+                // Doc ids are appended in increasing order.
+                let _ = out.append(v.iter().copied());
+            }
+        }
+    }
+}
+
+/// The index of one unsealed segment.
+#[derive(Debug)]
+pub(crate) struct Memtable {
+    /// The segment's id (its file name).
+    pub id: u64,
+    wal: WalReader,
+    docs: Vec<DocMeta>,
+    terms: Vec<Box<[u8]>>,
+    postings: Vec<Postings>,
+    table: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+    /// Term ids of each path, for range and prefix scans.
+    by_path: HashMap<Box<[u8]>, Vec<u32>>,
+    tenants: Vec<String>,
+    time_range: Option<(i64, i64)>,
+}
+
+impl Memtable {
+    pub(crate) fn new(id: u64, wal_path: &Path) -> Result<Self> {
+        Ok(Self {
+            id,
+            wal: WalReader::open(wal_path)?,
+            docs: Vec::new(),
+            terms: Vec::new(),
+            postings: Vec::new(),
+            table: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            by_path: HashMap::new(),
+            tenants: Vec::new(),
+            time_range: None,
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    fn tenant_ordinal(&mut self, tenant: &str) -> u32 {
+        match self.tenants.iter().position(|t| t == tenant) {
+            Some(i) => i as u32,
+            None => {
+                self.tenants.push(tenant.to_owned());
+                (self.tenants.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Adds one durable record (at `offset`, `len` bytes in the log) with its terms.
+    pub(crate) fn insert<'t>(
+        &mut self,
+        offset: u64,
+        len: u32,
+        rec: &Record<'_>,
+        terms: impl IntoIterator<Item = &'t [u8]>,
+    ) {
+        let doc = self.docs.len() as u32;
+        let tenant = self.tenant_ordinal(rec.tenant);
+        self.docs.push(DocMeta {
+            offset,
+            len,
+            tenant,
+            seq: rec.seq,
+            time: rec.time,
+        });
+        self.time_range = Some(match self.time_range {
+            None => (rec.time, rec.time),
+            Some((lo, hi)) => (lo.min(rec.time), hi.max(rec.time)),
+        });
+        for term in terms {
+            self.add_term(term, doc);
+        }
+    }
+
+    fn add_term(&mut self, term: &[u8], doc: u32) {
+        let hash = self.hasher.hash_one(term);
+        let terms = &self.terms;
+        if let Some(&id) = self.table.find(hash, |&id| {
+            terms.get(id as usize).is_some_and(|t| &**t == term)
+        }) {
+            if let Some(p) = self.postings.get_mut(id as usize) {
+                p.push(doc);
+            }
+            return;
+        }
+        let id = self.terms.len() as u32;
+        self.terms.push(term.into());
+        self.postings.push(Postings::One(doc));
+        let (terms, hasher) = (&self.terms, &self.hasher);
+        self.table.insert_unique(hash, id, |&id| {
+            hasher.hash_one(terms.get(id as usize).map(|t| &**t).unwrap_or_default())
+        });
+        let path = path_of(term);
+        match self.by_path.get_mut(path) {
+            Some(ids) => ids.push(id),
+            None => {
+                self.by_path.insert(path.into(), vec![id]);
+            }
+        }
+    }
+
+    /// Every distinct term with its sorted doc ids, in term order (for sealing).
+    pub(crate) fn sorted_terms(&self) -> Vec<(&[u8], Vec<u32>)> {
+        let mut out: Vec<(&[u8], Vec<u32>)> = self
+            .terms
+            .iter()
+            .zip(&self.postings)
+            .map(|(t, p)| {
+                let docs = match p {
+                    Postings::One(d) => vec![*d],
+                    Postings::Many(v) => v.clone(),
+                };
+                (&**t, docs)
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        out
+    }
+
+    /// Reads every record of the segment in doc order (for sealing).
+    pub(crate) fn for_each_record(
+        &self,
+        mut f: impl FnMut(u32, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut buf = Vec::new();
+        for (doc, meta) in self.docs.iter().enumerate() {
+            self.wal.read_at(meta.offset, meta.len, &mut buf)?;
+            f(doc as u32, &buf)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn tenant_names(&self) -> &[String] {
+        &self.tenants
+    }
+}
+
+impl SegmentView for Memtable {
+    fn doc_count(&self) -> u32 {
+        self.docs.len() as u32
+    }
+
+    fn time_range(&self) -> Option<(i64, i64)> {
+        self.time_range
+    }
+
+    fn lookup(&self, term: &[u8], out: &mut RoaringBitmap) {
+        let hash = self.hasher.hash_one(term);
+        if let Some(&id) = self.table.find(hash, |&id| {
+            self.terms.get(id as usize).is_some_and(|t| &**t == term)
+        }) && let Some(p) = self.postings.get(id as usize)
+        {
+            p.add_to(out);
+        }
+    }
+
+    fn scan(
+        &self,
+        lo: &[u8],
+        hi: &[u8],
+        keep: &mut dyn FnMut(&[u8]) -> bool,
+        out: &mut RoaringBitmap,
+    ) {
+        let Some(ids) = self.by_path.get(path_of(lo)) else {
+            return;
+        };
+        for &id in ids {
+            let (Some(term), Some(p)) =
+                (self.terms.get(id as usize), self.postings.get(id as usize))
+            else {
+                continue;
+            };
+            if &**term >= lo && &**term < hi && keep(term) {
+                p.add_to(out);
+            }
+        }
+    }
+
+    fn doc(&self, doc: u32) -> Option<DocRef> {
+        self.docs.get(doc as usize).map(|m| DocRef {
+            time: m.time,
+            seq: m.seq,
+            tenant: m.tenant,
+        })
+    }
+
+    fn tenant_ordinal_of(&self, tenant: &str) -> Option<u32> {
+        self.tenants
+            .iter()
+            .position(|t| t == tenant)
+            .map(|i| i as u32)
+    }
+
+    fn read(&self, doc: u32) -> Result<OwnedRecord> {
+        let meta = self.docs.get(doc as usize).ok_or_else(|| {
+            EmbeddedError::corrupt(format!("segment {}", self.id), "doc id out of range")
+        })?;
+        let mut buf = Vec::new();
+        self.wal.read_at(meta.offset, meta.len, &mut buf)?;
+        let (rec, _) = record::decode(&buf).map_err(|_| {
+            EmbeddedError::corrupt(format!("segment {}", self.id), "unreadable record in log")
+        })?;
+        Ok(OwnedRecord::from(&rec))
+    }
+}

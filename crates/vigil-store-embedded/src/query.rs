@@ -1,0 +1,439 @@
+//! Query planning and execution over a tenant's segments.
+//!
+//! For each segment, newest first, the filter is turned into a candidate doc set from the term
+//! index (exact for every operator, except string values longer than the indexed prefix, which
+//! are confirmed against the event). Candidates outside the time range or before the cursor are
+//! dropped using the per-doc time column, and the best `limit + 1` by `(time, seq)` are kept in a
+//! bounded heap, so whole segments whose time bounds cannot beat the current worst are skipped.
+//! Only the winners are read from the log.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use roaring::RoaringBitmap;
+use vigil_event::{Scalar, Term, TermKind, Timestamp};
+use vigil_query::{CmpOp, Cursor, Expr, Literal, Order, Query, parse_time_bound};
+use vigil_store::{Page, StoredEvent};
+
+use crate::error::Result;
+use crate::segment::{OwnedRecord, SegmentView};
+
+/// A doc set and whether every member surely matches (false: confirm against the event).
+#[derive(Debug)]
+struct Candidates {
+    docs: RoaringBitmap,
+    exact: bool,
+}
+
+fn universe(seg: &dyn SegmentView) -> RoaringBitmap {
+    let mut b = RoaringBitmap::new();
+    b.insert_range(0..seg.doc_count());
+    b
+}
+
+/// Paths whose values are RFC 3339 times, compared as instants.
+fn is_time_path(path: &str) -> bool {
+    path == "time" || path == "received_at"
+}
+
+fn time_literal(lit: &Literal, now: Timestamp) -> Option<Timestamp> {
+    parse_time_bound(&lit.raw, now)
+}
+
+/// The first key after every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; prefix.len() + 1]
+}
+
+fn cmp_holds<T: PartialOrd>(op: CmpOp, value: T, bound: T) -> bool {
+    match op {
+        CmpOp::Eq => value == bound,
+        CmpOp::Gt => value > bound,
+        CmpOp::Ge => value >= bound,
+        CmpOp::Lt => value < bound,
+        CmpOp::Le => value <= bound,
+    }
+}
+
+/// Docs whose `time` column satisfies `op bound`.
+fn time_column(seg: &dyn SegmentView, op: CmpOp, bound: i64) -> RoaringBitmap {
+    let mut out = RoaringBitmap::new();
+    if let Some((lo, hi)) = seg.time_range() {
+        if cmp_holds(op, lo, bound) && cmp_holds(op, hi, bound) && op != CmpOp::Eq {
+            return universe(seg);
+        }
+    }
+    for doc in 0..seg.doc_count() {
+        if seg.doc(doc).is_some_and(|d| cmp_holds(op, d.time, bound)) {
+            out.insert(doc);
+        }
+    }
+    out
+}
+
+fn candidates(seg: &dyn SegmentView, expr: &Expr, now: Timestamp) -> Candidates {
+    match expr {
+        Expr::All => Candidates {
+            docs: universe(seg),
+            exact: true,
+        },
+        Expr::And(parts) => {
+            let mut acc: Option<Candidates> = None;
+            for p in parts {
+                let c = candidates(seg, p, now);
+                acc = Some(match acc {
+                    None => c,
+                    Some(a) => Candidates {
+                        docs: a.docs & c.docs,
+                        exact: a.exact && c.exact,
+                    },
+                });
+                if acc.as_ref().is_some_and(|a| a.docs.is_empty()) {
+                    break;
+                }
+            }
+            acc.unwrap_or(Candidates {
+                docs: universe(seg),
+                exact: true,
+            })
+        }
+        Expr::Or(parts) => {
+            let mut docs = RoaringBitmap::new();
+            let mut exact = true;
+            for p in parts {
+                let c = candidates(seg, p, now);
+                docs |= c.docs;
+                exact &= c.exact;
+            }
+            Candidates { docs, exact }
+        }
+        Expr::Not(inner) => {
+            let c = candidates(seg, inner, now);
+            if c.exact {
+                Candidates {
+                    docs: universe(seg) - c.docs,
+                    exact: true,
+                }
+            } else {
+                Candidates {
+                    docs: universe(seg),
+                    exact: false,
+                }
+            }
+        }
+        Expr::Prefix { path, prefix } => {
+            let lo = Term::string_prefix(path, prefix);
+            let hi = prefix_end(&lo);
+            let mut docs = RoaringBitmap::new();
+            seg.scan(&lo, &hi, &mut |_| true, &mut docs);
+            Candidates {
+                docs,
+                exact: prefix.len() < Term::MAX_STRING_BYTES,
+            }
+        }
+        Expr::Exists { path } => {
+            let mut lo = path.as_bytes().to_vec();
+            lo.push(0);
+            let mut hi = path.as_bytes().to_vec();
+            hi.push(1);
+            let mut docs = RoaringBitmap::new();
+            seg.scan(&lo, &hi, &mut |_| true, &mut docs);
+            Candidates { docs, exact: true }
+        }
+        Expr::Compare { path, op, value } => compare(seg, path, *op, value, now),
+    }
+}
+
+fn compare(
+    seg: &dyn SegmentView,
+    path: &str,
+    op: CmpOp,
+    lit: &Literal,
+    now: Timestamp,
+) -> Candidates {
+    let mut docs = RoaringBitmap::new();
+    if path == "time"
+        && let Some(t) = time_literal(lit, now)
+    {
+        return Candidates {
+            docs: time_column(seg, op, t.as_nanos()),
+            exact: true,
+        };
+    }
+    if op == CmpOp::Eq {
+        let mut exact = true;
+        let mut buf = Vec::new();
+        let normalized_time = is_time_path(path)
+            .then(|| time_literal(lit, now))
+            .flatten()
+            .map(|t| t.to_rfc3339());
+        if let Some(t) = &normalized_time {
+            buf.clear();
+            Term::encode_into(path, Scalar::String(t), &mut buf);
+            seg.lookup(&buf, &mut docs);
+        }
+        for s in lit.exact_candidates() {
+            if let Scalar::String(v) = s
+                && v.len() >= Term::MAX_STRING_BYTES
+            {
+                exact = false;
+            }
+            buf.clear();
+            Term::encode_into(path, s, &mut buf);
+            seg.lookup(&buf, &mut docs);
+        }
+        return Candidates { docs, exact };
+    }
+    // Ranges: numbers by their order-preserving encoding; times by parsing each string of the
+    // path; anything else as strings in byte order.
+    if let Some(n) = lit.as_number() {
+        let (kind_lo, kind_hi) = Term::kind_range(path, TermKind::Number);
+        let mut at = Vec::new();
+        Term::encode_into(path, Scalar::Number(n), &mut at);
+        let (lo, hi) = match op {
+            CmpOp::Gt | CmpOp::Ge => (at, kind_hi),
+            _ => {
+                let mut end = at;
+                end.push(0);
+                (kind_lo, end)
+            }
+        };
+        seg.scan(&lo, &hi, &mut |t| matches!(vigil_event::Term::decode(t), Some((_, Scalar::Number(v))) if cmp_holds(op, v, n)), &mut docs);
+        return Candidates { docs, exact: true };
+    }
+    let (lo, hi) = Term::kind_range(path, TermKind::String);
+    if let Some(t) = time_literal(lit, now) {
+        let bound = t.as_nanos();
+        seg.scan(
+            &lo,
+            &hi,
+            &mut |term| match Term::decode(term) {
+                Some((_, Scalar::String(s))) => {
+                    Timestamp::parse_rfc3339(s).is_some_and(|v| cmp_holds(op, v.as_nanos(), bound))
+                }
+                _ => false,
+            },
+            &mut docs,
+        );
+        return Candidates { docs, exact: true };
+    }
+    let raw = lit.raw.as_str();
+    let mut exact = true;
+    seg.scan(
+        &lo,
+        &hi,
+        &mut |term| match Term::decode(term) {
+            Some((_, Scalar::String(s))) => {
+                if s.len() >= Term::MAX_STRING_BYTES {
+                    exact = false;
+                    true
+                } else {
+                    cmp_holds(op, s, raw)
+                }
+            }
+            _ => false,
+        },
+        &mut docs,
+    );
+    Candidates { docs, exact }
+}
+
+/// Key that is larger for "better" events in the requested order.
+fn order_key(order: Order, time: i64, seq: u64) -> (i64, u64) {
+    match order {
+        Order::Desc => (time, seq),
+        Order::Asc => (!time, !seq),
+    }
+}
+
+/// The docs of `tenant` in a segment passing the filter, time range and cursor, each with its
+/// time and seq. Calls `f` for each; confirms inexact candidates against the event.
+fn for_each_match(
+    seg: &dyn SegmentView,
+    tenant: &str,
+    filter: &Expr,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    cursor: Option<&Cursor>,
+    now: Timestamp,
+    mut f: impl FnMut(u32, i64, u64) -> bool,
+) -> Result<()> {
+    let Some(ordinal) = seg.tenant_ordinal_of(tenant) else {
+        return Ok(());
+    };
+    if let Some((lo, hi)) = seg.time_range() {
+        if from.is_some_and(|f| hi < f.as_nanos()) || to.is_some_and(|t| lo >= t.as_nanos()) {
+            return Ok(());
+        }
+    } else {
+        return Ok(());
+    }
+    let c = candidates(seg, filter, now);
+    for doc in &c.docs {
+        let Some(d) = seg.doc(doc) else { continue };
+        if d.tenant != ordinal
+            || from.is_some_and(|f| d.time < f.as_nanos())
+            || to.is_some_and(|t| d.time >= t.as_nanos())
+            || cursor.is_some_and(|c| !c.admits(Timestamp::from_nanos(d.time), d.seq))
+        {
+            continue;
+        }
+        if !c.exact && !confirm(seg, doc, filter, now)? {
+            continue;
+        }
+        if !f(doc, d.time, d.seq) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn confirm(seg: &dyn SegmentView, doc: u32, filter: &Expr, now: Timestamp) -> Result<bool> {
+    let rec = seg.read(doc)?;
+    Ok(
+        match serde_json::from_slice::<serde_json::Value>(&rec.canonical) {
+            Ok(serde_json::Value::Object(map)) => filter.matches(&map, now),
+            _ => false,
+        },
+    )
+}
+
+pub(crate) fn to_stored(rec: OwnedRecord) -> StoredEvent {
+    StoredEvent {
+        seq: rec.seq,
+        time: Timestamp::from_nanos(rec.time),
+        canonical: rec.canonical,
+        hash: rec.chain,
+    }
+}
+
+/// Runs `query` for `tenant` over `segments` (oldest first).
+pub(crate) fn execute(
+    segments: &[&dyn SegmentView],
+    tenant: &str,
+    query: &Query,
+    now: Timestamp,
+) -> Result<Page> {
+    let want = query.limit.saturating_add(1);
+    // Min-heap of the best `want` events so far: the root is the worst kept.
+    let mut heap: BinaryHeap<Reverse<((i64, u64), usize, u32)>> = BinaryHeap::with_capacity(want);
+    let order = query.order;
+    let indices: Vec<usize> = match order {
+        Order::Desc => (0..segments.len()).rev().collect(),
+        Order::Asc => (0..segments.len()).collect(),
+    };
+    for si in indices {
+        let Some(seg) = segments.get(si).copied() else {
+            continue;
+        };
+        if heap.len() >= want
+            && let (Some(Reverse((worst, _, _))), Some((lo, hi))) = (heap.peek(), seg.time_range())
+        {
+            // Best possible key in this segment vs the worst kept.
+            let best = match order {
+                Order::Desc => order_key(order, hi, u64::MAX),
+                Order::Asc => order_key(order, lo, 0),
+            };
+            if best < *worst {
+                continue;
+            }
+        }
+        for_each_match(
+            seg,
+            tenant,
+            &query.filter,
+            query.from,
+            query.to,
+            query.cursor.as_ref(),
+            now,
+            |doc, time, seq| {
+                let key = order_key(order, time, seq);
+                if heap.len() < want {
+                    heap.push(Reverse((key, si, doc)));
+                } else if heap
+                    .peek()
+                    .is_some_and(|Reverse((worst, _, _))| key > *worst)
+                {
+                    heap.pop();
+                    heap.push(Reverse((key, si, doc)));
+                }
+                true
+            },
+        )?;
+    }
+    let mut best: Vec<((i64, u64), usize, u32)> = heap.into_iter().map(|Reverse(x)| x).collect();
+    best.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    let more = best.len() > query.limit;
+    best.truncate(query.limit);
+    let mut events = Vec::with_capacity(best.len());
+    for (_, si, doc) in &best {
+        if let Some(seg) = segments.get(*si) {
+            events.push(to_stored(seg.read(*doc)?));
+        }
+    }
+    let next_cursor = if more {
+        events.last().map(|e| Cursor {
+            order,
+            time: e.time,
+            seq: e.seq,
+        })
+    } else {
+        None
+    };
+    Ok(Page {
+        events,
+        next_cursor,
+    })
+}
+
+/// Counts the matches of `filter` for `tenant` with `from <= time < to`.
+pub(crate) fn count(
+    segments: &[&dyn SegmentView],
+    tenant: &str,
+    filter: &Expr,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<u64> {
+    let mut n = 0u64;
+    for seg in segments {
+        for_each_match(*seg, tenant, filter, from, to, None, now, |_, _, _| {
+            n += 1;
+            true
+        })?;
+    }
+    Ok(n)
+}
+
+/// The newest record of `tenant` with this id, if any.
+pub(crate) fn find_id(
+    segments: &[&dyn SegmentView],
+    tenant: &str,
+    id: &str,
+) -> Result<Option<OwnedRecord>> {
+    let mut term = Vec::new();
+    Term::encode_into("id", Scalar::String(id), &mut term);
+    for seg in segments.iter().rev() {
+        let Some(ordinal) = seg.tenant_ordinal_of(tenant) else {
+            continue;
+        };
+        let mut docs = RoaringBitmap::new();
+        seg.lookup(&term, &mut docs);
+        for doc in &docs {
+            if seg.doc(doc).is_some_and(|d| d.tenant == ordinal) {
+                let rec = seg.read(doc)?;
+                if rec.id == id {
+                    return Ok(Some(rec));
+                }
+            }
+        }
+    }
+    Ok(None)
+}

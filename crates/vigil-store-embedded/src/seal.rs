@@ -1,0 +1,181 @@
+//! Sealing: turning a full memtable into an immutable segment, on its own thread.
+//!
+//! The `.seg` (compressed log blocks) and `.idx` (term dictionary, postings, columns) are
+//! written to temporary files, fsynced and renamed; then the sealed segment replaces the
+//! memtable in the segment set and the `.wal` is deleted. A crash at any point leaves either the
+//! `.wal` (replayed on open) or a complete `.seg` (and the `.wal` is removed on open).
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use vigil_event::{Hash, Scalar, Term, flatten};
+
+use crate::Shared;
+use crate::error::{EmbeddedError, Result};
+use crate::memtable::Memtable;
+use crate::record::Record;
+use crate::segment::{self, DocRef, IndexInput, Sealed, SegmentView, TenantTail};
+
+pub(crate) fn run(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<Arc<RwLock<Memtable>>>) {
+    while let Ok(mem) = rx.recv() {
+        let id = mem.read().unwrap_or_else(|e| e.into_inner()).id;
+        let started = std::time::Instant::now();
+        match seal(&shared.dir, &mem) {
+            Ok(sealed) => {
+                let docs = sealed.doc_count();
+                shared.replace_memtable(id, Arc::new(sealed));
+                let wal = segment::wal_path(&shared.dir, id);
+                if let Err(e) = std::fs::remove_file(&wal) {
+                    tracing::warn!(error = %e, path = %wal.display(), "could not remove sealed log file");
+                }
+                tracing::info!(
+                    segment = id,
+                    docs,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "segment sealed"
+                );
+            }
+            Err(e) => {
+                // The memtable stays queryable and its .wal stays on disk: nothing is lost; the
+                // next start retries sealing it.
+                tracing::error!(error = %e, segment = id, "sealing failed");
+            }
+        }
+    }
+}
+
+/// Writes the sealed files of a memtable and opens them.
+pub(crate) fn seal(dir: &Path, mem: &RwLock<Memtable>) -> Result<Sealed> {
+    let mem = mem.read().unwrap_or_else(|e| e.into_inner());
+    let block_times = segment::write_data(&segment::seg_path(dir, mem.id), &mut |sink| {
+        mem.for_each_record(|_, raw| sink(raw))
+    })?;
+    let mut docs = Vec::with_capacity(mem.len());
+    for d in 0..mem.doc_count() {
+        docs.push(
+            mem.doc(d)
+                .ok_or_else(|| EmbeddedError::corrupt(dir, "memtable doc out of range"))?,
+        );
+    }
+    let tenants = tails(mem.tenant_names(), &docs, |doc| Ok(mem.read(doc)?.chain))?;
+    let input = IndexInput {
+        docs,
+        tenants,
+        terms: mem.sorted_terms(),
+        block_times,
+    };
+    segment::write_index(&segment::idx_path(dir, mem.id), &input)?;
+    Sealed::open(dir, mem.id)
+}
+
+/// Each tenant's last seq and chain in a segment.
+fn tails(
+    names: &[String],
+    docs: &[DocRef],
+    chain_of: impl Fn(u32) -> Result<Hash>,
+) -> Result<Vec<TenantTail>> {
+    let mut last: Vec<Option<(u64, u32)>> = vec![None; names.len()];
+    for (i, d) in docs.iter().enumerate() {
+        if let Some(slot) = last.get_mut(d.tenant as usize)
+            && slot.is_none_or(|(seq, _)| d.seq > seq)
+        {
+            *slot = Some((d.seq, i as u32));
+        }
+    }
+    names
+        .iter()
+        .zip(last)
+        .map(|(name, l)| {
+            let (last_seq, doc) = l.unwrap_or((0, 0));
+            Ok(TenantTail {
+                name: name.clone(),
+                last_seq,
+                last_chain: chain_of(doc)?,
+            })
+        })
+        .collect()
+}
+
+/// Appends the terms of a stored event (its canonical JSON) to `out`, length-prefixed like
+/// `Prepared::terms`, and calls `f` per term. Used when rebuilding an index from the log.
+pub(crate) fn terms_of_canonical(canonical: &[u8], mut f: impl FnMut(&[u8])) -> bool {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(canonical)
+    else {
+        return false;
+    };
+    let mut buf = Vec::with_capacity(64);
+    flatten(&map, |path, value: Scalar<'_>| {
+        buf.clear();
+        Term::encode_into(path, value, &mut buf);
+        f(&buf);
+    });
+    true
+}
+
+/// Rebuilds the `.idx` of a sealed segment from its `.seg` (the log).
+pub(crate) fn rebuild_index(dir: &Path, id: u64) -> Result<u64> {
+    let seg_path = segment::seg_path(dir, id);
+    let data = segment::RawSegment::open(&seg_path)?;
+    let mut terms: std::collections::HashMap<Vec<u8>, Vec<u32>> = std::collections::HashMap::new();
+    let mut docs = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut chains: Vec<Hash> = Vec::new();
+    let mut block_times: Vec<(i64, i64)> = Vec::new();
+    data.for_each_record(|doc, rec: Record<'_>| {
+        let tenant = match names.iter().position(|n| n == rec.tenant) {
+            Some(i) => i as u32,
+            None => {
+                names.push(rec.tenant.to_owned());
+                (names.len() - 1) as u32
+            }
+        };
+        docs.push(DocRef {
+            time: rec.time,
+            seq: rec.seq,
+            tenant,
+        });
+        chains.push(rec.chain);
+        let block = (doc / segment::BLOCK_DOCS) as usize;
+        if block_times.len() <= block {
+            block_times.push((rec.time, rec.time));
+        } else if let Some(b) = block_times.get_mut(block) {
+            *b = (b.0.min(rec.time), b.1.max(rec.time));
+        }
+        let ok = terms_of_canonical(rec.canonical, |t| {
+            let list = terms.entry(t.to_vec()).or_default();
+            if list.last() != Some(&doc) {
+                list.push(doc);
+            }
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(EmbeddedError::corrupt(
+                &seg_path,
+                format!("record {doc}: canonical bytes are not a JSON object"),
+            ))
+        }
+    })?;
+    let tenants = tails(&names, &docs, |doc| {
+        chains
+            .get(doc as usize)
+            .copied()
+            .ok_or_else(|| EmbeddedError::corrupt(&seg_path, "doc out of range"))
+    })?;
+    let mut sorted: Vec<(&[u8], Vec<u32>)> = terms
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.clone()))
+        .collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let n = docs.len() as u64;
+    segment::write_index(
+        &segment::idx_path(dir, id),
+        &IndexInput {
+            docs,
+            tenants,
+            terms: sorted,
+            block_times,
+        },
+    )?;
+    Ok(n)
+}

@@ -1,0 +1,629 @@
+//! Segments: what every part of the log looks like to a query, and the sealed, immutable form.
+//!
+//! A sealed segment is two files named by the segment id:
+//! - `log/<id>.seg` — the log itself (source of truth): the segment's records, in the same
+//!   CRC-checked encoding as the write-ahead file, in zstd-compressed blocks of
+//!   [`BLOCK_DOCS`] records, so a point read decompresses one small block.
+//! - `index/<id>.idx` — derived and rebuildable from the `.seg` (`vigil reindex`): a sorted term
+//!   dictionary (`fst`) mapping each term to its postings (`roaring`), or inline to its single doc
+//!   when the term occurs once; per-doc columns (time, seq, tenant); per-block time bounds; and
+//!   each tenant's last seq and chain hash, so opening the store does not rescan old events.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fst::{IntoStreamer, Streamer};
+use memmap2::Mmap;
+use roaring::RoaringBitmap;
+use vigil_event::Hash;
+
+use crate::error::{EmbeddedError, Result};
+use crate::record::{self, Record};
+
+/// Records per compressed block: small blocks keep point reads cheap.
+pub(crate) const BLOCK_DOCS: u32 = 32;
+const SEG_MAGIC: &[u8; 8] = b"VGLSEG01";
+const SEG_FOOTER_MAGIC: &[u8; 8] = b"VGLSEGF1";
+const SEG_FOOTER_LEN: usize = 8 + 4 + 4 + 4 + 8;
+const IDX_MAGIC: &[u8; 8] = b"VGLIDX01";
+const IDX_FOOTER_MAGIC: &[u8; 8] = b"VGLIDXF1";
+const IDX_SECTIONS: usize = 7;
+const IDX_FOOTER_LEN: usize = (IDX_SECTIONS + 1) * 8 + 4 + 4 + 8 + 8 + 4 + 8;
+const SINGLE_FLAG: u64 = 1 << 63;
+
+/// The bytes of a term up to its path separator.
+pub(crate) fn path_of(term: &[u8]) -> &[u8] {
+    let end = term.iter().position(|&b| b == 0).unwrap_or(term.len());
+    term.get(..end).unwrap_or_default()
+}
+
+/// Sort and filter fields of one document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DocRef {
+    pub time: i64,
+    pub seq: u64,
+    pub tenant: u32,
+}
+
+/// A record read back, owning its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OwnedRecord {
+    pub tenant: String,
+    pub seq: u64,
+    pub time: i64,
+    pub chain: Hash,
+    pub digest: Hash,
+    pub id: String,
+    pub canonical: Vec<u8>,
+}
+
+impl From<&Record<'_>> for OwnedRecord {
+    fn from(r: &Record<'_>) -> Self {
+        Self {
+            tenant: r.tenant.to_owned(),
+            seq: r.seq,
+            time: r.time,
+            chain: r.chain,
+            digest: r.digest,
+            id: r.id.to_owned(),
+            canonical: r.canonical.to_vec(),
+        }
+    }
+}
+
+/// What a query needs from any segment, sealed or not.
+pub(crate) trait SegmentView: Send + Sync {
+    fn doc_count(&self) -> u32;
+    /// Smallest and largest event time in the segment.
+    fn time_range(&self) -> Option<(i64, i64)>;
+    /// Adds the docs containing `term` to `out`.
+    fn lookup(&self, term: &[u8], out: &mut RoaringBitmap);
+    /// Adds the docs of every term `t` with `lo <= t < hi` and `keep(t)` to `out`. `lo` and `hi`
+    /// share one path.
+    fn scan(
+        &self,
+        lo: &[u8],
+        hi: &[u8],
+        keep: &mut dyn FnMut(&[u8]) -> bool,
+        out: &mut RoaringBitmap,
+    );
+    fn doc(&self, doc: u32) -> Option<DocRef>;
+    fn tenant_ordinal_of(&self, tenant: &str) -> Option<u32>;
+    fn read(&self, doc: u32) -> Result<OwnedRecord>;
+}
+
+/// A tenant's position at the end of a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TenantTail {
+    pub name: String,
+    pub last_seq: u64,
+    pub last_chain: Hash,
+}
+
+/// Everything needed to write a segment's index.
+#[derive(Debug)]
+pub(crate) struct IndexInput<'a> {
+    pub docs: Vec<DocRef>,
+    pub tenants: Vec<TenantTail>,
+    /// Every distinct term with its ascending doc ids, sorted by term.
+    pub terms: Vec<(&'a [u8], Vec<u32>)>,
+    pub block_times: Vec<(i64, i64)>,
+}
+
+pub(crate) fn seg_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join("log").join(format!("{id:020}.seg"))
+}
+
+pub(crate) fn idx_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join("index").join(format!("{id:020}.idx"))
+}
+
+pub(crate) fn wal_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join("log").join(format!("{id:020}.wal"))
+}
+
+fn tmp_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+/// Writes `p` through a temporary file: complete and fsynced, or absent.
+fn write_atomic(
+    p: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let tmp = tmp_path(p);
+    let file = File::create(&tmp).map_err(EmbeddedError::io("creating", &tmp))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    write(&mut w).map_err(EmbeddedError::io("writing", &tmp))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| EmbeddedError::io("writing", &tmp)(e.into_error()))?;
+    file.sync_all()
+        .map_err(EmbeddedError::io("syncing", &tmp))?;
+    fs::rename(&tmp, p).map_err(EmbeddedError::io("renaming", p))?;
+    if let Some(parent) = p.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(EmbeddedError::io("syncing directory", dir))
+}
+
+/// Writes the `.seg` file from raw records in doc order; returns each block's time bounds.
+pub(crate) fn write_data(
+    path: &Path,
+    records: &mut dyn FnMut(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
+) -> Result<Vec<(i64, i64)>> {
+    // Compress first (into memory: a segment is bounded), then write atomically.
+    let mut out: Vec<u8> = SEG_MAGIC.to_vec();
+    let mut table: Vec<(u64, u32, u32)> = Vec::new();
+    let mut block_times = Vec::new();
+    let mut block = Vec::new();
+    let mut in_block = 0u32;
+    let mut bounds: Option<(i64, i64)> = None;
+    let mut flush = |block: &mut Vec<u8>,
+                     n: &mut u32,
+                     bounds: &mut Option<(i64, i64)>,
+                     out: &mut Vec<u8>|
+     -> Result<()> {
+        if *n == 0 {
+            return Ok(());
+        }
+        let compressed =
+            zstd::bulk::compress(block, 3).map_err(EmbeddedError::io("compressing", path))?;
+        table.push((out.len() as u64, compressed.len() as u32, *n));
+        out.extend_from_slice(&compressed);
+        block_times.push(bounds.take().unwrap_or_default());
+        block.clear();
+        *n = 0;
+        Ok(())
+    };
+    records(&mut |raw: &[u8]| {
+        let (rec, _) = record::decode(raw)
+            .map_err(|_| EmbeddedError::corrupt(path, "unreadable record while sealing"))?;
+        bounds = Some(match bounds {
+            None => (rec.time, rec.time),
+            Some((lo, hi)) => (lo.min(rec.time), hi.max(rec.time)),
+        });
+        block.extend_from_slice(raw);
+        in_block += 1;
+        if in_block == BLOCK_DOCS {
+            flush(&mut block, &mut in_block, &mut bounds, &mut out)?;
+        }
+        Ok(())
+    })?;
+    flush(&mut block, &mut in_block, &mut bounds, &mut out)?;
+    let table_offset = out.len() as u64;
+    let mut table_bytes = Vec::with_capacity(table.len() * 16);
+    let mut n_docs = 0u32;
+    for (off, len, n) in &table {
+        table_bytes.extend_from_slice(&off.to_le_bytes());
+        table_bytes.extend_from_slice(&len.to_le_bytes());
+        table_bytes.extend_from_slice(&n.to_le_bytes());
+        n_docs += n;
+    }
+    out.extend_from_slice(&table_bytes);
+    out.extend_from_slice(&table_offset.to_le_bytes());
+    out.extend_from_slice(&(table.len() as u32).to_le_bytes());
+    out.extend_from_slice(&n_docs.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&table_bytes).to_le_bytes());
+    out.extend_from_slice(SEG_FOOTER_MAGIC);
+    write_atomic(path, |w| w.write_all(&out))?;
+    Ok(block_times)
+}
+
+/// Writes the `.idx` file.
+pub(crate) fn write_index(path: &Path, input: &IndexInput<'_>) -> Result<()> {
+    let mut postings: Vec<u8> = Vec::new();
+    let mut builder = fst::MapBuilder::memory();
+    for (term, docs) in &input.terms {
+        let value = match docs.as_slice() {
+            [one] => SINGLE_FLAG | u64::from(*one),
+            many => {
+                let at = postings.len() as u64;
+                let bitmap = RoaringBitmap::from_sorted_iter(many.iter().copied())
+                    .map_err(|_| EmbeddedError::corrupt(path, "postings out of order"))?;
+                bitmap
+                    .serialize_into(&mut postings)
+                    .map_err(EmbeddedError::io("encoding postings", path))?;
+                at
+            }
+        };
+        builder
+            .insert(term, value)
+            .map_err(|e| EmbeddedError::corrupt(path, format!("building term dictionary: {e}")))?;
+    }
+    let fst_bytes = builder
+        .into_inner()
+        .map_err(|e| EmbeddedError::corrupt(path, format!("building term dictionary: {e}")))?;
+
+    let mut times = Vec::with_capacity(input.docs.len() * 8);
+    let mut seqs = Vec::with_capacity(input.docs.len() * 8);
+    let mut tenants = Vec::with_capacity(input.docs.len() * 4);
+    let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
+    for d in &input.docs {
+        times.extend_from_slice(&d.time.to_le_bytes());
+        seqs.extend_from_slice(&d.seq.to_le_bytes());
+        tenants.extend_from_slice(&d.tenant.to_le_bytes());
+        min_time = min_time.min(d.time);
+        max_time = max_time.max(d.time);
+    }
+    let mut block_times = Vec::with_capacity(input.block_times.len() * 16);
+    for (lo, hi) in &input.block_times {
+        block_times.extend_from_slice(&lo.to_le_bytes());
+        block_times.extend_from_slice(&hi.to_le_bytes());
+    }
+    let mut tenant_table = Vec::new();
+    for t in &input.tenants {
+        tenant_table.push(t.name.len() as u8);
+        tenant_table.extend_from_slice(t.name.as_bytes());
+        tenant_table.extend_from_slice(&t.last_seq.to_le_bytes());
+        tenant_table.extend_from_slice(&t.last_chain);
+    }
+
+    let mut out: Vec<u8> = IDX_MAGIC.to_vec();
+    let mut offsets = Vec::with_capacity(IDX_SECTIONS + 1);
+    for section in [
+        &fst_bytes,
+        &postings,
+        &times,
+        &seqs,
+        &tenants,
+        &block_times,
+        &tenant_table,
+    ] {
+        offsets.push(out.len() as u64);
+        out.extend_from_slice(section);
+    }
+    offsets.push(out.len() as u64);
+    for o in &offsets {
+        out.extend_from_slice(&o.to_le_bytes());
+    }
+    out.extend_from_slice(&(input.docs.len() as u32).to_le_bytes());
+    out.extend_from_slice(&BLOCK_DOCS.to_le_bytes());
+    out.extend_from_slice(&min_time.to_le_bytes());
+    out.extend_from_slice(&max_time.to_le_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(IDX_FOOTER_MAGIC);
+    write_atomic(path, |w| w.write_all(&out))
+}
+
+/// A read-only view of part of a memory map.
+#[derive(Debug, Clone)]
+struct MapSlice {
+    map: Arc<Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for MapSlice {
+    fn as_ref(&self) -> &[u8] {
+        self.map.get(self.start..self.end).unwrap_or_default()
+    }
+}
+
+fn map_file(path: &Path) -> Result<Arc<Mmap>> {
+    let file = File::open(path).map_err(EmbeddedError::io("opening", path))?;
+    // SAFETY: sealed segment and index files are immutable once renamed into place; vigil
+    // never writes, truncates or replaces them while the store is open (one process owns the
+    // data directory, enforced by the lock file).
+    #[allow(unsafe_code)]
+    let map = unsafe { Mmap::map(&file) }.map_err(EmbeddedError::io("mapping", path))?;
+    Ok(Arc::new(map))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    b.get(at..at + 8)
+        .map(|s| u64::from_le_bytes(s.try_into().unwrap_or_default()))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_le_bytes(s.try_into().unwrap_or_default()))
+}
+
+fn i64_at(b: &[u8], at: usize) -> Option<i64> {
+    u64_at(b, at).map(|v| v as i64)
+}
+
+/// The log part of a sealed segment (`.seg`), memory-mapped.
+#[derive(Debug)]
+pub(crate) struct RawSegment {
+    path: PathBuf,
+    data: Arc<Mmap>,
+    /// (offset, compressed length, docs) of each block.
+    blocks: Vec<(u64, u32, u32)>,
+}
+
+impl RawSegment {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let data = map_file(path)?;
+        let blocks = read_seg_footer(path, &data)?;
+        Ok(Self {
+            path: path.to_owned(),
+            data,
+            blocks,
+        })
+    }
+
+    pub(crate) fn doc_count(&self) -> u32 {
+        self.blocks.iter().map(|b| b.2).sum()
+    }
+
+    /// Decompresses block `b` (its raw records).
+    fn block(&self, b: usize) -> Result<Vec<u8>> {
+        let (off, len, n) = *self
+            .blocks
+            .get(b)
+            .ok_or_else(|| EmbeddedError::corrupt(&self.path, "block out of range"))?;
+        let bytes = self
+            .data
+            .get(off as usize..off as usize + len as usize)
+            .ok_or_else(|| EmbeddedError::corrupt(&self.path, "block out of range"))?;
+        // Records are at most MAX_PAYLOAD each; bound the output accordingly.
+        zstd::bulk::decompress(
+            bytes,
+            n as usize * (record::MAX_PAYLOAD + record::HEADER_LEN),
+        )
+        .map_err(|e| EmbeddedError::corrupt(&self.path, format!("block {b}: {e}")))
+    }
+
+    /// Calls `f` with every record in doc order (for reindex and verify).
+    pub(crate) fn for_each_record(
+        &self,
+        mut f: impl FnMut(u32, Record<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut doc = 0u32;
+        for b in 0..self.blocks.len() {
+            let block = self.block(b)?;
+            let mut pos = 0;
+            while let Some(rest) = block.get(pos..).filter(|r| !r.is_empty()) {
+                let (rec, n) = record::decode(rest).map_err(|_| {
+                    EmbeddedError::corrupt(&self.path, format!("record {doc} unreadable"))
+                })?;
+                f(doc, rec)?;
+                doc += 1;
+                pos += n;
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self, doc: u32) -> Result<OwnedRecord> {
+        let block_index = (doc / BLOCK_DOCS) as usize;
+        let block = self.block(block_index)?;
+        let mut pos = 0;
+        for _ in 0..doc % BLOCK_DOCS {
+            let (_, n) = record::decode(block.get(pos..).unwrap_or_default()).map_err(|_| {
+                EmbeddedError::corrupt(
+                    &self.path,
+                    format!("record in block {block_index} unreadable"),
+                )
+            })?;
+            pos += n;
+        }
+        let (rec, _) = record::decode(block.get(pos..).unwrap_or_default())
+            .map_err(|_| EmbeddedError::corrupt(&self.path, format!("record {doc} unreadable")))?;
+        Ok(OwnedRecord::from(&rec))
+    }
+}
+
+/// A sealed segment: its log and its index, memory-mapped.
+#[derive(Debug)]
+pub(crate) struct Sealed {
+    pub id: u64,
+    raw: RawSegment,
+    idx: Arc<Mmap>,
+    fst: fst::Map<MapSlice>,
+    sections: [(usize, usize); IDX_SECTIONS],
+    n_docs: u32,
+    time_range: Option<(i64, i64)>,
+    pub tenants: Vec<TenantTail>,
+}
+
+const S_POSTINGS: usize = 1;
+const S_TIMES: usize = 2;
+const S_SEQS: usize = 3;
+const S_TENANTS: usize = 4;
+const S_BLOCK_TIMES: usize = 5;
+const S_TENANT_TABLE: usize = 6;
+
+impl Sealed {
+    /// Opens a sealed segment: checks both files' footers and checksums.
+    pub(crate) fn open(dir: &Path, id: u64) -> Result<Self> {
+        let raw = RawSegment::open(&seg_path(dir, id))?;
+        let idx_path = idx_path(dir, id);
+        let idx = map_file(&idx_path)?;
+        let bad = |d: &str| EmbeddedError::corrupt(&idx_path, d.to_owned());
+        let len = idx.len();
+        if len < IDX_MAGIC.len() + IDX_FOOTER_LEN || idx.get(..8) != Some(IDX_MAGIC.as_slice()) {
+            return Err(bad("not an index file"));
+        }
+        let footer = idx
+            .get(len - IDX_FOOTER_LEN..)
+            .ok_or_else(|| bad("short footer"))?;
+        if footer.get(IDX_FOOTER_LEN - 8..) != Some(IDX_FOOTER_MAGIC.as_slice()) {
+            return Err(bad("bad footer magic"));
+        }
+        let crc_at = IDX_FOOTER_LEN - 12;
+        let body = idx.get(..len - 12).ok_or_else(|| bad("short file"))?;
+        if u32_at(footer, crc_at) != Some(crc32fast::hash(body)) {
+            return Err(bad("checksum mismatch"));
+        }
+        let mut offsets = [0usize; IDX_SECTIONS + 1];
+        for (i, o) in offsets.iter_mut().enumerate() {
+            *o = u64_at(footer, i * 8).ok_or_else(|| bad("short footer"))? as usize;
+        }
+        let mut sections = [(0usize, 0usize); IDX_SECTIONS];
+        for (i, s) in sections.iter_mut().enumerate() {
+            let (a, b) = (
+                offsets.get(i).copied().unwrap_or(0),
+                offsets.get(i + 1).copied().unwrap_or(0),
+            );
+            if a > b || b > len {
+                return Err(bad("section out of range"));
+            }
+            *s = (a, b);
+        }
+        let base = (IDX_SECTIONS + 1) * 8;
+        let n_docs = u32_at(footer, base).ok_or_else(|| bad("short footer"))?;
+        let min_time = i64_at(footer, base + 8).ok_or_else(|| bad("short footer"))?;
+        let max_time = i64_at(footer, base + 16).ok_or_else(|| bad("short footer"))?;
+        let (fst_start, fst_end) = sections.first().copied().unwrap_or((0, 0));
+        let fst = fst::Map::new(MapSlice {
+            map: idx.clone(),
+            start: fst_start,
+            end: fst_end,
+        })
+        .map_err(|e| bad(&format!("term dictionary: {e}")))?;
+        let seg = Self {
+            id,
+            raw,
+            idx,
+            fst,
+            sections,
+            n_docs,
+            time_range: (n_docs > 0).then_some((min_time, max_time)),
+            tenants: Vec::new(),
+        };
+        let tenants =
+            parse_tenants(seg.section(S_TENANT_TABLE)).ok_or_else(|| bad("tenant table"))?;
+        if seg.raw.doc_count() != n_docs || seg.section(S_TIMES).len() != n_docs as usize * 8 {
+            return Err(bad("index does not match its segment"));
+        }
+        Ok(Self { tenants, ..seg })
+    }
+
+    fn section(&self, i: usize) -> &[u8] {
+        let (a, b) = self.sections.get(i).copied().unwrap_or((0, 0));
+        self.idx.get(a..b).unwrap_or_default()
+    }
+
+    fn add_value(&self, value: u64, out: &mut RoaringBitmap) {
+        if value & SINGLE_FLAG != 0 {
+            out.insert((value & !SINGLE_FLAG) as u32);
+        } else if let Some(bytes) = self.section(S_POSTINGS).get(value as usize..)
+            && let Ok(b) = RoaringBitmap::deserialize_unchecked_from(bytes)
+        {
+            *out |= b;
+        }
+    }
+
+    /// Smallest and largest time of the docs in block `b`.
+    pub(crate) fn block_time(&self, b: u32) -> Option<(i64, i64)> {
+        let s = self.section(S_BLOCK_TIMES);
+        Some((i64_at(s, b as usize * 16)?, i64_at(s, b as usize * 16 + 8)?))
+    }
+}
+
+fn read_seg_footer(path: &Path, data: &[u8]) -> Result<Vec<(u64, u32, u32)>> {
+    let bad = |d: &str| EmbeddedError::corrupt(path, d.to_owned());
+    let len = data.len();
+    if len < SEG_MAGIC.len() + SEG_FOOTER_LEN || data.get(..8) != Some(SEG_MAGIC.as_slice()) {
+        return Err(bad("not a segment file"));
+    }
+    let footer = data
+        .get(len - SEG_FOOTER_LEN..)
+        .ok_or_else(|| bad("short footer"))?;
+    if footer.get(SEG_FOOTER_LEN - 8..) != Some(SEG_FOOTER_MAGIC.as_slice()) {
+        return Err(bad("bad footer magic"));
+    }
+    let table_offset = u64_at(footer, 0).ok_or_else(|| bad("short footer"))? as usize;
+    let n_blocks = u32_at(footer, 8).ok_or_else(|| bad("short footer"))? as usize;
+    let crc = u32_at(footer, 16).ok_or_else(|| bad("short footer"))?;
+    let table = data
+        .get(table_offset..table_offset + n_blocks * 16)
+        .filter(|_| table_offset + n_blocks * 16 == len - SEG_FOOTER_LEN)
+        .ok_or_else(|| bad("block table out of range"))?;
+    if crc32fast::hash(table) != crc {
+        return Err(bad("block table checksum mismatch"));
+    }
+    let mut blocks = Vec::with_capacity(n_blocks);
+    for i in 0..n_blocks {
+        let off = u64_at(table, i * 16).ok_or_else(|| bad("block table"))?;
+        let clen = u32_at(table, i * 16 + 8).ok_or_else(|| bad("block table"))?;
+        let n = u32_at(table, i * 16 + 12).ok_or_else(|| bad("block table"))?;
+        if off as usize + clen as usize > table_offset {
+            return Err(bad("block out of range"));
+        }
+        blocks.push((off, clen, n));
+    }
+    Ok(blocks)
+}
+
+fn parse_tenants(mut b: &[u8]) -> Option<Vec<TenantTail>> {
+    let mut out = Vec::new();
+    while let Some((&n, rest)) = b.split_first() {
+        let n = n as usize;
+        let name = std::str::from_utf8(rest.get(..n)?).ok()?.to_owned();
+        let last_seq = u64_at(rest, n)?;
+        let last_chain: Hash = rest.get(n + 8..n + 40)?.try_into().ok()?;
+        out.push(TenantTail {
+            name,
+            last_seq,
+            last_chain,
+        });
+        b = rest.get(n + 40..)?;
+    }
+    Some(out)
+}
+
+impl SegmentView for Sealed {
+    fn doc_count(&self) -> u32 {
+        self.n_docs
+    }
+
+    fn time_range(&self) -> Option<(i64, i64)> {
+        self.time_range
+    }
+
+    fn lookup(&self, term: &[u8], out: &mut RoaringBitmap) {
+        if let Some(v) = self.fst.get(term) {
+            self.add_value(v, out);
+        }
+    }
+
+    fn scan(
+        &self,
+        lo: &[u8],
+        hi: &[u8],
+        keep: &mut dyn FnMut(&[u8]) -> bool,
+        out: &mut RoaringBitmap,
+    ) {
+        let mut stream = self.fst.range().ge(lo).lt(hi).into_stream();
+        while let Some((term, v)) = stream.next() {
+            if keep(term) {
+                self.add_value(v, out);
+            }
+        }
+    }
+
+    fn doc(&self, doc: u32) -> Option<DocRef> {
+        let i = doc as usize;
+        Some(DocRef {
+            time: i64_at(self.section(S_TIMES), i * 8)?,
+            seq: u64_at(self.section(S_SEQS), i * 8)?,
+            tenant: u32_at(self.section(S_TENANTS), i * 4)?,
+        })
+    }
+
+    fn tenant_ordinal_of(&self, tenant: &str) -> Option<u32> {
+        self.tenants
+            .iter()
+            .position(|t| t.name == tenant)
+            .map(|i| i as u32)
+    }
+
+    fn read(&self, doc: u32) -> Result<OwnedRecord> {
+        self.raw.read(doc)
+    }
+}
