@@ -16,7 +16,7 @@ use vigil_query::{CmpOp, Cursor, Expr, Literal, Order, Query, parse_time_bound};
 use vigil_store::{Page, StoredEvent};
 
 use crate::error::Result;
-use crate::segment::{OwnedRecord, SegmentView};
+use crate::segment::{BLOCK_DOCS, OwnedRecord, SegmentView};
 
 /// A doc set and whether every member surely matches (false: confirm against the event).
 #[derive(Debug)]
@@ -62,20 +62,43 @@ fn cmp_holds<T: PartialOrd>(op: CmpOp, value: T, bound: T) -> bool {
     }
 }
 
-/// Docs whose `time` column satisfies `op bound`.
+/// Docs whose `time` column satisfies `op bound`. Blocks whose time bounds settle the question
+/// are taken or skipped whole.
 fn time_column(seg: &dyn SegmentView, op: CmpOp, bound: i64) -> RoaringBitmap {
+    let n = seg.doc_count();
     let mut out = RoaringBitmap::new();
-    if let Some((lo, hi)) = seg.time_range() {
-        if cmp_holds(op, lo, bound) && cmp_holds(op, hi, bound) && op != CmpOp::Eq {
-            return universe(seg);
+    let mut start = 0u32;
+    while start < n {
+        let end = (start + BLOCK_DOCS).min(n);
+        match seg.block_time(start / BLOCK_DOCS) {
+            Some((lo, hi))
+                if op != CmpOp::Eq && cmp_holds(op, lo, bound) && cmp_holds(op, hi, bound) =>
+            {
+                out.insert_range(start..end);
+            }
+            Some((lo, hi)) if !range_may_hold(op, lo, hi, bound) => {}
+            _ => {
+                for doc in start..end {
+                    if seg.doc(doc).is_some_and(|d| cmp_holds(op, d.time, bound)) {
+                        out.insert(doc);
+                    }
+                }
+            }
         }
-    }
-    for doc in 0..seg.doc_count() {
-        if seg.doc(doc).is_some_and(|d| cmp_holds(op, d.time, bound)) {
-            out.insert(doc);
-        }
+        start = end;
     }
     out
+}
+
+/// Whether some value in `[lo, hi]` can satisfy `op bound`.
+fn range_may_hold(op: CmpOp, lo: i64, hi: i64, bound: i64) -> bool {
+    match op {
+        CmpOp::Eq => lo <= bound && bound <= hi,
+        CmpOp::Gt => hi > bound,
+        CmpOp::Ge => hi >= bound,
+        CmpOp::Lt => lo < bound,
+        CmpOp::Le => lo <= bound,
+    }
 }
 
 fn candidates(seg: &dyn SegmentView, expr: &Expr, now: Timestamp) -> Candidates {

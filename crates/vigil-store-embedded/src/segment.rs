@@ -90,6 +90,11 @@ pub(crate) trait SegmentView: Send + Sync {
         out: &mut RoaringBitmap,
     );
     fn doc(&self, doc: u32) -> Option<DocRef>;
+    /// Smallest and largest time among the docs of block `b` (docs `b * BLOCK_DOCS ..`), when
+    /// the segment keeps block bounds.
+    fn block_time(&self, _b: u32) -> Option<(i64, i64)> {
+        None
+    }
     fn tenant_ordinal_of(&self, tenant: &str) -> Option<u32>;
     fn read(&self, doc: u32) -> Result<OwnedRecord>;
 }
@@ -517,12 +522,6 @@ impl Sealed {
             *out |= b;
         }
     }
-
-    /// Smallest and largest time of the docs in block `b`.
-    pub(crate) fn block_time(&self, b: u32) -> Option<(i64, i64)> {
-        let s = self.section(S_BLOCK_TIMES);
-        Some((i64_at(s, b as usize * 16)?, i64_at(s, b as usize * 16 + 8)?))
-    }
 }
 
 fn read_seg_footer(path: &Path, data: &[u8]) -> Result<Vec<(u64, u32, u32)>> {
@@ -621,6 +620,11 @@ impl SegmentView for Sealed {
             .iter()
             .position(|t| t.name == tenant)
             .map(|i| i as u32)
+    }
+
+    fn block_time(&self, b: u32) -> Option<(i64, i64)> {
+        let s = self.section(S_BLOCK_TIMES);
+        Some((i64_at(s, b as usize * 16)?, i64_at(s, b as usize * 16 + 8)?))
     }
 
     fn read(&self, doc: u32) -> Result<OwnedRecord> {

@@ -50,6 +50,10 @@ pub(crate) struct Writer {
     pub sealer: Option<std::thread::JoinHandle<()>>,
 }
 
+/// `(tenant, id)` → something, hashed fast (the keys are authenticated clients' ids; foldhash is
+/// randomly seeded, so they cannot aim for collisions).
+type IdMap<'a, V> = HashMap<(&'a str, &'a str), V, foldhash::fast::RandomState>;
+
 /// Where one new event sits in the group's buffer.
 struct Pending {
     request: usize,
@@ -112,23 +116,6 @@ impl Writer {
         }
     }
 
-    /// Looks an id up among durable events: `(seq, digest)` of the stored event.
-    fn existing(&self, tenant: &str, id: &str) -> Result<Option<(u64, Hash)>> {
-        let set = self.shared.snapshot();
-        let guards: Vec<_> = set
-            .memtables
-            .iter()
-            .map(|m| m.read().unwrap_or_else(|e| e.into_inner()))
-            .collect();
-        let mut views: Vec<&dyn SegmentView> = set
-            .sealed
-            .iter()
-            .map(|s| &**s as &dyn SegmentView)
-            .collect();
-        views.extend(guards.iter().map(|g| &**g as &dyn SegmentView));
-        Ok(crate::query::find_id(&views, tenant, id)?.map(|r| (r.seq, r.digest)))
-    }
-
     fn commit(&mut self, group: Vec<(Vec<Prepared>, AppendReply)>, buf: &mut Vec<u8>) {
         let started = Instant::now();
         if self.shared.poisoned.load(Ordering::SeqCst) {
@@ -142,26 +129,37 @@ impl Writer {
         let mut results: Vec<Option<Result<Vec<Appended>, StoreError>>> =
             Vec::with_capacity(group.len());
         // Ids written by this group, not yet visible in the index.
-        let mut fresh: HashMap<(String, String), (u64, Hash)> = HashMap::new();
+        let mut fresh: IdMap<'_, (u64, Hash)> = IdMap::default();
         let mut canonical = Vec::with_capacity(4096);
+        // Durable events, for the id checks. Released before the memtable is written to.
+        let set = self.shared.snapshot();
+        let guards: Vec<_> = set
+            .memtables
+            .iter()
+            .map(|m| m.read().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let mut views: Vec<&dyn SegmentView> = set
+            .sealed
+            .iter()
+            .map(|s| &**s as &dyn SegmentView)
+            .collect();
+        views.extend(guards.iter().map(|g| &**g as &dyn SegmentView));
 
         for (ri, (events, _)) in group.iter().enumerate() {
             // Phase 1: decide duplicate / conflict / new without changing any state.
             let mut decided: Vec<Option<u64>> = Vec::with_capacity(events.len());
             let mut conflicts = Vec::new();
-            let mut local: HashMap<(&str, &str), (usize, Hash)> = HashMap::new();
+            let mut local: IdMap<'_, (usize, Hash)> = IdMap::default();
             let mut failed = None;
             for (i, ev) in events.iter().enumerate() {
                 let key = (ev.tenant.as_str(), ev.id.as_str());
-                let prior = if let Some(&(seq, digest)) =
-                    fresh.get(&(key.0.to_owned(), key.1.to_owned()))
-                {
+                let prior = if let Some(&(seq, digest)) = fresh.get(&key) {
                     Some((Some(seq), digest))
                 } else if let Some(&(_, digest)) = local.get(&key) {
                     Some((None, digest))
                 } else {
-                    match self.existing(key.0, key.1) {
-                        Ok(found) => found.map(|(seq, d)| (Some(seq), d)),
+                    match crate::query::find_id(&views, key.0, key.1) {
+                        Ok(found) => found.map(|r| (Some(r.seq), r.digest)),
                         Err(e) => {
                             failed = Some(e);
                             break;
@@ -192,7 +190,7 @@ impl Writer {
             }
             // Phase 2: assign seqs and chain hashes, encode records.
             let mut appended = Vec::with_capacity(events.len());
-            let mut first_of: HashMap<(&str, &str), u64> = HashMap::new();
+            let mut first_of: IdMap<'_, u64> = IdMap::default();
             for (i, (ev, prior)) in events.iter().zip(decided).enumerate() {
                 let key = (ev.tenant.as_str(), ev.id.as_str());
                 if let Some(seq) = prior {
@@ -240,10 +238,7 @@ impl Writer {
                     seq,
                 });
                 first_of.insert(key, seq);
-                fresh.insert(
-                    (key.0.to_owned(), key.1.to_owned()),
-                    (seq, ev.content_digest),
-                );
+                fresh.insert(key, (seq, ev.content_digest));
                 appended.push(Appended {
                     id: ev.id.clone(),
                     seq,
@@ -253,6 +248,8 @@ impl Writer {
             results.push(Some(Ok(appended)));
         }
 
+        drop(views);
+        drop(guards);
         if !pending.is_empty() {
             let write = self.wal.append(buf).and_then(|base| {
                 let t = Instant::now();
