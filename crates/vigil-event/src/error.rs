@@ -84,7 +84,11 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(path: impl Into<String>, code: FieldErrorCode, message: impl Into<String>) -> Self {
-        Self { path: path.into(), code, message: message.into() }
+        Self {
+            path: path.into(),
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -99,3 +103,76 @@ impl fmt::Display for FieldError {
 }
 
 impl std::error::Error for FieldError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [FieldErrorCode; 12] = [
+        FieldErrorCode::NotAnObject,
+        FieldErrorCode::MissingField,
+        FieldErrorCode::InvalidField,
+        FieldErrorCode::ReservedField,
+        FieldErrorCode::AmbiguousField,
+        FieldErrorCode::TooDeep,
+        FieldErrorCode::EventTooLarge,
+        FieldErrorCode::KeyTooLong,
+        FieldErrorCode::StringTooLong,
+        FieldErrorCode::TooManyFields,
+        FieldErrorCode::IdConflict,
+        FieldErrorCode::SchemaViolation,
+    ];
+
+    #[test]
+    fn codes_serialise_as_their_stable_names() {
+        for code in ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+            assert_eq!(code.to_string(), code.as_str());
+        }
+    }
+
+    #[test]
+    fn http_statuses() {
+        let statuses: Vec<(&str, u16)> =
+            ALL.iter().map(|c| (c.as_str(), c.http_status())).collect();
+        assert_eq!(
+            statuses,
+            [
+                ("not_an_object", 422),
+                ("missing_field", 422),
+                ("invalid_field", 422),
+                ("reserved_field", 422),
+                ("ambiguous_field", 400),
+                ("too_deep", 422),
+                ("event_too_large", 413),
+                ("key_too_long", 422),
+                ("string_too_long", 422),
+                ("too_many_fields", 422),
+                ("id_conflict", 409),
+                ("schema_violation", 422),
+            ]
+        );
+    }
+
+    #[test]
+    fn display_names_the_path() {
+        let e = FieldError::new(
+            "actor.id",
+            FieldErrorCode::InvalidField,
+            "actor.id must be a string",
+        );
+        assert_eq!(
+            e.to_string(),
+            "invalid_field at actor.id: actor.id must be a string"
+        );
+        let e = FieldError::new(
+            "",
+            FieldErrorCode::NotAnObject,
+            "an event must be a JSON object",
+        );
+        assert_eq!(
+            e.to_string(),
+            "not_an_object: an event must be a JSON object"
+        );
+    }
+}

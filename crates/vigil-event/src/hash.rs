@@ -44,6 +44,9 @@ mod tests {
         let a = leaf_hash(b"a");
         let b = leaf_hash(b"b");
         let zero = [0u8; 32];
-        assert_ne!(chain_hash(&chain_hash(&zero, &a), &b), chain_hash(&chain_hash(&zero, &b), &a));
+        assert_ne!(
+            chain_hash(&chain_hash(&zero, &a), &b),
+            chain_hash(&chain_hash(&zero, &b), &a)
+        );
     }
 }

@@ -13,11 +13,14 @@
 //!    are known except for `seq`, which only the store's writer can assign.
 //! 3. [`Prepared::canonical_bytes`] splices in `seq` and yields the RFC 8785 (JCS) bytes that are
 //!    stored, hashed ([`leaf_hash`], [`chain_hash`]) and returned on read.
-//! 4. [`flatten`] lists every scalar `(path, value)` of an event: what the store indexes.
+//! 4. [`flatten`] lists every scalar `(path, value)` of an event: what the store indexes, as
+//!    [`Term`] bytes whose order is the value order ([`Prepared::terms`] has them precomputed).
+//! 5. [`with_hash`] adds the chain hash for clients; [`resolve_path_alias`] applies the same
+//!    aliases to query paths.
 //!
 //! # Example
 //! ```
-//! use vigil_event::{normalize, Limits, TenantId, Timestamp};
+//! use vigil_event::{normalize, Limits, Scalar, Term, TenantId, Timestamp};
 //!
 //! let raw = serde_json::json!({"event_type": "login.failed", "username": "u-7", "criticality": 8});
 //! let submitted = normalize(raw, &Limits::default()).unwrap();
@@ -30,6 +33,8 @@
 //! assert_eq!(stored["actor"]["id"], "u-7");
 //! assert_eq!(stored["severity"], 8);
 //! assert_eq!(stored["seq"], 1);
+//! let term = Term::new("actor.id", Scalar::String("u-7"));
+//! assert!(prepared.terms().any(|t| t == term.as_bytes()));
 //! ```
 
 mod canonical;
@@ -39,6 +44,8 @@ mod hash;
 mod limits;
 mod normalize;
 mod term;
+#[cfg(test)]
+mod test_support;
 mod types;
 
 pub use canonical::{Prepared, to_canonical_bytes, with_hash};

@@ -18,14 +18,18 @@ impl TenantId {
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         let ok = !s.is_empty()
             && s.len() <= Self::MAX_LEN
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
             Ok(Self(s.to_owned()))
         } else {
             Err(FieldError::new(
                 "tenant",
                 FieldErrorCode::InvalidField,
-                format!("tenant must be 1-{} characters of [A-Za-z0-9_-]", Self::MAX_LEN),
+                format!(
+                    "tenant must be 1-{} characters of [A-Za-z0-9_-]",
+                    Self::MAX_LEN
+                ),
             ))
         }
     }
@@ -46,14 +50,18 @@ impl EventType {
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         let ok = !s.is_empty()
             && s.len() <= Self::MAX_LEN
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b));
         if ok {
             Ok(Self(s.to_owned()))
         } else {
             Err(FieldError::new(
                 "type",
                 FieldErrorCode::InvalidField,
-                format!("type must be 1-{} characters of [A-Za-z0-9._:/-]", Self::MAX_LEN),
+                format!(
+                    "type must be 1-{} characters of [A-Za-z0-9._:/-]",
+                    Self::MAX_LEN
+                ),
             ))
         }
     }
@@ -76,14 +84,18 @@ impl EventId {
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         let ok = !s.is_empty()
             && s.len() <= Self::MAX_LEN
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:@+~-".contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:@+~-".contains(&b));
         if ok {
             Ok(Self(s.to_owned()))
         } else {
             Err(FieldError::new(
                 "id",
                 FieldErrorCode::InvalidField,
-                format!("id must be 1-{} characters of [A-Za-z0-9._:@+~-]", Self::MAX_LEN),
+                format!(
+                    "id must be 1-{} characters of [A-Za-z0-9._:@+~-]",
+                    Self::MAX_LEN
+                ),
             ))
         }
     }
@@ -99,7 +111,9 @@ impl EventId {
 }
 
 /// Criticality 0–10; 0 when the client says nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(try_from = "u8", into = "u8")]
 pub struct Severity(u8);
 
