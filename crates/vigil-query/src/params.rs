@@ -1,8 +1,9 @@
 //! URL parameters → [`Query`].
 
-use vigil_event::Timestamp;
+use vigil_event::{Timestamp, resolve_path_alias};
 
-use crate::{Cursor, Expr, Order, QueryError};
+use crate::parse::is_path;
+use crate::{Cursor, Expr, Literal, Order, QueryError, parse_expr, parse_time_bound};
 
 /// Named, configurable bounds on one query.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -16,13 +17,20 @@ pub struct QueryLimits {
     pub max_expr_bytes: usize,
     /// Most comparisons in one query, `q` and parameters together (64).
     pub max_terms: usize,
-    /// Deepest nesting of parentheses / NOT (32).
+    /// Deepest nesting of parentheses / NOT (32). Values above 256 act as 256: parsing,
+    /// evaluating and dropping an expression recurse once per level.
     pub max_depth: usize,
 }
 
 impl Default for QueryLimits {
     fn default() -> Self {
-        Self { default_limit: 100, max_limit: 10_000, max_expr_bytes: 4096, max_terms: 64, max_depth: 32 }
+        Self {
+            default_limit: 100,
+            max_limit: 10_000,
+            max_expr_bytes: 4096,
+            max_terms: 64,
+            max_depth: 32,
+        }
     }
 }
 
@@ -43,7 +51,422 @@ impl Query {
     /// Builds a query from URL parameters (see `docs/query.md`): `q`, `from`/`timeStart`,
     /// `to`/`timeEnd`, `limit`, `order`, `cursor`; every other parameter is an exact-match
     /// filter `path=value`, aliases resolved, all ANDed with `q`. `now` resolves relative times.
-    pub fn from_params(params: &[(String, String)], now: Timestamp, limits: &QueryLimits) -> Result<Self, QueryError> {
-        todo!()
+    pub fn from_params(
+        params: &[(String, String)],
+        now: Timestamp,
+        limits: &QueryLimits,
+    ) -> Result<Self, QueryError> {
+        let mut filters = Vec::new();
+        let mut q_seen = false;
+        let mut from: Option<(&str, Timestamp)> = None;
+        let mut to: Option<(&str, Timestamp)> = None;
+        let mut limit: Option<usize> = None;
+        let mut order: Option<Order> = None;
+        let mut cursor: Option<Option<Cursor>> = None;
+
+        for (name, value) in params {
+            let name = name.as_str();
+            match name {
+                "q" => {
+                    once(name, q_seen)?;
+                    q_seen = true;
+                    match parse_expr(value, limits)? {
+                        Expr::All => {}
+                        Expr::And(items) => filters.extend(items),
+                        expr => filters.push(expr),
+                    }
+                }
+                "from" | "timeStart" | "to" | "timeEnd" => {
+                    let slot = if matches!(name, "from" | "timeStart") {
+                        &mut from
+                    } else {
+                        &mut to
+                    };
+                    if let Some((earlier, _)) = slot {
+                        return Err(invalid(name, duplicate_message(earlier, name)));
+                    }
+                    let at = parse_time_bound(value, now).ok_or_else(|| {
+                        invalid(
+                            name,
+                            format!(
+                                "expected an RFC 3339 time (2024-05-01T10:00:00Z), a date (2024-05-01), a relative \
+                                 time (-15m, -24h, -7d), `now` or epoch seconds, got {}",
+                                shown(value)
+                            ),
+                        )
+                    })?;
+                    *slot = Some((name, at));
+                }
+                "limit" => {
+                    once(name, limit.is_some())?;
+                    let n = value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=limits.max_limit).contains(n));
+                    limit = Some(n.ok_or_else(|| {
+                        invalid(
+                            name,
+                            format!(
+                                "expected a whole number from 1 to {}, got {}",
+                                limits.max_limit,
+                                shown(value)
+                            ),
+                        )
+                    })?);
+                }
+                "order" => {
+                    once(name, order.is_some())?;
+                    order = Some(match value.as_str() {
+                        "desc" => Order::Desc,
+                        "asc" => Order::Asc,
+                        _ => {
+                            return Err(invalid(
+                                name,
+                                format!("expected `desc` or `asc`, got {}", shown(value)),
+                            ));
+                        }
+                    });
+                }
+                "cursor" => {
+                    once(name, cursor.is_some())?;
+                    // An empty cursor is the first page: clients can always send `cursor=<last next_cursor>`.
+                    cursor = Some(if value.is_empty() {
+                        None
+                    } else {
+                        Some(Cursor::decode(value)?)
+                    });
+                }
+                _ => filters.push(param_filter(name, value)?),
+            }
+        }
+
+        let order = order.unwrap_or_default();
+        let cursor = cursor.flatten();
+        if cursor.is_some_and(|c| c.order != order) {
+            return Err(QueryError::InvalidCursor);
+        }
+        let filter = match filters.len() {
+            0 => Expr::All,
+            1 => filters.pop().unwrap_or(Expr::All),
+            _ => Expr::And(filters),
+        };
+        let terms = filter.term_count();
+        if terms > limits.max_terms {
+            return Err(QueryError::TooComplex(format!(
+                "the query has {terms} comparisons; the limit is {}",
+                limits.max_terms
+            )));
+        }
+        Ok(Self {
+            filter,
+            from: from.map(|(_, t)| t),
+            to: to.map(|(_, t)| t),
+            limit: limit.unwrap_or(limits.default_limit),
+            order,
+            cursor,
+        })
+    }
+}
+
+/// `path=value`: exact match, `value*` a prefix match, `*` alone "the field exists".
+fn param_filter(name: &str, value: &str) -> Result<Expr, QueryError> {
+    if !is_path(name) {
+        return Err(invalid(
+            name,
+            "not a query parameter, and not a field path (letters, digits, `_`, `.` and `-`) to filter on",
+        ));
+    }
+    let path = resolve_path_alias(name).into_owned();
+    Ok(match value.strip_suffix('*') {
+        Some("") => Expr::Exists { path },
+        Some(prefix) => Expr::Prefix {
+            path,
+            prefix: prefix.to_string(),
+        },
+        None => Expr::Compare {
+            path,
+            op: crate::CmpOp::Eq,
+            value: Literal::bare(value),
+        },
+    })
+}
+
+fn invalid(name: &str, message: impl Into<String>) -> QueryError {
+    QueryError::InvalidParameter {
+        name: name.to_string(),
+        message: message.into(),
+    }
+}
+
+fn once(name: &str, seen: bool) -> Result<(), QueryError> {
+    if seen {
+        Err(invalid(name, "given more than once"))
+    } else {
+        Ok(())
+    }
+}
+
+fn duplicate_message(earlier: &str, name: &str) -> String {
+    if earlier == name {
+        "given more than once".to_string()
+    } else {
+        format!("`{earlier}` and `{name}` are the same bound: give only one")
+    }
+}
+
+fn shown(value: &str) -> String {
+    if value.is_empty() {
+        "an empty value".to_string()
+    } else {
+        format!("`{value}`")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CmpOp;
+
+    fn now() -> Timestamp {
+        Timestamp::parse_rfc3339("2024-05-02T00:00:00Z").expect("test time")
+    }
+
+    fn query(params: &[(&str, &str)]) -> Result<Query, QueryError> {
+        let params: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Query::from_params(&params, now(), &QueryLimits::default())
+    }
+
+    fn ok(params: &[(&str, &str)]) -> Query {
+        match query(params) {
+            Ok(q) => q,
+            Err(e) => panic!("{params:?} should be accepted: {e}"),
+        }
+    }
+
+    fn invalid_param(params: &[(&str, &str)]) -> (String, String) {
+        match query(params) {
+            Err(QueryError::InvalidParameter { name, message }) => (name, message),
+            other => panic!("{params:?} should be an invalid parameter, got {other:?}"),
+        }
+    }
+
+    fn eq(path: &str, raw: &str) -> Expr {
+        Expr::Compare {
+            path: path.into(),
+            op: CmpOp::Eq,
+            value: Literal::bare(raw),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let q = ok(&[]);
+        assert_eq!(
+            q,
+            Query {
+                filter: Expr::All,
+                from: None,
+                to: None,
+                limit: 100,
+                order: Order::Desc,
+                cursor: None
+            }
+        );
+    }
+
+    #[test]
+    fn field_parameters_are_exact_filters_anded_with_q() {
+        let q = ok(&[
+            ("type", "login.failed"),
+            ("q", "severity>=7 AND details.amount>100"),
+            ("details.attempt", "3"),
+        ]);
+        assert_eq!(
+            q.filter,
+            Expr::And(vec![
+                eq("type", "login.failed"),
+                Expr::Compare {
+                    path: "severity".into(),
+                    op: CmpOp::Ge,
+                    value: Literal::bare("7")
+                },
+                Expr::Compare {
+                    path: "details.amount".into(),
+                    op: CmpOp::Gt,
+                    value: Literal::bare("100")
+                },
+                eq("details.attempt", "3"),
+            ])
+        );
+        assert_eq!(
+            ok(&[("q", "a:1 OR b:2"), ("c", "3")]).filter,
+            Expr::And(vec![
+                Expr::Or(vec![eq("a", "1"), eq("b", "2")]),
+                eq("c", "3"),
+            ])
+        );
+        assert_eq!(
+            ok(&[("actor.id", "John Doe")]).filter,
+            eq("actor.id", "John Doe")
+        );
+        assert_eq!(ok(&[("q", "")]).filter, Expr::All);
+        assert_eq!(ok(&[("q", "*"), ("a", "1")]).filter, eq("a", "1"));
+    }
+
+    #[test]
+    fn field_parameters_resolve_aliases() {
+        assert_eq!(ok(&[("event_type", "x")]).filter, eq("type", "x"));
+        assert_eq!(ok(&[("username", "u")]).filter, eq("actor.id", "u"));
+        assert_eq!(
+            ok(&[("app_data.plan", "pro")]).filter,
+            eq("details.plan", "pro")
+        );
+    }
+
+    #[test]
+    fn trailing_star_is_a_prefix_and_a_lone_star_exists() {
+        assert_eq!(
+            ok(&[("actor.ip", "10.*")]).filter,
+            Expr::Prefix {
+                path: "actor.ip".into(),
+                prefix: "10.".into()
+            }
+        );
+        assert_eq!(
+            ok(&[("details.plan", "*")]).filter,
+            Expr::Exists {
+                path: "details.plan".into()
+            }
+        );
+        assert_eq!(ok(&[("a", "x*y")]).filter, eq("a", "x*y"));
+    }
+
+    #[test]
+    fn names_that_are_not_paths_are_refused() {
+        let (name, message) = invalid_param(&[("actor id", "x")]);
+        assert_eq!(name, "actor id");
+        assert!(message.contains("not a query parameter"), "{message}");
+        assert_eq!(invalid_param(&[("", "x")]).0, "");
+    }
+
+    #[test]
+    fn time_bounds_and_their_aliases() {
+        let q = ok(&[("from", "-24h"), ("to", "2024-05-01T12:00:00Z")]);
+        assert_eq!(q.from, Timestamp::parse_rfc3339("2024-05-01T00:00:00Z"));
+        assert_eq!(q.to, Timestamp::parse_rfc3339("2024-05-01T12:00:00Z"));
+        let q = ok(&[("timeStart", "2024-04-01"), ("timeEnd", "now")]);
+        assert_eq!(q.from, Timestamp::parse_rfc3339("2024-04-01T00:00:00Z"));
+        assert_eq!(q.to, Some(now()));
+        // An empty range is allowed: it returns nothing.
+        let q = ok(&[("from", "now"), ("to", "-1h")]);
+        assert!(q.from > q.to);
+    }
+
+    #[test]
+    fn time_bound_errors() {
+        assert_eq!(
+            invalid_param(&[("from", "-1h"), ("timeStart", "-2h")]),
+            (
+                "timeStart".into(),
+                "`from` and `timeStart` are the same bound: give only one".into()
+            )
+        );
+        assert_eq!(invalid_param(&[("timeEnd", "now"), ("to", "now")]).0, "to");
+        assert_eq!(
+            invalid_param(&[("to", "now"), ("to", "now")]).1,
+            "given more than once"
+        );
+        let (name, message) = invalid_param(&[("from", "yesterday")]);
+        assert_eq!(name, "from");
+        assert!(message.ends_with("got `yesterday`"), "{message}");
+        assert!(
+            invalid_param(&[("to", "")])
+                .1
+                .ends_with("got an empty value")
+        );
+    }
+
+    #[test]
+    fn limit() {
+        assert_eq!(ok(&[("limit", "1")]).limit, 1);
+        assert_eq!(ok(&[("limit", "10000")]).limit, 10_000);
+        for bad in ["0", "10001", "-1", "ten", "", "1.5"] {
+            let (name, message) = invalid_param(&[("limit", bad)]);
+            assert_eq!(name, "limit");
+            assert!(
+                message.starts_with("expected a whole number from 1 to 10000"),
+                "{message}"
+            );
+        }
+        let limits = QueryLimits {
+            default_limit: 5,
+            max_limit: 50,
+            ..QueryLimits::default()
+        };
+        assert_eq!(
+            Query::from_params(&[], now(), &limits).map(|q| q.limit),
+            Ok(5)
+        );
+        let over = [("limit".to_string(), "51".to_string())];
+        assert!(matches!(Query::from_params(&over, now(), &limits),
+            Err(QueryError::InvalidParameter { message, .. }) if message.contains("1 to 50")));
+    }
+
+    #[test]
+    fn order() {
+        assert_eq!(ok(&[("order", "asc")]).order, Order::Asc);
+        assert_eq!(ok(&[("order", "desc")]).order, Order::Desc);
+        assert_eq!(
+            invalid_param(&[("order", "newest")]).1,
+            "expected `desc` or `asc`, got `newest`"
+        );
+    }
+
+    #[test]
+    fn cursors() {
+        let c = Cursor {
+            order: Order::Asc,
+            time: now(),
+            seq: 9,
+        };
+        let text = c.encode();
+        assert_eq!(ok(&[("order", "asc"), ("cursor", &text)]).cursor, Some(c));
+        assert_eq!(query(&[("cursor", &text)]), Err(QueryError::InvalidCursor));
+        assert_eq!(
+            query(&[("cursor", "garbage")]),
+            Err(QueryError::InvalidCursor)
+        );
+        assert_eq!(ok(&[("cursor", "")]).cursor, None);
+    }
+
+    #[test]
+    fn q_errors_pass_through() {
+        assert!(matches!(
+            query(&[("q", "severity>=")]),
+            Err(QueryError::Syntax { offset: 10, .. })
+        ));
+    }
+
+    #[test]
+    fn term_limit_counts_q_and_parameters_together() {
+        let limits = QueryLimits {
+            max_terms: 3,
+            ..QueryLimits::default()
+        };
+        let params = |n: usize| -> Vec<(String, String)> {
+            let mut p = vec![("q".to_string(), "a:1 OR b:2".to_string())];
+            p.extend((0..n).map(|i| (format!("f{i}"), "x".to_string())));
+            p
+        };
+        assert!(Query::from_params(&params(1), now(), &limits).is_ok());
+        assert_eq!(
+            Query::from_params(&params(2), now(), &limits),
+            Err(QueryError::TooComplex(
+                "the query has 4 comparisons; the limit is 3".into()
+            ))
+        );
     }
 }

@@ -85,6 +85,9 @@ pub struct EmbeddedConfig {
     pub max_commit_events: usize,
     /// Capacity of the writer's request queue (default 1 024 requests): back-pressure beyond.
     pub queue_depth: usize,
+    /// Background merging combines adjacent sealed segments up to this many events (default
+    /// 4 194 304), keeping the number of segments a query visits low.
+    pub max_segment_events: u64,
 }
 
 impl EmbeddedConfig {
@@ -95,6 +98,7 @@ impl EmbeddedConfig {
             seal_interval: Duration::from_secs(600),
             max_commit_events: 65_536,
             queue_depth: 1024,
+            max_segment_events: 4 * 1024 * 1024,
         }
     }
 }
@@ -133,6 +137,16 @@ impl Shared {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Swaps a merged segment in for the run it replaces.
+    pub(crate) fn replace_sealed(&self, ids: &[u64], merged: Arc<Sealed>) {
+        let mut set = self.segments.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = (**set).clone();
+        next.sealed.retain(|s| !ids.contains(&s.id));
+        next.sealed.push(merged);
+        next.sealed.sort_by_key(|s| s.id);
+        *set = Arc::new(next);
     }
 
     /// Swaps a sealed segment in for the memtable it was built from.
@@ -201,7 +215,7 @@ fn segment_ids(log_dir: &Path) -> Result<(BTreeSet<u64>, BTreeSet<u64>)> {
         let entry = entry.map_err(EmbeddedError::io("listing", log_dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.ends_with(".tmp") {
+        if name.ends_with(".tmp") || name.ends_with(".merge") {
             // An interrupted seal: the .wal it came from is still there.
             let _ = fs::remove_file(entry.path());
             continue;
@@ -223,6 +237,38 @@ fn segment_ids(log_dir: &Path) -> Result<(BTreeSet<u64>, BTreeSet<u64>)> {
         }
     }
     Ok((sealed, wal))
+}
+
+/// The first and last segment id a sealed segment covers.
+type IdRange = (u64, u64);
+
+/// Deletes temporary files of an interrupted seal or merge.
+fn remove_leftovers(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(EmbeddedError::io("listing", dir))? {
+        let path = entry.map_err(EmbeddedError::io("listing", dir))?.path();
+        if path.extension().is_some_and(|e| e == "tmp" || e == "merge") {
+            fs::remove_file(&path).map_err(EmbeddedError::io("removing", &path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes segments a merged segment covers (a merge interrupted after its rename). Returns the
+/// ids that remain and the id ranges the sealed segments cover.
+fn drop_superseded(dir: &Path, ids: BTreeSet<u64>) -> Result<(BTreeSet<u64>, Vec<IdRange>)> {
+    let mut superseded = BTreeSet::new();
+    let mut ranges = Vec::new();
+    for &id in &ids {
+        let first = segment::RawSegment::open(&segment::seg_path(dir, id))?.first_id;
+        superseded.extend(ids.range(first..id).copied());
+        ranges.push((first, id));
+    }
+    for &id in &superseded {
+        tracing::info!(segment = id, "removing a segment superseded by a merge");
+        seal::remove_segment_files(dir, id);
+    }
+    ranges.retain(|(_, id)| !superseded.contains(id));
+    Ok((ids.difference(&superseded).copied().collect(), ranges))
 }
 
 fn lock_dir(dir: &Path) -> Result<File> {
@@ -252,8 +298,10 @@ impl EmbeddedStore {
         }
         let lock = lock_dir(&dir)?;
         let log_dir = dir.join("log");
+        remove_leftovers(&dir.join("index"))?;
         let (sealed_ids, wal_ids) = segment_ids(&log_dir)?;
 
+        let (sealed_ids, covered) = drop_superseded(&dir, sealed_ids)?;
         let mut tenants: HashMap<String, TenantState> = HashMap::new();
         let mut sealed = Vec::new();
         for &id in &sealed_ids {
@@ -281,7 +329,10 @@ impl EmbeddedStore {
         let mut active_len = 0;
         for &id in &wal_ids {
             let path = segment::wal_path(&dir, id);
-            if sealed_ids.contains(&id) {
+            if covered
+                .iter()
+                .any(|&(first, last)| (first..=last).contains(&id))
+            {
                 // Sealed before the crash; only the removal of its log was lost.
                 fs::remove_file(&path).map_err(EmbeddedError::io("removing sealed log", &path))?;
                 continue;

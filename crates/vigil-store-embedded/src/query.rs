@@ -16,7 +16,7 @@ use vigil_query::{CmpOp, Cursor, Expr, Literal, Order, Query, parse_time_bound};
 use vigil_store::{Page, StoredEvent};
 
 use crate::error::Result;
-use crate::segment::{BLOCK_DOCS, OwnedRecord, SegmentView};
+use crate::segment::{OwnedRecord, SegmentView};
 
 /// A doc set and whether every member surely matches (false: confirm against the event).
 #[derive(Debug)]
@@ -65,27 +65,24 @@ fn cmp_holds<T: PartialOrd>(op: CmpOp, value: T, bound: T) -> bool {
 /// Docs whose `time` column satisfies `op bound`. Blocks whose time bounds settle the question
 /// are taken or skipped whole.
 fn time_column(seg: &dyn SegmentView, op: CmpOp, bound: i64) -> RoaringBitmap {
-    let n = seg.doc_count();
     let mut out = RoaringBitmap::new();
-    let mut start = 0u32;
-    while start < n {
-        let end = (start + BLOCK_DOCS).min(n);
-        match seg.block_time(start / BLOCK_DOCS) {
-            Some((lo, hi))
-                if op != CmpOp::Eq && cmp_holds(op, lo, bound) && cmp_holds(op, hi, bound) =>
-            {
-                out.insert_range(start..end);
-            }
-            Some((lo, hi)) if !range_may_hold(op, lo, hi, bound) => {}
-            _ => {
-                for doc in start..end {
-                    if seg.doc(doc).is_some_and(|d| cmp_holds(op, d.time, bound)) {
-                        out.insert(doc);
-                    }
-                }
+    let scan = |start: u32, end: u32, out: &mut RoaringBitmap| {
+        for doc in start..end {
+            if seg.doc(doc).is_some_and(|d| cmp_holds(op, d.time, bound)) {
+                out.insert(doc);
             }
         }
-        start = end;
+    };
+    let Some(blocks) = seg.time_blocks() else {
+        scan(0, seg.doc_count(), &mut out);
+        return out;
+    };
+    for b in blocks {
+        if op != CmpOp::Eq && cmp_holds(op, b.min, bound) && cmp_holds(op, b.max, bound) {
+            out.insert_range(b.start..b.end);
+        } else if range_may_hold(op, b.min, b.max, bound) {
+            scan(b.start, b.end, &mut out);
+        }
     }
     out
 }
@@ -216,7 +213,9 @@ fn compare(
     }
     // Ranges: numbers by their order-preserving encoding; times by parsing each string of the
     // path; anything else as strings in byte order.
-    if let Some(n) = lit.as_number() {
+    // A number on a time path is an epoch time, not a numeric comparison.
+    let number = if is_time_path(path) { None } else { lit.as_number() };
+    if let Some(n) = number {
         let (kind_lo, kind_hi) = Term::kind_range(path, TermKind::Number);
         let mut at = Vec::new();
         Term::encode_into(path, Scalar::Number(n), &mut at);
@@ -276,39 +275,47 @@ fn order_key(order: Order, time: i64, seq: u64) -> (i64, u64) {
     }
 }
 
-/// The docs of `tenant` in a segment passing the filter, time range and cursor, each with its
-/// time and seq. Calls `f` for each; confirms inexact candidates against the event.
-fn for_each_match(
-    seg: &dyn SegmentView,
-    tenant: &str,
-    filter: &Expr,
+/// Which events of a segment a query may return, besides its filter.
+#[derive(Debug, Clone, Copy)]
+struct Scope<'a> {
+    tenant: &'a str,
     from: Option<Timestamp>,
     to: Option<Timestamp>,
-    cursor: Option<&Cursor>,
+    cursor: Option<&'a Cursor>,
     now: Timestamp,
+}
+
+/// The docs in a segment passing the filter and the scope, each with its time and seq. Calls
+/// `f` for each until it returns false; confirms inexact candidates against the event.
+fn for_each_match(
+    seg: &dyn SegmentView,
+    filter: &Expr,
+    scope: Scope<'_>,
     mut f: impl FnMut(u32, i64, u64) -> bool,
 ) -> Result<()> {
-    let Some(ordinal) = seg.tenant_ordinal_of(tenant) else {
+    let Some(ordinal) = seg.tenant_ordinal_of(scope.tenant) else {
         return Ok(());
     };
-    if let Some((lo, hi)) = seg.time_range() {
-        if from.is_some_and(|f| hi < f.as_nanos()) || to.is_some_and(|t| lo >= t.as_nanos()) {
-            return Ok(());
-        }
-    } else {
+    let Some((lo, hi)) = seg.time_range() else {
+        return Ok(());
+    };
+    if scope.from.is_some_and(|f| hi < f.as_nanos()) || scope.to.is_some_and(|t| lo >= t.as_nanos())
+    {
         return Ok(());
     }
-    let c = candidates(seg, filter, now);
+    let c = candidates(seg, filter, scope.now);
     for doc in &c.docs {
         let Some(d) = seg.doc(doc) else { continue };
         if d.tenant != ordinal
-            || from.is_some_and(|f| d.time < f.as_nanos())
-            || to.is_some_and(|t| d.time >= t.as_nanos())
-            || cursor.is_some_and(|c| !c.admits(Timestamp::from_nanos(d.time), d.seq))
+            || scope.from.is_some_and(|f| d.time < f.as_nanos())
+            || scope.to.is_some_and(|t| d.time >= t.as_nanos())
+            || scope
+                .cursor
+                .is_some_and(|c| !c.admits(Timestamp::from_nanos(d.time), d.seq))
         {
             continue;
         }
-        if !c.exact && !confirm(seg, doc, filter, now)? {
+        if !c.exact && !confirm(seg, doc, filter, scope.now)? {
             continue;
         }
         if !f(doc, d.time, d.seq) {
@@ -337,6 +344,9 @@ pub(crate) fn to_stored(rec: OwnedRecord) -> StoredEvent {
     }
 }
 
+/// An event's order key, segment index and doc id.
+type Ranked = ((i64, u64), usize, u32);
+
 /// Runs `query` for `tenant` over `segments` (oldest first).
 pub(crate) fn execute(
     segments: &[&dyn SegmentView],
@@ -346,7 +356,14 @@ pub(crate) fn execute(
 ) -> Result<Page> {
     let want = query.limit.saturating_add(1);
     // Min-heap of the best `want` events so far: the root is the worst kept.
-    let mut heap: BinaryHeap<Reverse<((i64, u64), usize, u32)>> = BinaryHeap::with_capacity(want);
+    let mut heap: BinaryHeap<Reverse<Ranked>> = BinaryHeap::with_capacity(want);
+    let scope = Scope {
+        tenant,
+        from: query.from,
+        to: query.to,
+        cursor: query.cursor.as_ref(),
+        now,
+    };
     let order = query.order;
     let indices: Vec<usize> = match order {
         Order::Desc => (0..segments.len()).rev().collect(),
@@ -368,31 +385,22 @@ pub(crate) fn execute(
                 continue;
             }
         }
-        for_each_match(
-            seg,
-            tenant,
-            &query.filter,
-            query.from,
-            query.to,
-            query.cursor.as_ref(),
-            now,
-            |doc, time, seq| {
-                let key = order_key(order, time, seq);
-                if heap.len() < want {
-                    heap.push(Reverse((key, si, doc)));
-                } else if heap
-                    .peek()
-                    .is_some_and(|Reverse((worst, _, _))| key > *worst)
-                {
-                    heap.pop();
-                    heap.push(Reverse((key, si, doc)));
-                }
-                true
-            },
-        )?;
+        for_each_match(seg, &query.filter, scope, |doc, time, seq| {
+            let key = order_key(order, time, seq);
+            if heap.len() < want {
+                heap.push(Reverse((key, si, doc)));
+            } else if heap
+                .peek()
+                .is_some_and(|Reverse((worst, _, _))| key > *worst)
+            {
+                heap.pop();
+                heap.push(Reverse((key, si, doc)));
+            }
+            true
+        })?;
     }
-    let mut best: Vec<((i64, u64), usize, u32)> = heap.into_iter().map(|Reverse(x)| x).collect();
-    best.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    let mut best: Vec<Ranked> = heap.into_iter().map(|Reverse(x)| x).collect();
+    best.sort_unstable_by_key(|r| Reverse(r.0));
     let more = best.len() > query.limit;
     best.truncate(query.limit);
     let mut events = Vec::with_capacity(best.len());
@@ -427,10 +435,21 @@ pub(crate) fn count(
 ) -> Result<u64> {
     let mut n = 0u64;
     for seg in segments {
-        for_each_match(*seg, tenant, filter, from, to, None, now, |_, _, _| {
-            n += 1;
-            true
-        })?;
+        for_each_match(
+            *seg,
+            filter,
+            Scope {
+                tenant,
+                from,
+                to,
+                cursor: None,
+                now,
+            },
+            |_, _, _| {
+                n += 1;
+                true
+            },
+        )?;
     }
     Ok(n)
 }

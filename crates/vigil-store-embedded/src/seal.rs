@@ -14,10 +14,77 @@ use crate::Shared;
 use crate::error::{EmbeddedError, Result};
 use crate::memtable::Memtable;
 use crate::record::Record;
-use crate::segment::{self, DocRef, IndexInput, Sealed, SegmentView, TenantTail};
+use crate::segment::{self, DocRef, Docs, IndexMeta, Sealed, SegmentView, TenantTail};
 
 pub(crate) fn run(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<Arc<RwLock<Memtable>>>) {
     while let Ok(mem) = rx.recv() {
+        seal_one(&shared, mem);
+        // Merge until nothing is due (each step is bounded by the merge size limit).
+        loop {
+            if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) || !merge_once(&shared) {
+                break;
+            }
+        }
+    }
+}
+
+/// Picks the run of `MERGE_FACTOR` adjacent sealed segments with the fewest events whose sum
+/// stays within `max_segment_events`, merges it and swaps it in. False when nothing is due.
+fn merge_once(shared: &Shared) -> bool {
+    let set = shared.snapshot();
+    let limit = shared.config.max_segment_events;
+    // Only runs older than every unsealed segment: a merged segment covers the id range of its
+    // run, and a segment whose sealing failed must never fall inside such a range.
+    let oldest_unsealed = set
+        .memtables
+        .iter()
+        .map(|m| m.read().unwrap_or_else(|e| e.into_inner()).id)
+        .min()
+        .unwrap_or(u64::MAX);
+    let best = set
+        .sealed
+        .windows(MERGE_FACTOR)
+        .filter(|w| w.last().is_some_and(|s| s.id < oldest_unsealed))
+        .map(|w| (w.iter().map(|s| u64::from(s.doc_count())).sum::<u64>(), w))
+        .filter(|(total, _)| *total <= limit)
+        .min_by_key(|(total, _)| *total);
+    let Some((total, run)) = best else {
+        return false;
+    };
+    let started = std::time::Instant::now();
+    match segment::merge(&shared.dir, run) {
+        Ok(merged) => {
+            let ids: Vec<u64> = run.iter().map(|s| s.id).collect();
+            shared.replace_sealed(&ids, Arc::new(merged));
+            for id in ids.iter().take(ids.len().saturating_sub(1)) {
+                remove_segment_files(&shared.dir, *id);
+            }
+            tracing::info!(segments = ?ids, events = total, elapsed_ms = started.elapsed().as_millis() as u64, "segments merged");
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "merging segments failed; they stay as they are");
+            false
+        }
+    }
+}
+
+/// Segments merged per step.
+const MERGE_FACTOR: usize = 4;
+
+/// Deletes a superseded segment's files (a reader still holding its maps keeps them alive).
+pub(crate) fn remove_segment_files(dir: &Path, id: u64) {
+    for p in [segment::seg_path(dir, id), segment::idx_path(dir, id)] {
+        if let Err(e) = std::fs::remove_file(&p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %e, path = %p.display(), "could not remove a superseded segment file");
+        }
+    }
+}
+
+fn seal_one(shared: &Shared, mem: Arc<RwLock<Memtable>>) {
+    {
         let id = mem.read().unwrap_or_else(|e| e.into_inner()).id;
         let started = std::time::Instant::now();
         match seal(&shared.dir, &mem) {
@@ -47,7 +114,7 @@ pub(crate) fn run(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<Arc<RwLock<
 /// Writes the sealed files of a memtable and opens them.
 pub(crate) fn seal(dir: &Path, mem: &RwLock<Memtable>) -> Result<Sealed> {
     let mem = mem.read().unwrap_or_else(|e| e.into_inner());
-    let block_times = segment::write_data(&segment::seg_path(dir, mem.id), &mut |sink| {
+    let block_times = segment::write_data(&segment::seg_path(dir, mem.id), mem.id, &mut |sink| {
         mem.for_each_record(|_, raw| sink(raw))
     })?;
     let mut docs = Vec::with_capacity(mem.len());
@@ -58,13 +125,18 @@ pub(crate) fn seal(dir: &Path, mem: &RwLock<Memtable>) -> Result<Sealed> {
         );
     }
     let tenants = tails(mem.tenant_names(), &docs, |doc| Ok(mem.read(doc)?.chain))?;
-    let input = IndexInput {
+    let meta = IndexMeta {
+        first_id: mem.id,
         docs,
         tenants,
-        terms: mem.sorted_terms(),
         block_times,
     };
-    segment::write_index(&segment::idx_path(dir, mem.id), &input)?;
+    let terms = mem.sorted_terms();
+    segment::write_index(&segment::idx_path(dir, mem.id), &meta, &mut |sink| {
+        terms
+            .iter()
+            .try_for_each(|(term, docs)| sink(term, Docs::Sorted(docs)))
+    })?;
     Sealed::open(dir, mem.id)
 }
 
@@ -135,7 +207,7 @@ pub(crate) fn rebuild_index(dir: &Path, id: u64) -> Result<u64> {
             tenant,
         });
         chains.push(rec.chain);
-        let block = (doc / segment::BLOCK_DOCS) as usize;
+        let block = data.block_of(doc);
         if block_times.len() <= block {
             block_times.push((rec.time, rec.time));
         } else if let Some(b) = block_times.get_mut(block) {
@@ -168,14 +240,16 @@ pub(crate) fn rebuild_index(dir: &Path, id: u64) -> Result<u64> {
         .collect();
     sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let n = docs.len() as u64;
-    segment::write_index(
-        &segment::idx_path(dir, id),
-        &IndexInput {
-            docs,
-            tenants,
-            terms: sorted,
-            block_times,
-        },
-    )?;
+    let meta = IndexMeta {
+        first_id: data.first_id,
+        docs,
+        tenants,
+        block_times,
+    };
+    segment::write_index(&segment::idx_path(dir, id), &meta, &mut |sink| {
+        sorted
+            .iter()
+            .try_for_each(|(term, docs)| sink(term, Docs::Sorted(docs)))
+    })?;
     Ok(n)
 }

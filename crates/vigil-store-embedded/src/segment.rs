@@ -2,8 +2,10 @@
 //!
 //! A sealed segment is two files named by the segment id:
 //! - `log/<id>.seg` — the log itself (source of truth): the segment's records, in the same
-//!   CRC-checked encoding as the write-ahead file, in zstd-compressed blocks of
-//!   [`BLOCK_DOCS`] records, so a point read decompresses one small block.
+//!   CRC-checked encoding as the write-ahead file, in zstd-compressed blocks of up to
+//!   [`BLOCK_DOCS`] records, so a point read decompresses one small block. Its header names the
+//!   first segment id it covers: a merged segment takes the id of the last segment of its run
+//!   and supersedes the others.
 //! - `index/<id>.idx` — derived and rebuildable from the `.seg` (`vigil reindex`): a sorted term
 //!   dictionary (`fst`) mapping each term to its postings (`roaring`), or inline to its single doc
 //!   when the term occurs once; per-doc columns (time, seq, tenant); per-block time bounds; and
@@ -25,12 +27,14 @@ use crate::record::{self, Record};
 /// Records per compressed block: small blocks keep point reads cheap.
 pub(crate) const BLOCK_DOCS: u32 = 32;
 const SEG_MAGIC: &[u8; 8] = b"VGLSEG01";
+/// Magic + first covered segment id.
+const SEG_HEADER_LEN: usize = 16;
 const SEG_FOOTER_MAGIC: &[u8; 8] = b"VGLSEGF1";
 const SEG_FOOTER_LEN: usize = 8 + 4 + 4 + 4 + 8;
 const IDX_MAGIC: &[u8; 8] = b"VGLIDX01";
 const IDX_FOOTER_MAGIC: &[u8; 8] = b"VGLIDXF1";
 const IDX_SECTIONS: usize = 7;
-const IDX_FOOTER_LEN: usize = (IDX_SECTIONS + 1) * 8 + 4 + 4 + 8 + 8 + 4 + 8;
+const IDX_FOOTER_LEN: usize = (IDX_SECTIONS + 1) * 8 + 4 + 4 + 8 + 8 + 8 + 4 + 8;
 const SINGLE_FLAG: u64 = 1 << 63;
 
 /// The bytes of a term up to its path separator.
@@ -90,9 +94,8 @@ pub(crate) trait SegmentView: Send + Sync {
         out: &mut RoaringBitmap,
     );
     fn doc(&self, doc: u32) -> Option<DocRef>;
-    /// Smallest and largest time among the docs of block `b` (docs `b * BLOCK_DOCS ..`), when
-    /// the segment keeps block bounds.
-    fn block_time(&self, _b: u32) -> Option<(i64, i64)> {
+    /// Doc ranges with their time bounds, when the segment keeps them.
+    fn time_blocks(&self) -> Option<&[TimeBlock]> {
         None
     }
     fn tenant_ordinal_of(&self, tenant: &str) -> Option<u32>;
@@ -107,15 +110,30 @@ pub(crate) struct TenantTail {
     pub last_chain: Hash,
 }
 
-/// Everything needed to write a segment's index.
+/// Everything about a segment's index but its terms.
 #[derive(Debug)]
-pub(crate) struct IndexInput<'a> {
+pub(crate) struct IndexMeta {
+    /// First segment id the `.seg` covers (see the module docs).
+    pub first_id: u64,
     pub docs: Vec<DocRef>,
     pub tenants: Vec<TenantTail>,
-    /// Every distinct term with its ascending doc ids, sorted by term.
-    pub terms: Vec<(&'a [u8], Vec<u32>)>,
     pub block_times: Vec<(i64, i64)>,
 }
+
+/// The docs of one term, in whatever form the caller has them.
+#[derive(Debug)]
+pub(crate) enum Docs<'a> {
+    Sorted(&'a [u32]),
+    Bitmap(&'a RoaringBitmap),
+}
+
+/// Feeds every raw record, in doc order, to the sink.
+pub(crate) type RecordSource<'a> =
+    &'a mut dyn FnMut(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>;
+
+/// Feeds every `(term, docs)` in ascending term order to the sink.
+pub(crate) type TermSource<'a> =
+    &'a mut dyn FnMut(&mut dyn FnMut(&[u8], Docs<'_>) -> Result<()>) -> Result<()>;
 
 pub(crate) fn seg_path(dir: &Path, id: u64) -> PathBuf {
     dir.join("log").join(format!("{id:020}.seg"))
@@ -165,10 +183,12 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 /// Writes the `.seg` file from raw records in doc order; returns each block's time bounds.
 pub(crate) fn write_data(
     path: &Path,
-    records: &mut dyn FnMut(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
+    first_id: u64,
+    records: RecordSource<'_>,
 ) -> Result<Vec<(i64, i64)>> {
     // Compress first (into memory: a segment is bounded), then write atomically.
     let mut out: Vec<u8> = SEG_MAGIC.to_vec();
+    out.extend_from_slice(&first_id.to_le_bytes());
     let mut table: Vec<(u64, u32, u32)> = Vec::new();
     let mut block_times = Vec::new();
     let mut block = Vec::new();
@@ -206,10 +226,16 @@ pub(crate) fn write_data(
         Ok(())
     })?;
     flush(&mut block, &mut in_block, &mut bounds, &mut out)?;
+    finish_data(path, out, &table)?;
+    Ok(block_times)
+}
+
+/// Appends the block table and footer to `out` (header and blocks) and writes the file.
+fn finish_data(path: &Path, mut out: Vec<u8>, table: &[(u64, u32, u32)]) -> Result<()> {
     let table_offset = out.len() as u64;
     let mut table_bytes = Vec::with_capacity(table.len() * 16);
     let mut n_docs = 0u32;
-    for (off, len, n) in &table {
+    for (off, len, n) in table {
         table_bytes.extend_from_slice(&off.to_le_bytes());
         table_bytes.extend_from_slice(&len.to_le_bytes());
         table_bytes.extend_from_slice(&n.to_le_bytes());
@@ -221,21 +247,32 @@ pub(crate) fn write_data(
     out.extend_from_slice(&n_docs.to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&table_bytes).to_le_bytes());
     out.extend_from_slice(SEG_FOOTER_MAGIC);
-    write_atomic(path, |w| w.write_all(&out))?;
-    Ok(block_times)
+    write_atomic(path, |w| w.write_all(&out))
 }
 
 /// Writes the `.idx` file.
-pub(crate) fn write_index(path: &Path, input: &IndexInput<'_>) -> Result<()> {
+pub(crate) fn write_index(path: &Path, input: &IndexMeta, terms: TermSource<'_>) -> Result<()> {
     let mut postings: Vec<u8> = Vec::new();
     let mut builder = fst::MapBuilder::memory();
-    for (term, docs) in &input.terms {
-        let value = match docs.as_slice() {
-            [one] => SINGLE_FLAG | u64::from(*one),
-            many => {
+    terms(&mut |term, docs| {
+        let single = match docs {
+            Docs::Sorted([one]) => Some(*one),
+            Docs::Bitmap(b) if b.len() == 1 => b.min(),
+            _ => None,
+        };
+        let value = match single {
+            Some(one) => SINGLE_FLAG | u64::from(one),
+            None => {
                 let at = postings.len() as u64;
-                let bitmap = RoaringBitmap::from_sorted_iter(many.iter().copied())
-                    .map_err(|_| EmbeddedError::corrupt(path, "postings out of order"))?;
+                let owned;
+                let bitmap = match docs {
+                    Docs::Bitmap(b) => b,
+                    Docs::Sorted(many) => {
+                        owned = RoaringBitmap::from_sorted_iter(many.iter().copied())
+                            .map_err(|_| EmbeddedError::corrupt(path, "postings out of order"))?;
+                        &owned
+                    }
+                };
                 bitmap
                     .serialize_into(&mut postings)
                     .map_err(EmbeddedError::io("encoding postings", path))?;
@@ -244,8 +281,8 @@ pub(crate) fn write_index(path: &Path, input: &IndexInput<'_>) -> Result<()> {
         };
         builder
             .insert(term, value)
-            .map_err(|e| EmbeddedError::corrupt(path, format!("building term dictionary: {e}")))?;
-    }
+            .map_err(|e| EmbeddedError::corrupt(path, format!("building term dictionary: {e}")))
+    })?;
     let fst_bytes = builder
         .into_inner()
         .map_err(|e| EmbeddedError::corrupt(path, format!("building term dictionary: {e}")))?;
@@ -296,6 +333,7 @@ pub(crate) fn write_index(path: &Path, input: &IndexInput<'_>) -> Result<()> {
     out.extend_from_slice(&BLOCK_DOCS.to_le_bytes());
     out.extend_from_slice(&min_time.to_le_bytes());
     out.extend_from_slice(&max_time.to_le_bytes());
+    out.extend_from_slice(&input.first_id.to_le_bytes());
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(IDX_FOOTER_MAGIC);
@@ -318,9 +356,9 @@ impl AsRef<[u8]> for MapSlice {
 
 fn map_file(path: &Path) -> Result<Arc<Mmap>> {
     let file = File::open(path).map_err(EmbeddedError::io("opening", path))?;
-    // SAFETY: sealed segment and index files are immutable once renamed into place; vigil
-    // never writes, truncates or replaces them while the store is open (one process owns the
-    // data directory, enforced by the lock file).
+    // SAFETY: sealed segment and index files are immutable once renamed into place: vigil
+    // never writes to or truncates them (one process owns the data directory, enforced by the
+    // lock file). A merge replaces a file by rename, which leaves existing maps on the old inode.
     #[allow(unsafe_code)]
     let map = unsafe { Mmap::map(&file) }.map_err(EmbeddedError::io("mapping", path))?;
     Ok(Arc::new(map))
@@ -340,44 +378,62 @@ fn i64_at(b: &[u8], at: usize) -> Option<i64> {
     u64_at(b, at).map(|v| v as i64)
 }
 
+/// One compressed block of a `.seg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Block {
+    offset: u64,
+    len: u32,
+    /// Doc id of the block's first record.
+    first_doc: u32,
+    docs: u32,
+}
+
 /// The log part of a sealed segment (`.seg`), memory-mapped.
 #[derive(Debug)]
 pub(crate) struct RawSegment {
     path: PathBuf,
     data: Arc<Mmap>,
-    /// (offset, compressed length, docs) of each block.
-    blocks: Vec<(u64, u32, u32)>,
+    pub first_id: u64,
+    blocks: Vec<Block>,
 }
 
 impl RawSegment {
     pub(crate) fn open(path: &Path) -> Result<Self> {
         let data = map_file(path)?;
-        let blocks = read_seg_footer(path, &data)?;
+        let (first_id, blocks) = read_seg_footer(path, &data)?;
         Ok(Self {
             path: path.to_owned(),
             data,
+            first_id,
             blocks,
         })
     }
 
     pub(crate) fn doc_count(&self) -> u32 {
-        self.blocks.iter().map(|b| b.2).sum()
+        self.blocks.last().map_or(0, |b| b.first_doc + b.docs)
+    }
+
+    /// Index of the block holding `doc`.
+    pub(crate) fn block_of(&self, doc: u32) -> usize {
+        self.blocks.partition_point(|b| b.first_doc + b.docs <= doc)
+    }
+
+    fn compressed(&self, b: &Block) -> Result<&[u8]> {
+        self.data
+            .get(b.offset as usize..b.offset as usize + b.len as usize)
+            .ok_or_else(|| EmbeddedError::corrupt(&self.path, "block out of range"))
     }
 
     /// Decompresses block `b` (its raw records).
     fn block(&self, b: usize) -> Result<Vec<u8>> {
-        let (off, len, n) = *self
+        let block = self
             .blocks
             .get(b)
             .ok_or_else(|| EmbeddedError::corrupt(&self.path, "block out of range"))?;
-        let bytes = self
-            .data
-            .get(off as usize..off as usize + len as usize)
-            .ok_or_else(|| EmbeddedError::corrupt(&self.path, "block out of range"))?;
         // Records are at most MAX_PAYLOAD each; bound the output accordingly.
         zstd::bulk::decompress(
-            bytes,
-            n as usize * (record::MAX_PAYLOAD + record::HEADER_LEN),
+            self.compressed(block)?,
+            block.docs as usize * (record::MAX_PAYLOAD + record::HEADER_LEN),
         )
         .map_err(|e| EmbeddedError::corrupt(&self.path, format!("block {b}: {e}")))
     }
@@ -404,15 +460,13 @@ impl RawSegment {
     }
 
     fn read(&self, doc: u32) -> Result<OwnedRecord> {
-        let block_index = (doc / BLOCK_DOCS) as usize;
-        let block = self.block(block_index)?;
+        let b = self.block_of(doc);
+        let first = self.blocks.get(b).map(|b| b.first_doc).unwrap_or_default();
+        let block = self.block(b)?;
         let mut pos = 0;
-        for _ in 0..doc % BLOCK_DOCS {
+        for _ in first..doc {
             let (_, n) = record::decode(block.get(pos..).unwrap_or_default()).map_err(|_| {
-                EmbeddedError::corrupt(
-                    &self.path,
-                    format!("record in block {block_index} unreadable"),
-                )
+                EmbeddedError::corrupt(&self.path, format!("record in block {b} unreadable"))
             })?;
             pos += n;
         }
@@ -422,19 +476,30 @@ impl RawSegment {
     }
 }
 
+/// Doc range and time bounds of one block, for time filters that take or skip whole blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimeBlock {
+    pub start: u32,
+    pub end: u32,
+    pub min: i64,
+    pub max: i64,
+}
+
 /// A sealed segment: its log and its index, memory-mapped.
 #[derive(Debug)]
 pub(crate) struct Sealed {
     pub id: u64,
-    raw: RawSegment,
+    pub raw: RawSegment,
     idx: Arc<Mmap>,
     fst: fst::Map<MapSlice>,
     sections: [(usize, usize); IDX_SECTIONS],
     n_docs: u32,
     time_range: Option<(i64, i64)>,
+    time_blocks: Vec<TimeBlock>,
     pub tenants: Vec<TenantTail>,
 }
 
+const S_FST: usize = 0;
 const S_POSTINGS: usize = 1;
 const S_TIMES: usize = 2;
 const S_SEQS: usize = 3;
@@ -443,7 +508,8 @@ const S_BLOCK_TIMES: usize = 5;
 const S_TENANT_TABLE: usize = 6;
 
 impl Sealed {
-    /// Opens a sealed segment: checks both files' footers and checksums.
+    /// Opens a sealed segment: checks both files' footers and checksums, and that the index was
+    /// built from this very `.seg`.
     pub(crate) fn open(dir: &Path, id: u64) -> Result<Self> {
         let raw = RawSegment::open(&seg_path(dir, id))?;
         let idx_path = idx_path(dir, id);
@@ -459,9 +525,8 @@ impl Sealed {
         if footer.get(IDX_FOOTER_LEN - 8..) != Some(IDX_FOOTER_MAGIC.as_slice()) {
             return Err(bad("bad footer magic"));
         }
-        let crc_at = IDX_FOOTER_LEN - 12;
         let body = idx.get(..len - 12).ok_or_else(|| bad("short file"))?;
-        if u32_at(footer, crc_at) != Some(crc32fast::hash(body)) {
+        if u32_at(footer, IDX_FOOTER_LEN - 12) != Some(crc32fast::hash(body)) {
             return Err(bad("checksum mismatch"));
         }
         let mut offsets = [0usize; IDX_SECTIONS + 1];
@@ -483,14 +548,15 @@ impl Sealed {
         let n_docs = u32_at(footer, base).ok_or_else(|| bad("short footer"))?;
         let min_time = i64_at(footer, base + 8).ok_or_else(|| bad("short footer"))?;
         let max_time = i64_at(footer, base + 16).ok_or_else(|| bad("short footer"))?;
-        let (fst_start, fst_end) = sections.first().copied().unwrap_or((0, 0));
+        let first_id = u64_at(footer, base + 24).ok_or_else(|| bad("short footer"))?;
+        let (fst_start, fst_end) = sections.get(S_FST).copied().unwrap_or((0, 0));
         let fst = fst::Map::new(MapSlice {
             map: idx.clone(),
             start: fst_start,
             end: fst_end,
         })
         .map_err(|e| bad(&format!("term dictionary: {e}")))?;
-        let seg = Self {
+        let mut seg = Self {
             id,
             raw,
             idx,
@@ -498,14 +564,32 @@ impl Sealed {
             sections,
             n_docs,
             time_range: (n_docs > 0).then_some((min_time, max_time)),
+            time_blocks: Vec::new(),
             tenants: Vec::new(),
         };
-        let tenants =
-            parse_tenants(seg.section(S_TENANT_TABLE)).ok_or_else(|| bad("tenant table"))?;
-        if seg.raw.doc_count() != n_docs || seg.section(S_TIMES).len() != n_docs as usize * 8 {
+        if seg.raw.doc_count() != n_docs
+            || seg.raw.first_id != first_id
+            || seg.section(S_TIMES).len() != n_docs as usize * 8
+            || seg.section(S_BLOCK_TIMES).len() != seg.raw.blocks.len() * 16
+        {
             return Err(bad("index does not match its segment"));
         }
-        Ok(Self { tenants, ..seg })
+        seg.tenants =
+            parse_tenants(seg.section(S_TENANT_TABLE)).ok_or_else(|| bad("tenant table"))?;
+        let times = seg.section(S_BLOCK_TIMES);
+        seg.time_blocks = seg
+            .raw
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| TimeBlock {
+                start: b.first_doc,
+                end: b.first_doc + b.docs,
+                min: i64_at(times, i * 16).unwrap_or(i64::MIN),
+                max: i64_at(times, i * 16 + 8).unwrap_or(i64::MAX),
+            })
+            .collect();
+        Ok(seg)
     }
 
     fn section(&self, i: usize) -> &[u8] {
@@ -522,14 +606,135 @@ impl Sealed {
             *out |= b;
         }
     }
+
+    pub(crate) fn doc_count(&self) -> u32 {
+        self.n_docs
+    }
 }
 
-fn read_seg_footer(path: &Path, data: &[u8]) -> Result<Vec<(u64, u32, u32)>> {
+/// Merges a run of adjacent sealed segments (oldest first) into one that takes the id of the
+/// last: compressed blocks are copied as they are, term dictionaries unioned with doc ids
+/// shifted, columns concatenated. No record is re-parsed.
+pub(crate) fn merge(dir: &Path, run: &[Arc<Sealed>]) -> Result<Sealed> {
+    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+        return Err(EmbeddedError::corrupt(dir, "empty merge"));
+    };
+    let id = last.id;
+    let seg_path = seg_path(dir, id);
+    let first_id = first.raw.first_id;
+
+    // Log: copy every block, shifting offsets and doc ids.
+    let mut out: Vec<u8> = SEG_MAGIC.to_vec();
+    out.extend_from_slice(&first_id.to_le_bytes());
+    let mut table = Vec::new();
+    let mut block_times = Vec::new();
+    let mut bases = Vec::with_capacity(run.len());
+    let mut base = 0u32;
+    for seg in run {
+        bases.push(base);
+        for (b, t) in seg.raw.blocks.iter().zip(&seg.time_blocks) {
+            let bytes = seg.raw.compressed(b)?;
+            table.push((out.len() as u64, b.len, b.docs));
+            out.extend_from_slice(bytes);
+            block_times.push((t.min, t.max));
+        }
+        base = base.checked_add(seg.n_docs).ok_or_else(|| {
+            EmbeddedError::corrupt(dir, "merged segment would exceed 2^32 events")
+        })?;
+    }
+    finish_data(&tmp_merge_path(&seg_path), out, &table)?;
+
+    // Columns and tenants, remapped to the union of tenant names.
+    let mut tenants: Vec<TenantTail> = Vec::new();
+    let mut remaps: Vec<Vec<u32>> = Vec::with_capacity(run.len());
+    for seg in run {
+        let mut remap = Vec::with_capacity(seg.tenants.len());
+        for t in &seg.tenants {
+            match tenants.iter().position(|x| x.name == t.name) {
+                Some(i) => {
+                    if let Some(x) = tenants.get_mut(i)
+                        && t.last_seq > x.last_seq
+                    {
+                        *x = t.clone();
+                    }
+                    remap.push(i as u32);
+                }
+                None => {
+                    tenants.push(t.clone());
+                    remap.push((tenants.len() - 1) as u32);
+                }
+            }
+        }
+        remaps.push(remap);
+    }
+    let mut docs = Vec::with_capacity(base as usize);
+    for (seg, remap) in run.iter().zip(&remaps) {
+        for d in 0..seg.n_docs {
+            let mut r = seg
+                .doc(d)
+                .ok_or_else(|| EmbeddedError::corrupt(dir, "doc column out of range"))?;
+            r.tenant = remap.get(r.tenant as usize).copied().unwrap_or(r.tenant);
+            docs.push(r);
+        }
+    }
+    let meta = IndexMeta {
+        first_id,
+        docs,
+        tenants,
+        block_times,
+    };
+
+    // Terms: a streaming union of the dictionaries.
+    let idx_path = idx_path(dir, id);
+    let mut op = fst::map::OpBuilder::new();
+    for seg in run {
+        op = op.add(&seg.fst);
+    }
+    let mut union = op.union();
+    write_index(&tmp_merge_path(&idx_path), &meta, &mut |sink| {
+        let mut docs = RoaringBitmap::new();
+        while let Some((term, values)) = union.next() {
+            docs.clear();
+            for v in values {
+                let (Some(seg), Some(&shift)) = (run.get(v.index), bases.get(v.index)) else {
+                    continue;
+                };
+                let mut part = RoaringBitmap::new();
+                seg.add_value(v.value, &mut part);
+                docs.extend(part.iter().map(|d| d + shift));
+            }
+            sink(term, Docs::Bitmap(&docs))?;
+        }
+        Ok(())
+    })?;
+    // Index first: a crash between the renames leaves the old .seg with a new .idx, which
+    // fails the first-id check and is rebuilt from the log.
+    rename_into_place(&tmp_merge_path(&idx_path), &idx_path)?;
+    rename_into_place(&tmp_merge_path(&seg_path), &seg_path)?;
+    Sealed::open(dir, id)
+}
+
+fn tmp_merge_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".merge");
+    PathBuf::from(s)
+}
+
+fn rename_into_place(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(EmbeddedError::io("renaming", to))?;
+    match to.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+fn read_seg_footer(path: &Path, data: &[u8]) -> Result<(u64, Vec<Block>)> {
     let bad = |d: &str| EmbeddedError::corrupt(path, d.to_owned());
     let len = data.len();
-    if len < SEG_MAGIC.len() + SEG_FOOTER_LEN || data.get(..8) != Some(SEG_MAGIC.as_slice()) {
+    if len < SEG_HEADER_LEN + SEG_FOOTER_LEN || data.get(..8) != Some(SEG_MAGIC.as_slice()) {
         return Err(bad("not a segment file"));
     }
+    let first_id = u64_at(data, 8).ok_or_else(|| bad("short header"))?;
     let footer = data
         .get(len - SEG_FOOTER_LEN..)
         .ok_or_else(|| bad("short footer"))?;
@@ -547,16 +752,28 @@ fn read_seg_footer(path: &Path, data: &[u8]) -> Result<Vec<(u64, u32, u32)>> {
         return Err(bad("block table checksum mismatch"));
     }
     let mut blocks = Vec::with_capacity(n_blocks);
+    let mut first_doc = 0u32;
     for i in 0..n_blocks {
-        let off = u64_at(table, i * 16).ok_or_else(|| bad("block table"))?;
+        let offset = u64_at(table, i * 16).ok_or_else(|| bad("block table"))?;
         let clen = u32_at(table, i * 16 + 8).ok_or_else(|| bad("block table"))?;
-        let n = u32_at(table, i * 16 + 12).ok_or_else(|| bad("block table"))?;
-        if off as usize + clen as usize > table_offset {
+        let docs = u32_at(table, i * 16 + 12).ok_or_else(|| bad("block table"))?;
+        if (offset as usize) < SEG_HEADER_LEN
+            || offset as usize + clen as usize > table_offset
+            || docs == 0
+        {
             return Err(bad("block out of range"));
         }
-        blocks.push((off, clen, n));
+        blocks.push(Block {
+            offset,
+            len: clen,
+            first_doc,
+            docs,
+        });
+        first_doc = first_doc
+            .checked_add(docs)
+            .ok_or_else(|| bad("too many docs"))?;
     }
-    Ok(blocks)
+    Ok((first_id, blocks))
 }
 
 fn parse_tenants(mut b: &[u8]) -> Option<Vec<TenantTail>> {
@@ -622,9 +839,8 @@ impl SegmentView for Sealed {
             .map(|i| i as u32)
     }
 
-    fn block_time(&self, b: u32) -> Option<(i64, i64)> {
-        let s = self.section(S_BLOCK_TIMES);
-        Some((i64_at(s, b as usize * 16)?, i64_at(s, b as usize * 16 + 8)?))
+    fn time_blocks(&self) -> Option<&[TimeBlock]> {
+        Some(&self.time_blocks)
     }
 
     fn read(&self, doc: u32) -> Result<OwnedRecord> {
