@@ -53,8 +53,7 @@ impl Postings {
                 out.insert(*d);
             }
             Self::Many(v) => {
-                // Doc ids are appended in increasing order.
-                let _ = out.append(v.iter().copied());
+                out.extend(v.iter().copied());
             }
         }
     }

@@ -214,7 +214,11 @@ fn compare(
     // Ranges: numbers by their order-preserving encoding; times by parsing each string of the
     // path; anything else as strings in byte order.
     // A number on a time path is an epoch time, not a numeric comparison.
-    let number = if is_time_path(path) { None } else { lit.as_number() };
+    let number = if is_time_path(path) {
+        None
+    } else {
+        lit.as_number()
+    };
     if let Some(n) = number {
         let (kind_lo, kind_hi) = Term::kind_range(path, TermKind::Number);
         let mut at = Vec::new();
