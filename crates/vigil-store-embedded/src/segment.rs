@@ -7,10 +7,14 @@
 //!   first segment id it covers: a merged segment takes the id of the last segment of its run
 //!   and supersedes the others.
 //! - `index/<id>.idx` — derived and rebuildable from the `.seg` (`vigil reindex`): a sorted term
-//!   dictionary (`fst`) mapping each term to its postings (`roaring`), or inline to its single doc
-//!   when the term occurs once; per-doc columns (time, seq, tenant); per-block time bounds; and
+//!   dictionary (`fst`) mapping each term that occurs in several docs to its postings
+//!   (`roaring`); terms that occur once (ids, timestamps, IPs: about a quarter of all terms, and
+//!   most of the dictionary's build time) go to a sorted table of `(term, doc)` instead, which
+//!   still answers exact, range and prefix lookups by binary search; per-doc columns (time, seq, tenant); per-block time bounds; and
 //!   each tenant's last seq and chain hash, so opening the store does not rescan old events.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -33,9 +37,8 @@ const SEG_FOOTER_MAGIC: &[u8; 8] = b"VGLSEGF1";
 const SEG_FOOTER_LEN: usize = 8 + 4 + 4 + 4 + 8;
 const IDX_MAGIC: &[u8; 8] = b"VGLIDX01";
 const IDX_FOOTER_MAGIC: &[u8; 8] = b"VGLIDXF1";
-const IDX_SECTIONS: usize = 7;
+const IDX_SECTIONS: usize = 10;
 const IDX_FOOTER_LEN: usize = (IDX_SECTIONS + 1) * 8 + 4 + 4 + 8 + 8 + 8 + 4 + 8;
-const SINGLE_FLAG: u64 = 1 << 63;
 
 /// The bytes of a term up to its path separator.
 pub(crate) fn path_of(term: &[u8]) -> &[u8] {
@@ -254,33 +257,38 @@ fn finish_data(path: &Path, mut out: Vec<u8>, table: &[(u64, u32, u32)]) -> Resu
 pub(crate) fn write_index(path: &Path, input: &IndexMeta, terms: TermSource<'_>) -> Result<()> {
     let mut postings: Vec<u8> = Vec::new();
     let mut builder = fst::MapBuilder::memory();
+    let mut single_keys: Vec<u8> = Vec::new();
+    let mut single_offsets: Vec<u8> = 0u32.to_le_bytes().to_vec();
+    let mut single_docs: Vec<u8> = Vec::new();
     terms(&mut |term, docs| {
         let single = match docs {
             Docs::Sorted([one]) => Some(*one),
             Docs::Bitmap(b) if b.len() == 1 => b.min(),
             _ => None,
         };
-        let value = match single {
-            Some(one) => SINGLE_FLAG | u64::from(one),
-            None => {
-                let at = postings.len() as u64;
-                let owned;
-                let bitmap = match docs {
-                    Docs::Bitmap(b) => b,
-                    Docs::Sorted(many) => {
-                        owned = RoaringBitmap::from_sorted_iter(many.iter().copied())
-                            .map_err(|_| EmbeddedError::corrupt(path, "postings out of order"))?;
-                        &owned
-                    }
-                };
-                bitmap
-                    .serialize_into(&mut postings)
-                    .map_err(EmbeddedError::io("encoding postings", path))?;
-                at
+        if let Some(doc) = single {
+            single_keys.extend_from_slice(term);
+            let end = u32::try_from(single_keys.len())
+                .map_err(|_| EmbeddedError::corrupt(path, "single-term table over 4 GiB"))?;
+            single_offsets.extend_from_slice(&end.to_le_bytes());
+            single_docs.extend_from_slice(&doc.to_le_bytes());
+            return Ok(());
+        }
+        let at = postings.len() as u64;
+        let owned;
+        let bitmap = match docs {
+            Docs::Bitmap(b) => b,
+            Docs::Sorted(many) => {
+                owned = RoaringBitmap::from_sorted_iter(many.iter().copied())
+                    .map_err(|_| EmbeddedError::corrupt(path, "postings out of order"))?;
+                &owned
             }
         };
+        bitmap
+            .serialize_into(&mut postings)
+            .map_err(EmbeddedError::io("encoding postings", path))?;
         builder
-            .insert(term, value)
+            .insert(term, at)
             .map_err(|e| EmbeddedError::corrupt(path, format!("building term dictionary: {e}")))
     })?;
     let fst_bytes = builder
@@ -321,6 +329,9 @@ pub(crate) fn write_index(path: &Path, input: &IndexMeta, terms: TermSource<'_>)
         &tenants,
         &block_times,
         &tenant_table,
+        &single_keys,
+        &single_offsets,
+        &single_docs,
     ] {
         offsets.push(out.len() as u64);
         out.extend_from_slice(section);
@@ -506,6 +517,9 @@ const S_SEQS: usize = 3;
 const S_TENANTS: usize = 4;
 const S_BLOCK_TIMES: usize = 5;
 const S_TENANT_TABLE: usize = 6;
+const S_SINGLE_KEYS: usize = 7;
+const S_SINGLE_OFFSETS: usize = 8;
+const S_SINGLE_DOCS: usize = 9;
 
 impl Sealed {
     /// Opens a sealed segment: checks both files' footers and checksums, and that the index was
@@ -571,6 +585,7 @@ impl Sealed {
             || seg.raw.first_id != first_id
             || seg.section(S_TIMES).len() != n_docs as usize * 8
             || seg.section(S_BLOCK_TIMES).len() != seg.raw.blocks.len() * 16
+            || seg.section(S_SINGLE_OFFSETS).len() != seg.section(S_SINGLE_DOCS).len() + 4
         {
             return Err(bad("index does not match its segment"));
         }
@@ -597,14 +612,46 @@ impl Sealed {
         self.idx.get(a..b).unwrap_or_default()
     }
 
-    fn add_value(&self, value: u64, out: &mut RoaringBitmap) {
-        if value & SINGLE_FLAG != 0 {
-            out.insert((value & !SINGLE_FLAG) as u32);
-        } else if let Some(bytes) = self.section(S_POSTINGS).get(value as usize..)
+    /// Adds the postings at `offset` of the postings section.
+    fn add_postings(&self, offset: u64, out: &mut RoaringBitmap) {
+        if let Some(bytes) = self.section(S_POSTINGS).get(offset as usize..)
             && let Ok(b) = RoaringBitmap::deserialize_unchecked_from(bytes)
         {
             *out |= b;
         }
+    }
+
+    fn single_count(&self) -> usize {
+        self.section(S_SINGLE_DOCS).len() / 4
+    }
+
+    fn single_key(&self, i: usize) -> &[u8] {
+        let offsets = self.section(S_SINGLE_OFFSETS);
+        match (u32_at(offsets, i * 4), u32_at(offsets, i * 4 + 4)) {
+            (Some(a), Some(b)) => self
+                .section(S_SINGLE_KEYS)
+                .get(a as usize..b as usize)
+                .unwrap_or_default(),
+            _ => &[],
+        }
+    }
+
+    fn single_doc(&self, i: usize) -> Option<u32> {
+        u32_at(self.section(S_SINGLE_DOCS), i * 4)
+    }
+
+    /// Index of the first single-doc term `>= key`.
+    fn single_lower_bound(&self, key: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0, self.single_count());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.single_key(mid) < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     pub(crate) fn doc_count(&self) -> u32 {
@@ -684,26 +731,37 @@ pub(crate) fn merge(dir: &Path, run: &[Arc<Sealed>]) -> Result<Sealed> {
         block_times,
     };
 
-    // Terms: a streaming union of the dictionaries.
+    // Terms: a streaming k-way merge of every segment's dictionary and single-doc table.
     let idx_path = idx_path(dir, id);
-    let mut op = fst::map::OpBuilder::new();
-    for seg in run {
-        op = op.add(&seg.fst);
+    let mut cursors: Vec<TermCursor<'_>> = run.iter().map(|s| TermCursor::new(s)).collect();
+    let mut heap: BinaryHeap<Reverse<(Vec<u8>, usize)>> = BinaryHeap::new();
+    for (i, c) in cursors.iter_mut().enumerate() {
+        if let Some(term) = c.advance() {
+            heap.push(Reverse((term, i)));
+        }
     }
-    let mut union = op.union();
     write_index(&tmp_merge_path(&idx_path), &meta, &mut |sink| {
         let mut docs = RoaringBitmap::new();
-        while let Some((term, values)) = union.next() {
+        while let Some(Reverse((term, first))) = heap.pop() {
             docs.clear();
-            for v in values {
-                let (Some(seg), Some(&shift)) = (run.get(v.index), bases.get(v.index)) else {
+            let mut from = vec![first];
+            while heap.peek().is_some_and(|Reverse((t, _))| *t == term) {
+                if let Some(Reverse((_, i))) = heap.pop() {
+                    from.push(i);
+                }
+            }
+            for i in from {
+                let (Some(c), Some(&shift)) = (cursors.get_mut(i), bases.get(i)) else {
                     continue;
                 };
                 let mut part = RoaringBitmap::new();
-                seg.add_value(v.value, &mut part);
+                c.add_current(&mut part);
                 docs.extend(part.iter().map(|d| d + shift));
+                if let Some(next) = c.advance() {
+                    heap.push(Reverse((next, i)));
+                }
             }
-            sink(term, Docs::Bitmap(&docs))?;
+            sink(&term, Docs::Bitmap(&docs))?;
         }
         Ok(())
     })?;
@@ -712,6 +770,68 @@ pub(crate) fn merge(dir: &Path, run: &[Arc<Sealed>]) -> Result<Sealed> {
     rename_into_place(&tmp_merge_path(&idx_path), &idx_path)?;
     rename_into_place(&tmp_merge_path(&seg_path), &seg_path)?;
     Sealed::open(dir, id)
+}
+
+/// Walks one segment's terms in order: its dictionary and its single-doc table interleaved.
+struct TermCursor<'a> {
+    seg: &'a Sealed,
+    stream: fst::map::Stream<'a>,
+    /// Next dictionary entry not yet returned.
+    next_multi: Option<(Vec<u8>, u64)>,
+    next_single: usize,
+    /// What the last `advance` returned: postings offset or single doc.
+    current: Option<Current>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Current {
+    Postings(u64),
+    Single(u32),
+}
+
+impl<'a> TermCursor<'a> {
+    fn new(seg: &'a Sealed) -> Self {
+        let mut stream = seg.fst.stream();
+        let next_multi = stream.next().map(|(k, v)| (k.to_vec(), v));
+        Self {
+            seg,
+            stream,
+            next_multi,
+            next_single: 0,
+            current: None,
+        }
+    }
+
+    /// Moves to the next term and returns it.
+    fn advance(&mut self) -> Option<Vec<u8>> {
+        let single = (self.next_single < self.seg.single_count())
+            .then(|| self.seg.single_key(self.next_single));
+        let take_single = match (&self.next_multi, single) {
+            (Some((multi, _)), Some(single)) => single < multi.as_slice(),
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        if take_single {
+            let i = self.next_single;
+            self.next_single += 1;
+            self.current = self.seg.single_doc(i).map(Current::Single);
+            return single.map(<[u8]>::to_vec);
+        }
+        let (term, offset) = self.next_multi.take()?;
+        self.next_multi = self.stream.next().map(|(k, v)| (k.to_vec(), v));
+        self.current = Some(Current::Postings(offset));
+        Some(term)
+    }
+
+    fn add_current(&self, out: &mut RoaringBitmap) {
+        match self.current {
+            Some(Current::Postings(offset)) => self.seg.add_postings(offset, out),
+            Some(Current::Single(doc)) => {
+                out.insert(doc);
+            }
+            None => {}
+        }
+    }
 }
 
 fn tmp_merge_path(p: &Path) -> PathBuf {
@@ -804,7 +924,15 @@ impl SegmentView for Sealed {
 
     fn lookup(&self, term: &[u8], out: &mut RoaringBitmap) {
         if let Some(v) = self.fst.get(term) {
-            self.add_value(v, out);
+            self.add_postings(v, out);
+            return;
+        }
+        let i = self.single_lower_bound(term);
+        if i < self.single_count()
+            && self.single_key(i) == term
+            && let Some(doc) = self.single_doc(i)
+        {
+            out.insert(doc);
         }
     }
 
@@ -818,7 +946,18 @@ impl SegmentView for Sealed {
         let mut stream = self.fst.range().ge(lo).lt(hi).into_stream();
         while let Some((term, v)) = stream.next() {
             if keep(term) {
-                self.add_value(v, out);
+                self.add_postings(v, out);
+            }
+        }
+        for i in self.single_lower_bound(lo)..self.single_count() {
+            let term = self.single_key(i);
+            if term >= hi {
+                break;
+            }
+            if keep(term)
+                && let Some(doc) = self.single_doc(i)
+            {
+                out.insert(doc);
             }
         }
     }
