@@ -1,1 +1,278 @@
-//! TODO
+//! vigil's HTTP API: the axum routes through which events come in and answers go out.
+//!
+//! This crate is the edge of the ingest and query flow. `POST /v1/events` authenticates the
+//! caller ([`vigil_auth`]), parses the body (one object, an array or NDJSON), normalises every
+//! event ([`vigil_event::normalize`]), checks it against the tenant's registered JSON Schema,
+//! prepares the batch and appends it to the [`Store`] — all or nothing, durable before the 201.
+//! `GET /v1/events` turns URL parameters into a [`vigil_query::Query`] and answers from the
+//! store, as JSON pages or as a streamed NDJSON/CSV export. The tenant of every read and write
+//! comes from the credential, never from the request. The contract is `docs/api.md`; the same
+//! routes are described by [`openapi`] and served at `/openapi.json`.
+//!
+//! # Layout
+//! - `routes/` — one module per resource (`events`, `schemas`, `auth`, `keys`, `users`, `ops`)
+//!   and the route table from which both the router and the OpenAPI document are built.
+//! - `ingest` — body → events → normalised, schema-checked, prepared batch (synchronous).
+//! - `export` — paging a query through the store as an NDJSON or CSV stream.
+//! - `schemas` — the per-tenant schema registry, persisted in the store's `schemas` document.
+//! - `extract` — the authenticated caller, bounded bodies; `error` — one error enum, one JSON
+//!   error shape; `metrics` — Prometheus counters and histograms.
+//!
+//! # Example
+//! ```
+//! use std::sync::Arc;
+//! use tower::ServiceExt;
+//! use vigil_api::{ApiConfig, AppState};
+//! use vigil_auth::{Auth, AuthConfig};
+//! use vigil_store_embedded::{EmbeddedConfig, EmbeddedStore};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! tokio::runtime::Runtime::new()?.block_on(async {
+//!     let store: Arc<dyn vigil_store::Store> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path()))?);
+//!     let auth = Auth::open(Arc::clone(&store), AuthConfig::default()).await?;
+//!     let state = AppState::new(store, auth, ApiConfig::default()).await?;
+//!
+//!     // Without a socket, as the tests do; `vigil_api::serve(listener, state, shutdown)` binds one.
+//!     let request = axum::http::Request::get("/healthz").body(axum::body::Body::empty())?;
+//!     let response = vigil_api::router(state).oneshot(request).await?;
+//!     assert_eq!(response.status(), 200);
+//!     assert!(response.headers().contains_key("x-request-id"));
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })
+//! # }
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::OpenApi;
+use vigil_store::Store;
+
+mod error;
+mod export;
+mod extract;
+mod ingest;
+mod metrics;
+mod routes;
+mod schemas;
+
+pub use error::{ApiError, ItemError, JsonPosition};
+
+/// Request-level limits and behaviour of the HTTP layer. Per-event limits live in
+/// `event_limits`, per-query limits in `query_limits`.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Bounds on one event (size, depth, fields), enforced by normalisation.
+    pub event_limits: vigil_event::Limits,
+    /// Bounds on one query (`limit`, expression size and complexity).
+    pub query_limits: vigil_query::QueryLimits,
+    /// Largest request body, in bytes (default 8 MiB): 413 `body_too_large` beyond.
+    pub max_body_bytes: usize,
+    /// Most events in one `POST /v1/events` (default 10 000): 413 `batch_too_large` beyond.
+    pub max_batch_events: usize,
+    /// Longest time until a response starts (default 30 s): 503 `timeout` beyond. Appends
+    /// already handed to the store still complete.
+    pub request_timeout: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            event_limits: vigil_event::Limits::default(),
+            query_limits: vigil_query::QueryLimits::default(),
+            max_body_bytes: 8 * 1024 * 1024,
+            max_batch_events: 10_000,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything a handler needs, shared by all requests. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Where events, credentials and schemas live.
+    store: Arc<dyn Store>,
+    /// Authenticates every request and manages keys and users.
+    auth: vigil_auth::Auth,
+    config: ApiConfig,
+    /// Compiled per-tenant schemas, consulted for every ingested event.
+    schemas: schemas::SchemaRegistry,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("store", &self.inner.store)
+            .field("auth", &self.inner.auth)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Loads the schema registry from `store` and installs the metrics recorder (once per
+    /// process). Fails when the stored schemas cannot be read or no longer compile.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        auth: vigil_auth::Auth,
+        config: ApiConfig,
+    ) -> Result<Self, ApiError> {
+        metrics::handle();
+        let schemas = schemas::SchemaRegistry::load(Arc::clone(&store)).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                auth,
+                config,
+                schemas,
+            }),
+        })
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub(crate) fn auth(&self) -> &vigil_auth::Auth {
+        &self.inner.auth
+    }
+
+    pub(crate) fn config(&self) -> &ApiConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn schemas(&self) -> &schemas::SchemaRegistry {
+        &self.inner.schemas
+    }
+}
+
+/// The whole API: every route of `docs/api.md`, JSON 404/405 for the rest, request ids
+/// (`x-request-id`, UUIDv7 unless the client sent one), a tracing span per request,
+/// latency metrics and the request timeout.
+pub fn router(state: AppState) -> Router {
+    let timeout = state.config().request_timeout;
+    let middleware = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuidV7))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(axum::middleware::from_fn(record_request))
+        .layer(axum::middleware::from_fn_with_state(
+            timeout,
+            enforce_timeout,
+        ));
+    routes::add_routes(Router::new())
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware)
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then stops accepting connections and drains in-flight
+/// requests: an append that was accepted completes and is answered.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "http api serving");
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("http api stopped; in-flight requests drained");
+    Ok(())
+}
+
+/// The OpenAPI document of every route (served at `/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::ApiDoc::openapi()
+}
+
+/// Time-ordered request ids, so ids sort like the requests they name.
+#[derive(Debug, Clone, Copy)]
+struct MakeRequestUuidV7;
+
+impl MakeRequestId for MakeRequestUuidV7 {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id,
+        tenant = tracing::field::Empty,
+        credential = tracing::field::Empty,
+    )
+}
+
+async fn record_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics::RequestServed {
+        route,
+        method,
+        status: response.status().as_u16(),
+        elapsed: started.elapsed(),
+    }
+    .emit();
+    response
+}
+
+async fn enforce_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(limit).into_response(),
+    }
+}
+
+async fn route_not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::RouteNotFound {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}

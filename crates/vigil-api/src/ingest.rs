@@ -1,0 +1,359 @@
+//! The CPU side of `POST /v1/events`: body → events → normalised, schema-checked, prepared.
+//!
+//! Synchronous on purpose: the handler runs it on the runtime for small requests and in
+//! `spawn_blocking` for large ones. The batch is validated whole before anything is prepared,
+//! so a request either yields every event ready to append or the full list of what is wrong.
+
+use std::cell::Cell;
+use std::fmt;
+
+use axum::http::{HeaderMap, header};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+use vigil_event::{FieldErrorCode, Limits, Prepared, TenantId, Timestamp, normalize};
+
+use crate::error::{ApiError, ItemError, JsonPosition};
+use crate::schemas::{TenantSchemas, validate_body};
+
+/// Batches at least this large are normalised and prepared off the async runtime.
+pub(crate) const BLOCKING_MIN_EVENTS: usize = 64;
+/// Bodies at least this large are parsed off the async runtime.
+pub(crate) const BLOCKING_MIN_BYTES: usize = 64 * 1024;
+
+/// How the events of a request body are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFormat {
+    /// One event object, or an array of them.
+    Json,
+    /// One event object per line; blank lines ignored.
+    Ndjson,
+}
+
+impl BodyFormat {
+    /// From `Content-Type`: JSON when absent or `application/json`, NDJSON for
+    /// `application/x-ndjson`; anything else is 415.
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
+        let Some(value) = headers.get(header::CONTENT_TYPE) else {
+            return Ok(Self::Json);
+        };
+        let raw = value
+            .to_str()
+            .map_err(|_| ApiError::UnsupportedMediaType("<not ascii>".to_owned()))?;
+        let essence = raw
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" => Ok(Self::Json),
+            "application/x-ndjson" | "application/ndjson" => Ok(Self::Ndjson),
+            _ => Err(ApiError::UnsupportedMediaType(raw.to_owned())),
+        }
+    }
+}
+
+/// Splits a body into its events (JSON values, not yet checked to be objects). Stops parsing
+/// as soon as the batch would exceed `max_events`, so an oversized body costs no more memory
+/// than an allowed one.
+pub(crate) fn parse_body(
+    bytes: &[u8],
+    format: BodyFormat,
+    max_events: usize,
+) -> Result<Vec<Value>, ApiError> {
+    let values = match format {
+        BodyFormat::Json => parse_json(bytes, max_events)?,
+        BodyFormat::Ndjson => parse_ndjson(bytes, max_events)?,
+    };
+    if values.is_empty() {
+        return Err(ApiError::EmptyBatch);
+    }
+    Ok(values)
+}
+
+fn parse_json(bytes: &[u8], max_events: usize) -> Result<Vec<Value>, ApiError> {
+    let overflow = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = BatchSeed {
+        max_events,
+        overflow: &overflow,
+    }
+    .deserialize(&mut de)
+    .and_then(|v| de.end().map(|()| v));
+    match parsed {
+        Ok(values) => Ok(values),
+        Err(_) if overflow.get() => Err(ApiError::BatchTooLarge { limit: max_events }),
+        Err(e) => Err(json_error(&e, 0)),
+    }
+}
+
+fn parse_ndjson(bytes: &[u8], max_events: usize) -> Result<Vec<Value>, ApiError> {
+    let mut values = Vec::new();
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if values.len() == max_events {
+            return Err(ApiError::BatchTooLarge { limit: max_events });
+        }
+        let value: Value = serde_json::from_slice(line).map_err(|e| json_error(&e, i))?;
+        values.push(value);
+    }
+    Ok(values)
+}
+
+/// A JSON syntax error with its position; `line_offset` lines precede the parsed text.
+fn json_error(e: &serde_json::Error, line_offset: usize) -> ApiError {
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let message = full.strip_suffix(&suffix).unwrap_or(&full).to_owned();
+    ApiError::InvalidJson {
+        message,
+        position: JsonPosition {
+            line: e.line() + line_offset,
+            column: e.column(),
+        },
+    }
+}
+
+/// Deserialises either one value (an event object, or anything else, which normalisation
+/// will refuse) or an array of at most `max_events` values.
+struct BatchSeed<'a> {
+    max_events: usize,
+    overflow: &'a Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for BatchSeed<'_> {
+    type Value = Vec<Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<Value>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+macro_rules! single_scalar {
+    ($($name:ident: $t:ty),*) => {$(
+        fn $name<E: serde::de::Error>(self, v: $t) -> Result<Vec<Value>, E> {
+            Ok(vec![Value::from(v)])
+        }
+    )*};
+}
+
+impl<'de> Visitor<'de> for BatchSeed<'_> {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object or an array of events")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+        let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max_events));
+        while let Some(value) = seq.next_element::<Value>()? {
+            if values.len() == self.max_events {
+                self.overflow.set(true);
+                return Err(serde::de::Error::custom("too many events"));
+            }
+            values.push(value);
+        }
+        Ok(values)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Vec<Value>, A::Error> {
+        let value =
+            serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(vec![value])
+    }
+
+    single_scalar!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Vec<Value>, E> {
+        Ok(vec![Value::Null])
+    }
+}
+
+/// Everything the CPU work of one ingest request needs, owned so it can move to a blocking
+/// thread.
+#[derive(Debug)]
+pub(crate) struct BatchContext {
+    pub limits: Limits,
+    pub schemas: std::sync::Arc<TenantSchemas>,
+    pub tenant: TenantId,
+    /// The credential's name: the default `source` of events that name none.
+    pub default_source: String,
+    pub received_at: Timestamp,
+}
+
+/// Normalises and schema-checks every event, then prepares them all. Errors list every
+/// failing event and field, in batch order.
+pub(crate) fn prepare_batch(
+    values: Vec<Value>,
+    ctx: &BatchContext,
+) -> Result<Vec<Prepared>, ApiError> {
+    let total = values.len();
+    let mut errors = Vec::new();
+    let mut submitted = Vec::with_capacity(total);
+    for (index, value) in values.into_iter().enumerate() {
+        let item = normalize(value, &ctx.limits).and_then(|mut s| {
+            validate_body(&ctx.schemas, &s.event_type, &mut s.body)?;
+            Ok(s)
+        });
+        match item {
+            Ok(s) => submitted.push(s),
+            Err(field_errors) => errors.extend(field_errors.into_iter().map(|e| ItemError {
+                index,
+                path: e.path,
+                code: e.code,
+                message: e.message,
+            })),
+        }
+    }
+    if submitted.len() < total {
+        if errors.is_empty() {
+            // normalize refused an event without saying why: still refuse, never store part.
+            errors.push(ItemError {
+                index: 0,
+                path: String::new(),
+                code: FieldErrorCode::InvalidField,
+                message: "invalid event".to_owned(),
+            });
+        }
+        return Err(ApiError::invalid_events(total, errors));
+    }
+    Ok(submitted
+        .into_iter()
+        .map(|s| s.prepare(&ctx.tenant, ctx.received_at, &ctx.default_source))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn headers(content_type: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(ct) = content_type {
+            h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(
+            BodyFormat::from_headers(&headers(None)).unwrap(),
+            BodyFormat::Json
+        );
+        assert_eq!(
+            BodyFormat::from_headers(&headers(Some("application/json; charset=utf-8"))).unwrap(),
+            BodyFormat::Json
+        );
+        assert_eq!(
+            BodyFormat::from_headers(&headers(Some("Application/X-NDJSON"))).unwrap(),
+            BodyFormat::Ndjson
+        );
+        let e = BodyFormat::from_headers(&headers(Some("text/plain"))).unwrap_err();
+        assert_eq!(e.code(), "unsupported_media_type");
+    }
+
+    #[test]
+    fn one_object_or_an_array() {
+        assert_eq!(
+            parse_body(br#"{"type":"a"}"#, BodyFormat::Json, 10).unwrap(),
+            vec![json!({"type":"a"})]
+        );
+        assert_eq!(
+            parse_body(br#" [{"type":"a"},{"type":"b"}] "#, BodyFormat::Json, 10)
+                .unwrap()
+                .len(),
+            2
+        );
+        // Not an object: parsed, and left for normalisation to refuse as not_an_object.
+        assert_eq!(
+            parse_body(b"42", BodyFormat::Json, 10).unwrap(),
+            vec![json!(42)]
+        );
+        assert_eq!(
+            parse_body(b"[]", BodyFormat::Json, 10).unwrap_err().code(),
+            "empty_batch"
+        );
+    }
+
+    #[test]
+    fn batch_limit_stops_parsing() {
+        let e = parse_body(b"[{},{},{}]", BodyFormat::Json, 2).unwrap_err();
+        assert!(matches!(e, ApiError::BatchTooLarge { limit: 2 }), "{e:?}");
+        assert!(parse_body(b"[{},{}]", BodyFormat::Json, 2).is_ok());
+        let e = parse_body(b"{}\n{}\n\n{}\n", BodyFormat::Ndjson, 2).unwrap_err();
+        assert!(matches!(e, ApiError::BatchTooLarge { limit: 2 }), "{e:?}");
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let e = parse_body(b"{\"type\":\n  \"a\",, }", BodyFormat::Json, 10).unwrap_err();
+        match e {
+            ApiError::InvalidJson { position, message } => {
+                assert_eq!(position.line, 2);
+                assert_eq!(position.column, 7);
+                assert!(!message.contains("line"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse_body(b"[{}] x", BodyFormat::Json, 10)
+                .unwrap_err()
+                .code(),
+            "invalid_json"
+        );
+        assert_eq!(
+            parse_body(b"", BodyFormat::Json, 10).unwrap_err().code(),
+            "invalid_json"
+        );
+    }
+
+    #[test]
+    fn ndjson_lines() {
+        let body = b"{\"type\":\"a\"}\r\n\n   \n{\"type\":\"b\"}";
+        assert_eq!(parse_body(body, BodyFormat::Ndjson, 10).unwrap().len(), 2);
+        let e = parse_body(b"{}\n\n{\"type\": nope}\n", BodyFormat::Ndjson, 10).unwrap_err();
+        match e {
+            ApiError::InvalidJson { position, .. } => assert_eq!(
+                position,
+                JsonPosition {
+                    line: 3,
+                    column: 11
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse_body(b"\n \n", BodyFormat::Ndjson, 10)
+                .unwrap_err()
+                .code(),
+            "empty_batch"
+        );
+    }
+
+    proptest! {
+        /// Any bytes give events or a client error, never a panic; an array of n objects
+        /// gives n events when n is within the limit.
+        #[test]
+        fn parsing_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), ndjson in any::<bool>()) {
+            let format = if ndjson { BodyFormat::Ndjson } else { BodyFormat::Json };
+            if let Err(e) = parse_body(&bytes, format, 5) {
+                prop_assert!(e.status().is_client_error());
+            }
+        }
+
+        #[test]
+        fn arrays_within_the_limit_round_trip(n in 1usize..20, limit in 1usize..20) {
+            let body = serde_json::to_vec(&vec![json!({"type": "t"}); n]).unwrap();
+            match parse_body(&body, BodyFormat::Json, limit) {
+                Ok(values) => { prop_assert!(n <= limit); prop_assert_eq!(values.len(), n); }
+                Err(e) => { prop_assert!(n > limit); prop_assert_eq!(e.code(), "batch_too_large"); }
+            }
+        }
+    }
+}

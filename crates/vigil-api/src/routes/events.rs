@@ -1,0 +1,464 @@
+//! `/v1/events`: ingest, query, count, export and fetch events of the caller's tenant.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use vigil_auth::Scope;
+use vigil_event::{EventId, Prepared, Timestamp};
+use vigil_query::{Query, QueryError};
+use vigil_store::StoredEvent;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::export::{ExportFormat, export_stream, page_limit};
+use crate::extract::{Authenticated, query_pairs, read_body};
+use crate::ingest::{
+    BLOCKING_MIN_BYTES, BLOCKING_MIN_EVENTS, BatchContext, BodyFormat, parse_body, prepare_batch,
+};
+use crate::metrics::{EventsIngested, EventsRejected};
+
+/// The answer to an accepted batch: one entry per event, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestResponse {
+    /// Events accepted (new ones plus idempotent retries).
+    pub accepted: usize,
+    pub events: Vec<IngestedEvent>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestedEvent {
+    pub id: String,
+    /// Position in the tenant's log (1-based, gap-free).
+    pub seq: u64,
+    /// True when this id was already stored with the same content: nothing new was written.
+    pub duplicate: bool,
+}
+
+/// An event as stored and returned: the envelope as sent (aliases resolved, defaults applied),
+/// plus the server-set `tenant`, `seq`, `received_at` and `hash`. Other top-level keys are
+/// kept as sent.
+#[derive(ToSchema)]
+#[schema(as = Event)]
+#[allow(dead_code)] // documents the shape; responses are written from the stored bytes
+pub(crate) struct EventDoc {
+    #[schema(example = "0190a5e4-7b1c-7cc3-9a4e-1f2d3c4b5a69")]
+    id: String,
+    #[schema(rename = "type", example = "login.failed")]
+    event_type: String,
+    #[schema(example = "2024-05-01T12:00:00.250Z")]
+    time: String,
+    #[schema(minimum = 0, maximum = 10)]
+    severity: u8,
+    source: String,
+    actor: Option<ActorDoc>,
+    action: Option<String>,
+    #[schema(example = "failure")]
+    outcome: Option<String>,
+    resource: Option<ResourceDoc>,
+    #[schema(value_type = Option<Object>)]
+    details: Option<Value>,
+    tenant: String,
+    seq: u64,
+    received_at: String,
+    /// Hex chain hash of the tenant's log up to this event.
+    hash: String,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Actor)]
+#[allow(dead_code)] // documentation only
+pub(crate) struct ActorDoc {
+    id: Option<String>,
+    #[schema(rename = "type")]
+    actor_type: Option<String>,
+    ip: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Resource)]
+#[allow(dead_code)] // documentation only
+pub(crate) struct ResourceDoc {
+    #[schema(rename = "type")]
+    resource_type: Option<String>,
+    id: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[schema(as = EventPage)]
+#[allow(dead_code)] // documentation only
+pub(crate) struct EventPageDoc {
+    events: Vec<EventDoc>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CountResponse {
+    pub count: u64,
+}
+
+/// Append events. The batch is validated whole first: one invalid event and nothing is
+/// stored, and the error lists every failing event and field.
+#[utoipa::path(
+    post, path = "/v1/events", operation_id = "ingest_events", tag = "events",
+    request_body(
+        description = "One event object, a JSON array of events, or NDJSON (Content-Type: application/x-ndjson)",
+        content(
+            (Object = "application/json"),
+            (String = "application/x-ndjson"),
+        ),
+    ),
+    responses(
+        (status = 201, description = "Stored durably", body = IngestResponse),
+        (status = 400, description = "invalid_json, empty_batch, ambiguous_field", body = ErrorBody),
+        (status = 401, description = "No or bad credential", body = ErrorBody),
+        (status = 403, description = "Missing scope events:write", body = ErrorBody),
+        (status = 409, description = "id_conflict: an id is stored with different content", body = ErrorBody),
+        (status = 413, description = "body_too_large, batch_too_large, event_too_large", body = ErrorBody),
+        (status = 415, description = "Content-Type is not JSON or NDJSON", body = ErrorBody),
+        (status = 422, description = "Valid JSON, invalid events (reserved_field, missing_field, schema_violation, …)", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
+        (status = 503, description = "store_unavailable: nothing was written; retry", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn ingest(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut batch_len = None;
+    let result = ingest_batch(&state, &principal, &headers, body, &mut batch_len).await;
+    if let Err(e) = &result {
+        EventsRejected {
+            reason: e.code(),
+            count: batch_len.unwrap_or(1) as u64,
+        }
+        .emit();
+    }
+    result
+}
+
+async fn ingest_batch(
+    state: &AppState,
+    principal: &vigil_auth::Principal,
+    headers: &HeaderMap,
+    body: Body,
+    batch_len: &mut Option<usize>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::EventsWrite)?;
+    let config = state.config();
+    let format = BodyFormat::from_headers(headers)?;
+    let bytes = read_body(headers, body, config.max_body_bytes).await?;
+    let ctx = BatchContext {
+        limits: config.event_limits.clone(),
+        schemas: state.schemas().for_tenant(&principal.tenant),
+        tenant: principal.tenant.clone(),
+        default_source: principal.name.clone(),
+        received_at: Timestamp::now(),
+    };
+    let max_events = config.max_batch_events;
+
+    let prepared: Vec<Prepared> = if bytes.len() >= BLOCKING_MIN_BYTES {
+        let (len, result) = blocking(move || {
+            let values = parse_body(&bytes, format, max_events)?;
+            Ok((values.len(), prepare_batch(values, &ctx)))
+        })
+        .await?;
+        *batch_len = Some(len);
+        result?
+    } else {
+        let values = parse_body(&bytes, format, max_events)?;
+        *batch_len = Some(values.len());
+        if values.len() >= BLOCKING_MIN_EVENTS {
+            blocking(move || prepare_batch(values, &ctx)).await?
+        } else {
+            prepare_batch(values, &ctx)?
+        }
+    };
+
+    let store = Arc::clone(state.store());
+    // The append runs in its own task: once handed to the store it completes (or fails
+    // whole) even if this request is dropped, e.g. on timeout or client disconnect.
+    let appended = tokio::spawn(async move { store.append(prepared).await })
+        .await
+        .map_err(|e| ApiError::Internal(format!("append task failed: {e}")))??;
+
+    let duplicates = appended.iter().filter(|a| a.duplicate).count() as u64;
+    EventsIngested {
+        stored: appended.len() as u64 - duplicates,
+        duplicates,
+    }
+    .emit();
+    let response = IngestResponse {
+        accepted: appended.len(),
+        events: appended
+            .into_iter()
+            .map(|a| IngestedEvent {
+                id: a.id.as_str().to_owned(),
+                seq: a.seq,
+                duplicate: a.duplicate,
+            })
+            .collect(),
+    };
+    Ok((StatusCode::CREATED, axum::Json(response)).into_response())
+}
+
+/// Runs CPU-heavy work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("ingest task failed: {e}")))?
+}
+
+/// Query events. Any `path=value` parameter is an exact-match filter (ANDed); `q` takes an
+/// expression. `Accept: application/x-ndjson` or `text/csv` streams every match for export
+/// (`limit` then caps the total; no limit exports everything).
+#[utoipa::path(
+    get, path = "/v1/events", operation_id = "list_events", tag = "events",
+    params(
+        ("q" = Option<String>, Query, description = "Filter expression, e.g. `severity>=7 AND type:login.failed`"),
+        ("from" = Option<String>, Query, description = "Inclusive lower time bound: RFC 3339, date, `-15m`, epoch seconds/ms"),
+        ("to" = Option<String>, Query, description = "Exclusive upper time bound (same forms as `from`)"),
+        ("limit" = Option<usize>, Query, description = "Page size (default 100, max 10 000); for exports the total cap"),
+        ("order" = Option<String>, Query, description = "`desc` (default, newest first) or `asc`"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("path=value" = Option<String>, Query, description = "Any other parameter: exact match on that field path, e.g. `actor.id=u-7`"),
+    ),
+    responses(
+        (status = 200, description = "One page; or an NDJSON/CSV export stream", content(
+            (EventPageDoc = "application/json"),
+            (String = "application/x-ndjson"),
+            (String = "text/csv"),
+        )),
+        (status = 400, description = "invalid_query, invalid_parameter, invalid_cursor, query_too_complex", body = ErrorBody),
+        (status = 401, description = "No or bad credential", body = ErrorBody),
+        (status = 403, description = "Missing scope events:read", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::EventsRead)?;
+    let mut params = query_pairs(&uri)?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let export = ExportFormat::from_accept(accept);
+    let now = Timestamp::now();
+
+    let Some(format) = export else {
+        let query = Query::from_params(&params, now, &state.config().query_limits)?;
+        let page = state.store().query(&principal.tenant, &query).await?;
+        return Ok(json_response(page_json(
+            &page.events,
+            page.next_cursor.map(|c| c.encode()),
+        )));
+    };
+
+    // Exports page internally; `limit` caps the whole export rather than one page.
+    let cap = take_limit(&mut params)?;
+    let mut query = Query::from_params(&params, now, &state.config().query_limits)?;
+    query.limit = page_limit(cap);
+    let store = Arc::clone(state.store());
+    let first = store.query(&principal.tenant, &query).await?;
+    let stream = export_stream(store, principal.tenant.clone(), query, first, cap, format);
+    let mut response = Body::from_stream(stream).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    Ok(response)
+}
+
+/// Removes every `limit` parameter and returns the last one's value.
+fn take_limit(params: &mut Vec<(String, String)>) -> Result<Option<u64>, ApiError> {
+    let mut cap = None;
+    for (_, value) in params.iter().filter(|(name, _)| name == "limit") {
+        let n = value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| QueryError::InvalidParameter {
+                name: "limit".to_owned(),
+                message: "must be a positive integer".to_owned(),
+            })?;
+        cap = Some(n);
+    }
+    params.retain(|(name, _)| name != "limit");
+    Ok(cap)
+}
+
+/// `{"events": [...], "next_cursor": ...}` with each event written from its stored bytes.
+fn page_json(events: &[StoredEvent], next_cursor: Option<String>) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(events.iter().map(|e| e.canonical.len() + 90).sum::<usize>() + 64);
+    out.extend_from_slice(b"{\"events\":[");
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&event.to_json());
+    }
+    out.extend_from_slice(b"],\"next_cursor\":");
+    match next_cursor {
+        Some(c) => out.extend_from_slice(Value::String(c).to_string().as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+    out
+}
+
+fn json_response(bytes: Vec<u8>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
+/// Count events matching the same filters as `GET /v1/events` (`limit`, `cursor` and `order`
+/// are ignored).
+#[utoipa::path(
+    get, path = "/v1/events/count", operation_id = "count_events", tag = "events",
+    params(
+        ("q" = Option<String>, Query, description = "Filter expression"),
+        ("from" = Option<String>, Query, description = "Inclusive lower time bound"),
+        ("to" = Option<String>, Query, description = "Exclusive upper time bound"),
+        ("path=value" = Option<String>, Query, description = "Exact match on a field path"),
+    ),
+    responses(
+        (status = 200, description = "Number of matching events", body = CountResponse),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 403, description = "Missing scope events:read", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn count(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    uri: Uri,
+) -> Result<axum::Json<CountResponse>, ApiError> {
+    principal.require(Scope::EventsRead)?;
+    let mut params = query_pairs(&uri)?;
+    params.retain(|(name, _)| !matches!(name.as_str(), "limit" | "cursor" | "order"));
+    let query = Query::from_params(&params, Timestamp::now(), &state.config().query_limits)?;
+    let count = state
+        .store()
+        .count(&principal.tenant, &query.filter, query.from, query.to)
+        .await?;
+    Ok(axum::Json(CountResponse { count }))
+}
+
+/// One event by id. `?proof=true` (a Merkle inclusion proof) is answered 501 until the
+/// integrity layer serves proofs.
+#[utoipa::path(
+    get, path = "/v1/events/{id}", operation_id = "get_event", tag = "events",
+    params(
+        ("id" = String, Path, description = "Event id"),
+        ("proof" = Option<bool>, Query, description = "Add a Merkle inclusion proof (not available yet: 501)"),
+    ),
+    responses(
+        (status = 200, description = "The event", body = EventDoc),
+        (status = 400, description = "invalid_id", body = ErrorBody),
+        (status = 403, description = "Missing scope events:read", body = ErrorBody),
+        (status = 404, description = "No such event in the caller's tenant", body = ErrorBody),
+        (status = 501, description = "Proofs are not served yet", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn get_one(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::EventsRead)?;
+    let Path(raw) = path.map_err(|e| ApiError::InvalidId(e.body_text()))?;
+    let id = EventId::parse(&raw).map_err(|e| ApiError::InvalidId(e.message))?;
+    for (name, value) in query_pairs(&uri)? {
+        if name != "proof" {
+            continue;
+        }
+        match value.as_str() {
+            "true" | "1" => {
+                return Err(ApiError::NotImplemented(
+                    "inclusion proofs come with the integrity layer; this server does not serve them yet".to_owned(),
+                ));
+            }
+            "false" | "0" | "" => {}
+            _ => {
+                return Err(QueryError::InvalidParameter {
+                    name: "proof".to_owned(),
+                    message: "must be true or false".to_owned(),
+                }
+                .into());
+            }
+        }
+    }
+    let event = state
+        .store()
+        .get(&principal.tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no event with id {}", id.as_str())))?;
+    Ok(json_response(event.to_json()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_is_taken_out_of_export_parameters() {
+        let mut params = vec![
+            ("type".into(), "a".into()),
+            ("limit".into(), "5".into()),
+            ("limit".into(), "50000".into()),
+        ];
+        assert_eq!(take_limit(&mut params).unwrap(), Some(50_000));
+        assert_eq!(params, vec![("type".to_owned(), "a".to_owned())]);
+        let mut bad = vec![("limit".into(), "0".into())];
+        assert_eq!(
+            take_limit(&mut bad).unwrap_err().code(),
+            "invalid_parameter"
+        );
+        assert_eq!(take_limit(&mut vec![]).unwrap(), None);
+    }
+
+    #[test]
+    fn pages_are_written_from_stored_bytes() {
+        let event = StoredEvent {
+            seq: 1,
+            time: Timestamp::from_nanos(0),
+            canonical: br#"{"id":"a","seq":1}"#.to_vec(),
+            hash: [0; 32],
+        };
+        let empty: Value = serde_json::from_slice(&page_json(&[], None)).unwrap();
+        assert_eq!(
+            empty,
+            serde_json::json!({"events": [], "next_cursor": null})
+        );
+        let bytes = page_json(&[event.clone(), event], Some("c\"1".into()));
+        let page: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(page["events"].as_array().unwrap().len(), 2);
+        assert_eq!(page["events"][0]["id"], "a");
+        assert_eq!(page["events"][1]["hash"], "0".repeat(64));
+        assert_eq!(page["next_cursor"], "c\"1");
+    }
+}

@@ -1,0 +1,167 @@
+//! `/v1/schemas`: the caller's tenant's JSON Schemas per event type.
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use vigil_auth::{AuthError, Principal, Scope};
+use vigil_event::EventType;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Authenticated, check_json_content_type, parse_json, read_body};
+use crate::schemas::PutOutcome;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SchemaList {
+    pub schemas: Vec<SchemaEntry>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SchemaEntry {
+    #[serde(rename = "type")]
+    #[schema(example = "billing.charged")]
+    pub event_type: String,
+    #[schema(value_type = Object)]
+    pub schema: Value,
+}
+
+/// Reading schemas needs `events:read` (producers and consumers look at them) or
+/// `schemas:write`.
+fn require_read(principal: &Principal) -> Result<(), ApiError> {
+    if principal.scopes.allows(Scope::EventsRead) || principal.scopes.allows(Scope::SchemasWrite) {
+        Ok(())
+    } else {
+        Err(AuthError::Forbidden("missing scope events:read or schemas:write".to_owned()).into())
+    }
+}
+
+fn event_type(path: Result<Path<String>, PathRejection>) -> Result<EventType, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::InvalidType(e.body_text()))?;
+    EventType::parse(&raw).map_err(|e| ApiError::InvalidType(e.message))
+}
+
+/// Every schema of the caller's tenant, ordered by type.
+#[utoipa::path(
+    get, path = "/v1/schemas", operation_id = "list_schemas", tag = "schemas",
+    responses(
+        (status = 200, description = "The tenant's schemas", body = SchemaList),
+        (status = 403, description = "Missing scope events:read or schemas:write", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+) -> Result<axum::Json<SchemaList>, ApiError> {
+    require_read(&principal)?;
+    let schemas = state
+        .schemas()
+        .list(&principal.tenant)
+        .into_iter()
+        .map(|(t, s)| SchemaEntry {
+            event_type: t.as_str().to_owned(),
+            schema: (*s).clone(),
+        })
+        .collect();
+    Ok(axum::Json(SchemaList { schemas }))
+}
+
+/// Register (201) or replace (200) the JSON Schema (draft 2020-12) for events of a type.
+/// From then on, such events of this tenant are validated at ingest.
+#[utoipa::path(
+    put, path = "/v1/schemas/{type}", operation_id = "put_schema", tag = "schemas",
+    params(("type" = String, Path, description = "Event type, e.g. billing.charged")),
+    request_body(content = Object, description = "A JSON Schema (draft 2020-12)", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Registered", body = Object),
+        (status = 200, description = "Replaced", body = Object),
+        (status = 400, description = "invalid_type, invalid_json", body = ErrorBody),
+        (status = 403, description = "Missing scope schemas:write", body = ErrorBody),
+        (status = 422, description = "invalid_schema", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn put(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::SchemasWrite)?;
+    let event_type = event_type(path)?;
+    check_json_content_type(&headers)?;
+    let bytes = read_body(&headers, body, state.config().max_body_bytes).await?;
+    let schema: Value = parse_json(&bytes)?;
+    let outcome = state
+        .schemas()
+        .put(&principal.tenant, event_type, schema.clone())
+        .await?;
+    let status = match outcome {
+        PutOutcome::Created => StatusCode::CREATED,
+        PutOutcome::Replaced => StatusCode::OK,
+    };
+    Ok((status, axum::Json(schema)).into_response())
+}
+
+/// The schema registered for a type.
+#[utoipa::path(
+    get, path = "/v1/schemas/{type}", operation_id = "get_schema", tag = "schemas",
+    params(("type" = String, Path, description = "Event type")),
+    responses(
+        (status = 200, description = "The schema as registered", body = Object),
+        (status = 403, description = "Missing scope events:read or schemas:write", body = ErrorBody),
+        (status = 404, description = "No schema for this type", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    require_read(&principal)?;
+    let event_type = event_type(path)?;
+    let schema = state
+        .schemas()
+        .get(&principal.tenant, &event_type)
+        .ok_or_else(|| ApiError::NotFound(format!("no schema for type {}", event_type.as_str())))?;
+    Ok(axum::Json((*schema).clone()))
+}
+
+/// Remove the schema of a type: its events are no longer checked.
+#[utoipa::path(
+    delete, path = "/v1/schemas/{type}", operation_id = "delete_schema", tag = "schemas",
+    params(("type" = String, Path, description = "Event type")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 403, description = "Missing scope schemas:write", body = ErrorBody),
+        (status = 404, description = "No schema for this type", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    principal.require(Scope::SchemasWrite)?;
+    let event_type = event_type(path)?;
+    if state
+        .schemas()
+        .delete(&principal.tenant, &event_type)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!(
+            "no schema for type {}",
+            event_type.as_str()
+        )))
+    }
+}

@@ -1,0 +1,710 @@
+//! [`Auth`]: the credential service the HTTP layer and the binary talk to.
+
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use vigil_event::TenantId;
+use vigil_store::Store;
+
+use crate::apikey;
+use crate::clock::{Clock, SystemClock};
+use crate::error::AuthError;
+use crate::jwt::{self, Claims};
+use crate::password;
+use crate::principal::{CredentialRef, Principal, system_tenant};
+use crate::rate::{DEFAULT_CAPACITY, RateLimit, RateLimiter};
+use crate::scope::{Scope, Scopes};
+use crate::secret::SecretString;
+use crate::state::{KeyRecord, META_NAME, State, UserRecord};
+
+/// Longest key name accepted (names label keys and are the default event `source`).
+pub const KEY_NAME_MAX_CHARS: usize = 128;
+
+/// `created_by` of the root key made on first start.
+const BOOTSTRAP: &str = "bootstrap";
+
+/// Settings for [`Auth::open`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    /// Lifetime of tokens from `POST /v1/auth/token` (at least one second). A token never
+    /// outlives the API key it was minted from.
+    pub jwt_ttl: Duration,
+    /// Per-credential request budget; `None` disables rate limiting.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_ttl: Duration::from_secs(15 * 60),
+            rate_limit: None,
+        }
+    }
+}
+
+/// A minted JWT, as `POST /v1/auth/token` returns it.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct Token {
+    pub token: String,
+    /// Always `"Bearer"`.
+    pub token_type: &'static str,
+    pub expires_at: DateTime<Utc>,
+    /// Seconds until `expires_at`.
+    pub expires_in: u64,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("token", &"[redacted]")
+            .field("token_type", &self.token_type)
+            .field("expires_at", &self.expires_at)
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+/// Body of `POST /v1/keys`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub name: String,
+    pub tenant: TenantId,
+    pub scopes: Scopes,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A key just created: the only time its plaintext `key` is available.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreatedKey {
+    pub id: String,
+    /// `vgl_<id>_<secret>`; stored only as a hash, so it cannot be shown again.
+    pub key: SecretString,
+    pub name: String,
+    pub tenant: TenantId,
+    pub scopes: Scopes,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An API key as listed: everything but the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub name: String,
+    pub tenant: TenantId,
+    pub scopes: Scopes,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Credential id of the creator (`bootstrap` for the first root key).
+    pub created_by: String,
+}
+
+/// Body of `POST /v1/users`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub username: String,
+    pub password: SecretString,
+    pub tenant: TenantId,
+    pub scopes: Scopes,
+}
+
+/// A user as listed: everything but the password hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub username: String,
+    pub tenant: TenantId,
+    pub scopes: Scopes,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+impl From<&KeyRecord> for KeyInfo {
+    fn from(r: &KeyRecord) -> Self {
+        Self {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            tenant: r.tenant.clone(),
+            scopes: r.scopes.clone(),
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            created_by: r.created_by.clone(),
+        }
+    }
+}
+
+impl From<&UserRecord> for UserInfo {
+    fn from(r: &UserRecord) -> Self {
+        Self {
+            username: r.username.clone(),
+            tenant: r.tenant.clone(),
+            scopes: r.scopes.clone(),
+            created_at: r.created_at,
+            created_by: r.created_by.clone(),
+        }
+    }
+}
+
+/// API keys, users, JWTs and rate limits over one credential document kept in the store.
+///
+/// Reads (`authenticate`, `check_rate`, `issue_token`, listings) are synchronous and cheap:
+/// SHA-256 or HMAC against in-memory state. Changes are serialised, saved through
+/// [`Store::save_meta`] and only then become visible, so an acknowledged change is durable and
+/// a failed save changes nothing. Cheap to clone.
+#[derive(Clone)]
+pub struct Auth {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Where the credential document lives (`load_meta` / `save_meta("auth")`).
+    store: Arc<dyn Store>,
+    config: AuthConfig,
+    clock: Arc<dyn Clock>,
+    /// The live credentials. A std lock: held only for in-memory work, never across `.await`.
+    state: RwLock<State>,
+    /// Serialises changes, so two concurrent changes cannot both start from the same state and
+    /// one silently undo the other when saved.
+    write: Arc<tokio::sync::Mutex<()>>,
+    /// `None` when rate limiting is off.
+    limiter: Option<RateLimiter>,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.read();
+        f.debug_struct("Auth")
+            .field("keys", &state.keys.len())
+            .field("users", &state.users.len())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Auth {
+    /// Loads the credential document from `store`, or creates one (with a fresh JWT secret)
+    /// and saves it before returning, so the secret is the same after a restart.
+    pub async fn open(store: Arc<dyn Store>, config: AuthConfig) -> Result<Self, AuthError> {
+        Self::open_with_clock(store, config, Arc::new(SystemClock)).await
+    }
+
+    pub(crate) async fn open_with_clock(
+        store: Arc<dyn Store>,
+        config: AuthConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AuthError> {
+        if config.jwt_ttl < Duration::from_secs(1) {
+            return Err(AuthError::invalid(
+                "invalid_config",
+                "jwt_ttl must be at least one second",
+            ));
+        }
+        if let Some(limit) = &config.rate_limit {
+            limit.validate()?;
+        }
+        let state = match store.load_meta(META_NAME).await? {
+            Some(bytes) => State::from_document(&bytes)?,
+            None => {
+                let state = State::new();
+                store.save_meta(META_NAME, &state.to_document()?).await?;
+                state
+            }
+        };
+        let limiter = config
+            .rate_limit
+            .map(|limit| RateLimiter::new(limit, DEFAULT_CAPACITY));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                clock,
+                state: RwLock::new(state),
+                write: Arc::new(tokio::sync::Mutex::new(())),
+                limiter,
+            }),
+        })
+    }
+
+    /// Creates the root key (name `root`, tenant [`SYSTEM_TENANT`](crate::SYSTEM_TENANT),
+    /// scopes `root,admin`) when no key with scope `root` exists, and returns its plaintext —
+    /// the only time it is available. `None` when a root key already exists. Revoking every
+    /// root key is therefore recoverable: the next start makes a new one.
+    pub async fn bootstrap_root_key(&self) -> Result<Option<String>, AuthError> {
+        let now = self.inner.clock.now();
+        let created = self
+            .mutate(move |state| {
+                if state.keys.values().any(|k| k.scopes.contains(Scope::Root)) {
+                    return Ok(None);
+                }
+                let generated = unique_key(state)?;
+                state.keys.insert(
+                    generated.id.clone(),
+                    KeyRecord {
+                        id: generated.id.clone(),
+                        name: "root".to_owned(),
+                        tenant: system_tenant(),
+                        scopes: Scopes::from([Scope::Root, Scope::Admin]),
+                        hash: generated.hash,
+                        created_at: now,
+                        expires_at: None,
+                        created_by: BOOTSTRAP.to_owned(),
+                    },
+                );
+                Ok(Some((generated.id, generated.text)))
+            })
+            .await?;
+        Ok(created.map(|(id, text)| {
+            tracing::info!(key_id = %id, "root api key created");
+            text.into_inner()
+        }))
+    }
+
+    /// Authenticates a bearer credential: an API key (`vgl_…`) or a JWT from
+    /// [`issue_token`](Auth::issue_token). A JWT is valid only while the key or user it was
+    /// minted from still exists, unexpired, with at least the token's scopes.
+    pub fn authenticate(&self, bearer: &str) -> Result<Principal, AuthError> {
+        let bearer = bearer.trim();
+        let now = self.inner.clock.now();
+        let state = self.inner.read();
+        if apikey::is_api_key(bearer) {
+            authenticate_key(&state, bearer, now)
+        } else {
+            authenticate_jwt(&state, bearer, now)
+        }
+    }
+
+    /// Takes one request from the principal's budget; `RateLimited { retry_after }` when it
+    /// is spent. Always Ok when rate limiting is off.
+    pub fn check_rate(&self, principal: &Principal) -> Result<(), AuthError> {
+        match &self.inner.limiter {
+            None => Ok(()),
+            Some(limiter) => limiter
+                .check(&principal.credential_id(), self.inner.clock.instant())
+                .map_err(|retry_after| AuthError::RateLimited { retry_after }),
+        }
+    }
+
+    /// Mints a JWT carrying the principal's tenant and scopes, valid for `jwt_ttl` but never
+    /// past the expiry of the key behind it.
+    pub fn issue_token(&self, principal: &Principal) -> Result<Token, AuthError> {
+        let now = self.inner.clock.now();
+        let state = self.inner.read();
+        let (cid, tenant, scopes, expires_at) = match &principal.credential {
+            CredentialRef::Key(id) => {
+                let key = state
+                    .keys
+                    .get(id)
+                    .ok_or_else(AuthError::invalid_credential)?;
+                if key.is_expired(now) {
+                    return Err(AuthError::invalid_credential());
+                }
+                (key.id.clone(), &key.tenant, &key.scopes, key.expires_at)
+            }
+            CredentialRef::User(name) => {
+                let user = state
+                    .users
+                    .get(name)
+                    .ok_or_else(AuthError::invalid_credential)?;
+                (user.uid.clone(), &user.tenant, &user.scopes, None)
+            }
+        };
+        if *tenant != principal.tenant || !principal.scopes.is_subset(scopes) {
+            return Err(AuthError::invalid_credential());
+        }
+        self.mint(&state, principal, cid, expires_at, now)
+    }
+
+    fn mint(
+        &self,
+        state: &State,
+        principal: &Principal,
+        cid: String,
+        credential_expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Token, AuthError> {
+        let iat = now.timestamp();
+        let ttl = i64::try_from(self.inner.config.jwt_ttl.as_secs()).unwrap_or(i64::MAX);
+        let mut exp = iat.saturating_add(ttl);
+        if let Some(at) = credential_expires_at {
+            exp = exp.min(at.timestamp());
+        }
+        if exp <= iat {
+            return Err(AuthError::invalid_credential());
+        }
+        let expires_at = DateTime::from_timestamp(exp, 0)
+            .ok_or_else(|| AuthError::Internal(format!("token expiry {exp} out of range")))?;
+        let claims = Claims {
+            sub: principal.credential_id(),
+            tenant: principal.tenant.clone(),
+            scopes: principal.scopes.clone(),
+            exp,
+            iat,
+            jti: jwt::new_jti(),
+            cid,
+        };
+        Ok(Token {
+            token: state.jwt.sign(&claims)?,
+            token_type: "Bearer",
+            expires_at,
+            expires_in: u64::try_from(exp - iat).unwrap_or(0),
+        })
+    }
+
+    /// Exchanges a username and password for a JWT. A wrong password and an unknown user
+    /// fail identically, in about the same time (a dummy hash is verified for unknown users).
+    pub async fn login(&self, username: &str, password: &str) -> Result<Token, AuthError> {
+        let found = {
+            let state = self.inner.read();
+            state
+                .users
+                .get(username)
+                .map(|u| (u.password_hash.clone(), u.uid.clone()))
+        };
+        let candidate = password.to_owned();
+        let (verified, found) = tokio::task::spawn_blocking(move || {
+            // Keep hashing cost bounded for absurdly long input, yet still burn the time.
+            let too_long = candidate.chars().count() > password::PASSWORD_MAX_CHARS;
+            match &found {
+                Some((phc, _)) if !too_long => (password::verify_password(&candidate, phc), found),
+                _ => {
+                    password::dummy_verify(if too_long { "" } else { &candidate });
+                    (false, found)
+                }
+            }
+        })
+        .await
+        .map_err(|e| AuthError::Internal(format!("password check task failed: {e}")))?;
+        let Some((_, uid)) = found.filter(|_| verified) else {
+            return Err(AuthError::invalid_credential());
+        };
+
+        let now = self.inner.clock.now();
+        let state = self.inner.read();
+        // The user may have been deleted (or re-created) while the hash was being checked.
+        let user = state
+            .users
+            .get(username)
+            .filter(|u| u.uid == uid)
+            .ok_or_else(AuthError::invalid_credential)?;
+        let principal = user_principal(user, user.scopes.clone());
+        self.mint(&state, &principal, uid, None, now)
+    }
+
+    /// Creates an API key. Needs `admin` of `req.tenant` (or root); only root may grant
+    /// `root`.
+    pub async fn create_key(&self, by: &Principal, req: NewKey) -> Result<CreatedKey, AuthError> {
+        let now = self.inner.clock.now();
+        check_grant(by, &req.tenant, &req.scopes)?;
+        let name = req.name.trim().to_owned();
+        if name.is_empty()
+            || name.chars().count() > KEY_NAME_MAX_CHARS
+            || name.chars().any(char::is_control)
+        {
+            return Err(AuthError::invalid(
+                "invalid_name",
+                format!(
+                    "key name must be 1-{KEY_NAME_MAX_CHARS} characters, no control characters"
+                ),
+            ));
+        }
+        if req.expires_at.is_some_and(|at| at <= now) {
+            return Err(AuthError::invalid(
+                "invalid_expires_at",
+                "expires_at must be in the future",
+            ));
+        }
+        let created_by = by.credential_id();
+        let (id, text) = self
+            .mutate({
+                let (name, tenant, scopes, created_by) = (
+                    name.clone(),
+                    req.tenant.clone(),
+                    req.scopes.clone(),
+                    created_by.clone(),
+                );
+                move |state| {
+                    let generated = unique_key(state)?;
+                    state.keys.insert(
+                        generated.id.clone(),
+                        KeyRecord {
+                            id: generated.id.clone(),
+                            name,
+                            tenant,
+                            scopes,
+                            hash: generated.hash,
+                            created_at: now,
+                            expires_at: req.expires_at,
+                            created_by,
+                        },
+                    );
+                    Ok((generated.id, generated.text))
+                }
+            })
+            .await?;
+        tracing::info!(key_id = %id, tenant = %req.tenant, scopes = %req.scopes, created_by = %created_by, "api key created");
+        Ok(CreatedKey {
+            id,
+            key: text,
+            name,
+            tenant: req.tenant,
+            scopes: req.scopes,
+            created_at: now,
+            expires_at: req.expires_at,
+        })
+    }
+
+    /// Keys the caller administers: its own tenant's, or all for root. Oldest first.
+    pub fn list_keys(&self, by: &Principal) -> Result<Vec<KeyInfo>, AuthError> {
+        by.require(Scope::Admin)?;
+        let state = self.inner.read();
+        let mut keys: Vec<KeyInfo> = state
+            .keys
+            .values()
+            .filter(|k| by.can_admin(&k.tenant))
+            .map(KeyInfo::from)
+            .collect();
+        keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(keys)
+    }
+
+    /// Deletes a key; it and every JWT minted from it stop working at once. A key of a tenant
+    /// the caller does not administer is `NotFound`, as if it did not exist.
+    pub async fn revoke_key(&self, by: &Principal, id: &str) -> Result<(), AuthError> {
+        by.require(Scope::Admin)?;
+        let caller = by.clone();
+        let target = id.to_owned();
+        let tenant = self
+            .mutate(move |state| {
+                let key = state
+                    .keys
+                    .get(&target)
+                    .filter(|k| caller.can_admin(&k.tenant))
+                    .ok_or_else(|| AuthError::NotFound(format!("key {target:?} not found")))?;
+                if key.scopes.contains(Scope::Root) && !caller.scopes.allows(Scope::Root) {
+                    return Err(AuthError::Forbidden(
+                        "only root can revoke a root key".into(),
+                    ));
+                }
+                let tenant = key.tenant.clone();
+                state.keys.remove(&target);
+                Ok(tenant)
+            })
+            .await?;
+        tracing::info!(key_id = %id, tenant = %tenant, revoked_by = %by.credential_id(), "api key revoked");
+        Ok(())
+    }
+
+    /// Creates a user. Same rules as [`create_key`](Auth::create_key). Usernames are unique
+    /// across tenants (they name the user in tokens), so a taken name is a `Conflict`.
+    pub async fn create_user(&self, by: &Principal, req: NewUser) -> Result<UserInfo, AuthError> {
+        check_grant(by, &req.tenant, &req.scopes)?;
+        password::validate_username(&req.username)?;
+        password::validate_password(&req.password)?;
+        let taken = || AuthError::Conflict(format!("user {:?} already exists", req.username));
+        if self.inner.read().users.contains_key(&req.username) {
+            return Err(taken());
+        }
+        let secret = req.password.clone();
+        let password_hash = tokio::task::spawn_blocking(move || password::hash_password(&secret))
+            .await
+            .map_err(|e| AuthError::Internal(format!("password hashing task failed: {e}")))??;
+        let record = UserRecord {
+            username: req.username.clone(),
+            uid: jwt::new_jti(),
+            password_hash,
+            tenant: req.tenant.clone(),
+            scopes: req.scopes.clone(),
+            created_at: self.inner.clock.now(),
+            created_by: by.credential_id(),
+        };
+        let info = UserInfo::from(&record);
+        let conflict = taken();
+        self.mutate(move |state| {
+            if state.users.contains_key(&record.username) {
+                return Err(conflict);
+            }
+            state.users.insert(record.username.clone(), record);
+            Ok(())
+        })
+        .await?;
+        tracing::info!(username = %info.username, tenant = %info.tenant, scopes = %info.scopes, created_by = %info.created_by, "user created");
+        Ok(info)
+    }
+
+    /// Users the caller administers: its own tenant's, or all for root. By username.
+    pub fn list_users(&self, by: &Principal) -> Result<Vec<UserInfo>, AuthError> {
+        by.require(Scope::Admin)?;
+        let state = self.inner.read();
+        Ok(state
+            .users
+            .values()
+            .filter(|u| by.can_admin(&u.tenant))
+            .map(UserInfo::from)
+            .collect())
+    }
+
+    /// Deletes a user; its JWTs stop working at once. Another tenant's user is `NotFound`.
+    pub async fn delete_user(&self, by: &Principal, username: &str) -> Result<(), AuthError> {
+        by.require(Scope::Admin)?;
+        let caller = by.clone();
+        let target = username.to_owned();
+        let tenant = self
+            .mutate(move |state| {
+                let user = state
+                    .users
+                    .get(&target)
+                    .filter(|u| caller.can_admin(&u.tenant))
+                    .ok_or_else(|| AuthError::NotFound(format!("user {target:?} not found")))?;
+                if user.scopes.contains(Scope::Root) && !caller.scopes.allows(Scope::Root) {
+                    return Err(AuthError::Forbidden(
+                        "only root can delete a root user".into(),
+                    ));
+                }
+                let tenant = user.tenant.clone();
+                state.users.remove(&target);
+                Ok(tenant)
+            })
+            .await?;
+        tracing::info!(username = %username, tenant = %tenant, deleted_by = %by.credential_id(), "user deleted");
+        Ok(())
+    }
+
+    /// Applies `change` to a copy of the state, saves the copy, then swaps it in.
+    ///
+    /// Runs in its own task: if the caller is dropped (a client hanging up mid-request), the
+    /// save and the swap still finish together, so memory and store never disagree.
+    async fn mutate<T, F>(&self, change: F) -> Result<T, AuthError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut State) -> Result<T, AuthError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            let _serialised = Arc::clone(&inner.write).lock_owned().await;
+            let mut next = inner.read().clone();
+            let out = change(&mut next)?;
+            inner
+                .store
+                .save_meta(META_NAME, &next.to_document()?)
+                .await?;
+            *inner.state.write().unwrap_or_else(PoisonError::into_inner) = next;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| AuthError::Internal(format!("credential update task failed: {e}")))?
+    }
+}
+
+/// The checks shared by key and user creation.
+fn check_grant(by: &Principal, tenant: &TenantId, scopes: &Scopes) -> Result<(), AuthError> {
+    by.require(Scope::Admin)?;
+    if !by.can_admin(tenant) {
+        return Err(AuthError::Forbidden(format!(
+            "cannot administer tenant {tenant}"
+        )));
+    }
+    if scopes.contains(Scope::Root) && !by.scopes.allows(Scope::Root) {
+        return Err(AuthError::Forbidden("only root can grant root".into()));
+    }
+    if scopes.is_empty() {
+        return Err(AuthError::invalid(
+            "invalid_scope",
+            "at least one scope is required",
+        ));
+    }
+    Ok(())
+}
+
+/// A new key whose id is not taken (a clash is ~1 in 10^18, but costs nothing to rule out).
+fn unique_key(state: &State) -> Result<apikey::GeneratedKey, AuthError> {
+    for _ in 0..4 {
+        let generated = apikey::generate();
+        if !state.keys.contains_key(&generated.id) {
+            return Ok(generated);
+        }
+    }
+    Err(AuthError::Internal(
+        "could not generate an unused key id".into(),
+    ))
+}
+
+fn key_principal(key: &KeyRecord, scopes: Scopes) -> Principal {
+    Principal {
+        tenant: key.tenant.clone(),
+        name: key.name.clone(),
+        credential: CredentialRef::Key(key.id.clone()),
+        scopes,
+    }
+}
+
+fn user_principal(user: &UserRecord, scopes: Scopes) -> Principal {
+    Principal {
+        tenant: user.tenant.clone(),
+        name: user.username.clone(),
+        credential: CredentialRef::User(user.username.clone()),
+        scopes,
+    }
+}
+
+fn authenticate_key(state: &State, text: &str, now: DateTime<Utc>) -> Result<Principal, AuthError> {
+    let key = apikey::parse_id(text).and_then(|id| state.keys.get(id));
+    let Some(key) = key else {
+        // Same work as for a known id, so timing does not tell which ids exist.
+        let _ = apikey::matches(text, &[0u8; 32]);
+        return Err(AuthError::invalid_credential());
+    };
+    if !apikey::matches(text, &key.hash) || key.is_expired(now) {
+        return Err(AuthError::invalid_credential());
+    }
+    Ok(key_principal(key, key.scopes.clone()))
+}
+
+fn authenticate_jwt(
+    state: &State,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Principal, AuthError> {
+    let claims = state.jwt.verify(token)?;
+    if now.timestamp() >= claims.exp {
+        return Err(AuthError::expired_token());
+    }
+    let principal = match claims.sub.strip_prefix("user:") {
+        Some(name) => {
+            let user = state
+                .users
+                .get(name)
+                .filter(|u| u.uid == claims.cid)
+                .ok_or_else(AuthError::invalid_credential)?;
+            if user.tenant != claims.tenant || !claims.scopes.is_subset(&user.scopes) {
+                return Err(AuthError::invalid_credential());
+            }
+            user_principal(user, claims.scopes)
+        }
+        None => {
+            let key = state
+                .keys
+                .get(&claims.sub)
+                .filter(|k| k.id == claims.cid && !k.is_expired(now))
+                .ok_or_else(AuthError::invalid_credential)?;
+            if key.tenant != claims.tenant || !claims.scopes.is_subset(&key.scopes) {
+                return Err(AuthError::invalid_credential());
+            }
+            key_principal(key, claims.scopes)
+        }
+    };
+    Ok(principal)
+}
+
+#[cfg(test)]
+mod tests;

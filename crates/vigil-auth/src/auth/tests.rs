@@ -1,0 +1,904 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use vigil_event::{EventId, Prepared, Timestamp};
+use vigil_query::{Expr, Query};
+use vigil_store::{Appended, Page, StoreError, StoredEvent};
+
+use super::*;
+use crate::KEY_PREFIX;
+use crate::clock::ManualClock;
+
+/// Keeps meta documents in a map; has no events. `fail_saves` makes `save_meta` fail.
+#[derive(Debug, Default)]
+struct MemStore {
+    meta: Mutex<HashMap<String, Vec<u8>>>,
+    fail_saves: AtomicBool,
+}
+
+impl MemStore {
+    fn document(&self) -> Option<Vec<u8>> {
+        self.meta.lock().unwrap().get(META_NAME).cloned()
+    }
+}
+
+fn no_events() -> StoreError {
+    StoreError::Unavailable("test store keeps no events".into())
+}
+
+#[async_trait]
+impl Store for MemStore {
+    async fn append(&self, _: Vec<Prepared>) -> Result<Vec<Appended>, StoreError> {
+        Err(no_events())
+    }
+    async fn get(&self, _: &TenantId, _: &EventId) -> Result<Option<StoredEvent>, StoreError> {
+        Err(no_events())
+    }
+    async fn query(&self, _: &TenantId, _: &Query) -> Result<Page, StoreError> {
+        Err(no_events())
+    }
+    async fn count(
+        &self,
+        _: &TenantId,
+        _: &Expr,
+        _: Option<Timestamp>,
+        _: Option<Timestamp>,
+    ) -> Result<u64, StoreError> {
+        Err(no_events())
+    }
+    async fn ready(&self) -> Result<(), StoreError> {
+        Err(no_events())
+    }
+    async fn load_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.lock().unwrap().get(name).cloned())
+    }
+    async fn save_meta(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        if self.fail_saves.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("disk full".into()));
+        }
+        self.meta
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), bytes.to_vec());
+        Ok(())
+    }
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        Err(no_events())
+    }
+}
+
+struct Fixture {
+    auth: Auth,
+    store: Arc<MemStore>,
+    clock: Arc<ManualClock>,
+    root: Principal,
+    root_key: String,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        Self::with_config(AuthConfig::default()).await
+    }
+
+    async fn with_config(config: AuthConfig) -> Self {
+        let store = Arc::new(MemStore::default());
+        let clock = Arc::new(ManualClock::new());
+        let auth = Auth::open_with_clock(store.clone(), config, clock.clone())
+            .await
+            .unwrap();
+        let root_key = auth
+            .bootstrap_root_key()
+            .await
+            .unwrap()
+            .expect("first start");
+        let root = auth.authenticate(&root_key).unwrap();
+        Self {
+            auth,
+            store,
+            clock,
+            root,
+            root_key,
+        }
+    }
+
+    async fn reopen(&self) -> Auth {
+        Auth::open_with_clock(
+            self.store.clone(),
+            AuthConfig::default(),
+            self.clock.clone(),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn key(
+        &self,
+        by: &Principal,
+        tenant: &str,
+        scopes: &str,
+    ) -> Result<CreatedKey, AuthError> {
+        self.auth
+            .create_key(
+                by,
+                NewKey {
+                    name: format!("{tenant}-{}", scopes.replace([':', ','], "-")),
+                    tenant: tenant_id(tenant),
+                    scopes: Scopes::parse_list(scopes).unwrap(),
+                    expires_at: None,
+                },
+            )
+            .await
+    }
+
+    /// An authenticated principal holding a fresh key of `tenant` with `scopes`.
+    async fn principal(&self, tenant: &str, scopes: &str) -> Principal {
+        let created = self.key(&self.root, tenant, scopes).await.unwrap();
+        self.auth.authenticate(&created.key).unwrap()
+    }
+
+    async fn user(
+        &self,
+        by: &Principal,
+        name: &str,
+        tenant: &str,
+        scopes: &str,
+    ) -> Result<UserInfo, AuthError> {
+        self.auth
+            .create_user(
+                by,
+                NewUser {
+                    username: name.into(),
+                    password: PASSWORD.into(),
+                    tenant: tenant_id(tenant),
+                    scopes: Scopes::parse_list(scopes).unwrap(),
+                },
+            )
+            .await
+    }
+}
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn tenant_id(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+fn assert_invalid_credential(result: Result<Principal, AuthError>) {
+    match result {
+        Err(AuthError::Unauthenticated(msg)) => assert_eq!(msg, "invalid credential"),
+        other => panic!("expected invalid credential, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn key_create_authenticate_revoke() {
+    let f = Fixture::new().await;
+    let created = f.key(&f.root, "acme", "events:write").await.unwrap();
+    assert!(created.key.starts_with(&format!("vgl_{}_", created.id)));
+    assert_eq!(created.tenant, tenant_id("acme"));
+
+    let p = f.auth.authenticate(&created.key).unwrap();
+    assert_eq!(p.tenant, tenant_id("acme"));
+    assert_eq!(p.name, "acme-events-write");
+    assert_eq!(p.credential, CredentialRef::Key(created.id.clone()));
+    assert_eq!(p.scopes, Scopes::from([Scope::EventsWrite]));
+    // Surrounding whitespace from a header is tolerated.
+    assert_eq!(
+        f.auth
+            .authenticate(&format!(" {} ", created.key.expose()))
+            .unwrap(),
+        p
+    );
+
+    f.auth.revoke_key(&f.root, &created.id).await.unwrap();
+    assert_invalid_credential(f.auth.authenticate(&created.key));
+    let again = f.auth.revoke_key(&f.root, &created.id).await.unwrap_err();
+    assert_eq!(again.code(), "not_found");
+}
+
+#[tokio::test]
+async fn garbage_and_tampered_keys_are_invalid_credentials() {
+    let f = Fixture::new().await;
+    let created = f.key(&f.root, "acme", "events:read").await.unwrap();
+    let mut tampered = created.key.expose().to_owned();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'x' { 'y' } else { 'x' });
+    for bad in ["", "vgl_", "vgl_nope", "Bearer", "a.b.c", &tampered] {
+        assert_invalid_credential(f.auth.authenticate(bad));
+    }
+    // Another key id with this key's secret.
+    let other = f.key(&f.root, "acme", "events:read").await.unwrap();
+    let swapped = created.key.replace(&created.id, &other.id);
+    assert_invalid_credential(f.auth.authenticate(&swapped));
+}
+
+#[tokio::test]
+async fn jwt_from_key_works_until_the_key_is_revoked() {
+    let f = Fixture::new().await;
+    let created = f
+        .key(&f.root, "acme", "events:write,events:read")
+        .await
+        .unwrap();
+    let p = f.auth.authenticate(&created.key).unwrap();
+    let token = f.auth.issue_token(&p).unwrap();
+    assert_eq!(token.token_type, "Bearer");
+    assert_eq!(token.expires_in, 15 * 60);
+    assert!(!token.token.starts_with(KEY_PREFIX));
+
+    assert_eq!(f.auth.authenticate(&token.token).unwrap(), p);
+
+    f.auth.revoke_key(&f.root, &created.id).await.unwrap();
+    assert_invalid_credential(f.auth.authenticate(&token.token));
+    assert_invalid_credential(f.auth.issue_token(&p).map(|_| p.clone()));
+}
+
+#[tokio::test]
+async fn jwt_claims_are_the_documented_ones() {
+    let f = Fixture::new().await;
+    let p = f.principal("acme", "events:read").await;
+    let token = f.auth.issue_token(&p).unwrap();
+    let payload = token.token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(claims["sub"], p.credential_id());
+    assert_eq!(claims["tenant"], "acme");
+    assert_eq!(claims["scopes"], serde_json::json!(["events:read"]));
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        900
+    );
+    assert_eq!(
+        claims["exp"].as_i64().unwrap(),
+        token.expires_at.timestamp()
+    );
+    assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
+    // Each token gets its own id.
+    assert_ne!(f.auth.issue_token(&p).unwrap().token, token.token);
+}
+
+#[tokio::test]
+async fn expired_jwt_is_rejected_as_expired() {
+    let f = Fixture::with_config(AuthConfig {
+        jwt_ttl: Duration::from_secs(60),
+        rate_limit: None,
+    })
+    .await;
+    let p = f.principal("acme", "events:read").await;
+    let token = f.auth.issue_token(&p).unwrap();
+    assert_eq!(token.expires_in, 60);
+
+    f.clock.advance(Duration::from_secs(59));
+    assert!(f.auth.authenticate(&token.token).is_ok());
+    f.clock.advance(Duration::from_secs(1));
+    match f.auth.authenticate(&token.token) {
+        Err(AuthError::Unauthenticated(msg)) => assert_eq!(msg, "expired token"),
+        other => panic!("expected expired token, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn expired_key_is_rejected_and_caps_its_tokens() {
+    let f = Fixture::new().await;
+    let now = f.clock.now();
+    let created = f
+        .auth
+        .create_key(
+            &f.root,
+            NewKey {
+                name: "temp".into(),
+                tenant: tenant_id("acme"),
+                scopes: Scopes::from([Scope::EventsRead]),
+                expires_at: Some(now + Duration::from_secs(300)),
+            },
+        )
+        .await
+        .unwrap();
+    let p = f.auth.authenticate(&created.key).unwrap();
+    let token = f.auth.issue_token(&p).unwrap();
+    assert!(token.expires_at <= now + Duration::from_secs(300));
+    assert!(token.expires_in <= 300);
+
+    f.clock.advance(Duration::from_secs(300));
+    assert_invalid_credential(f.auth.authenticate(&created.key));
+    assert!(f.auth.authenticate(&token.token).is_err());
+    assert!(f.auth.issue_token(&p).is_err());
+
+    let past = f
+        .auth
+        .create_key(
+            &f.root,
+            NewKey {
+                name: "stale".into(),
+                tenant: tenant_id("acme"),
+                scopes: Scopes::from([Scope::EventsRead]),
+                expires_at: Some(f.clock.now()),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(past.code(), "invalid_expires_at");
+}
+
+#[tokio::test]
+async fn tampered_jwt_is_rejected() {
+    let f = Fixture::new().await;
+    let p = f.principal("acme", "events:read").await;
+    let token = f.auth.issue_token(&p).unwrap().token;
+    let parts: Vec<&str> = token.split('.').collect();
+
+    // Raise the scopes to admin and move to another tenant, keeping the signature.
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    claims["scopes"] = serde_json::json!(["admin"]);
+    claims["tenant"] = "globex".into();
+    let forged = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+    assert_invalid_credential(
+        f.auth
+            .authenticate(&format!("{}.{forged}.{}", parts[0], parts[2])),
+    );
+
+    // A flipped signature byte.
+    let mut sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    sig[0] ^= 1;
+    let resigned = format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(sig));
+    assert_invalid_credential(f.auth.authenticate(&resigned));
+
+    // A well-formed token from another vigil (another secret).
+    let other = Fixture::new().await;
+    let foreign = other.auth.issue_token(&other.root).unwrap().token;
+    assert_invalid_credential(f.auth.authenticate(&foreign));
+}
+
+#[tokio::test]
+async fn token_scopes_are_a_subset_of_the_credential() {
+    let f = Fixture::new().await;
+    let mut p = f.principal("acme", "events:write,events:read").await;
+    // A narrowed principal mints a narrowed token.
+    p.scopes = Scopes::from([Scope::EventsRead]);
+    let narrow = f.auth.issue_token(&p).unwrap();
+    assert_eq!(f.auth.authenticate(&narrow.token).unwrap().scopes, p.scopes);
+    // A widened one mints nothing.
+    p.scopes = Scopes::from([Scope::EventsRead, Scope::Admin]);
+    assert!(f.auth.issue_token(&p).is_err());
+    // Nor does one claiming another tenant.
+    p.scopes = Scopes::from([Scope::EventsRead]);
+    p.tenant = tenant_id("globex");
+    assert!(f.auth.issue_token(&p).is_err());
+}
+
+#[tokio::test]
+async fn tenant_admin_stays_in_its_tenant() {
+    let f = Fixture::new().await;
+    let acme_admin = f.principal("acme", "admin").await;
+    let globex_key = f.key(&f.root, "globex", "events:write").await.unwrap();
+    f.user(&f.root, "gina", "globex", "events:read")
+        .await
+        .unwrap();
+
+    // Its own tenant: fine, including `admin` itself.
+    f.key(
+        &acme_admin,
+        "acme",
+        "events:write,events:read,schemas:write,admin",
+    )
+    .await
+    .unwrap();
+    f.user(&acme_admin, "alice", "acme", "events:read")
+        .await
+        .unwrap();
+
+    // Another tenant: forbidden.
+    let err = f
+        .key(&acme_admin, "globex", "events:write")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "forbidden");
+    let err = f
+        .user(&acme_admin, "eve", "globex", "events:read")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "forbidden");
+
+    // Root: never, not even in its own tenant.
+    let err = f.key(&acme_admin, "acme", "root").await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.to_string().as_str()),
+        ("forbidden", "only root can grant root")
+    );
+    let err = f
+        .user(&acme_admin, "mallory", "acme", "admin,root")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "forbidden");
+
+    // Listing shows its tenant only.
+    let keys = f.auth.list_keys(&acme_admin).unwrap();
+    assert!(!keys.is_empty());
+    assert!(keys.iter().all(|k| k.tenant == tenant_id("acme")));
+    let users = f.auth.list_users(&acme_admin).unwrap();
+    assert_eq!(
+        users
+            .iter()
+            .map(|u| u.username.as_str())
+            .collect::<Vec<_>>(),
+        ["alice"]
+    );
+    assert_eq!(users[0].created_by, acme_admin.credential_id());
+
+    // Another tenant's credentials look absent.
+    let err = f
+        .auth
+        .revoke_key(&acme_admin, &globex_key.id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "not_found");
+    let err = f
+        .auth
+        .revoke_key(&acme_admin, &f.root.credential_id())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "not_found");
+    let err = f.auth.delete_user(&acme_admin, "gina").await.unwrap_err();
+    assert_eq!(err.code(), "not_found");
+    assert!(f.auth.authenticate(&globex_key.key).is_ok());
+
+    // Root sees and manages everything.
+    let all = f.auth.list_keys(&f.root).unwrap();
+    for tenant in ["system", "acme", "globex"] {
+        assert!(
+            all.iter().any(|k| k.tenant == tenant_id(tenant)),
+            "{tenant}"
+        );
+    }
+    assert_eq!(f.auth.list_users(&f.root).unwrap().len(), 2);
+    f.auth.revoke_key(&f.root, &globex_key.id).await.unwrap();
+    f.auth.delete_user(&f.root, "gina").await.unwrap();
+}
+
+#[tokio::test]
+async fn non_admins_administer_nothing() {
+    let f = Fixture::new().await;
+    let writer = f
+        .principal("acme", "events:write,events:read,schemas:write")
+        .await;
+    let victim = f.key(&f.root, "acme", "events:read").await.unwrap();
+    for err in [
+        f.key(&writer, "acme", "events:read").await.unwrap_err(),
+        f.user(&writer, "bob", "acme", "events:read")
+            .await
+            .unwrap_err(),
+        f.auth.list_keys(&writer).unwrap_err(),
+        f.auth.list_users(&writer).unwrap_err(),
+        f.auth.revoke_key(&writer, &victim.id).await.unwrap_err(),
+        f.auth.delete_user(&writer, "bob").await.unwrap_err(),
+    ] {
+        assert_eq!(err.code(), "forbidden", "{err}");
+    }
+}
+
+#[tokio::test]
+async fn only_root_removes_root_credentials() {
+    let f = Fixture::new().await;
+    // A root key living in tenant acme, next to an acme admin.
+    let acme_root = f.key(&f.root, "acme", "root").await.unwrap();
+    let acme_admin = f.principal("acme", "admin").await;
+    let err = f
+        .auth
+        .revoke_key(&acme_admin, &acme_root.id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "forbidden");
+    f.auth.revoke_key(&f.root, &acme_root.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn key_requests_are_validated() {
+    let f = Fixture::new().await;
+    for (name, scopes, code) in [
+        ("", "events:read", "invalid_name"),
+        ("   ", "events:read", "invalid_name"),
+        ("tab\there", "events:read", "invalid_name"),
+        (&"n".repeat(129), "events:read", "invalid_name"),
+        ("ok", "", "invalid_scope"),
+    ] {
+        let err = f
+            .auth
+            .create_key(
+                &f.root,
+                NewKey {
+                    name: name.into(),
+                    tenant: tenant_id("acme"),
+                    scopes: Scopes::parse_list(scopes).unwrap(),
+                    expires_at: None,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{name:?} {scopes:?}");
+        assert_eq!(err.http_status(), 422);
+    }
+    // Request bodies: unknown fields and unknown scopes are refused by serde.
+    let body =
+        r#"{"name":"k","tenant":"acme","scopes":["events:read"],"expires":"2030-01-01T00:00:00Z"}"#;
+    assert!(serde_json::from_str::<NewKey>(body).is_err());
+    let body = r#"{"name":"k","tenant":"acme","scopes":["events:remove"]}"#;
+    assert!(serde_json::from_str::<NewKey>(body).is_err());
+    let body = r#"{"name":"k","tenant":"acme","scopes":["events:read"]}"#;
+    assert_eq!(
+        serde_json::from_str::<NewKey>(body).unwrap().expires_at,
+        None
+    );
+}
+
+#[tokio::test]
+async fn login_issues_user_tokens() {
+    let f = Fixture::new().await;
+    let info = f
+        .user(&f.root, "alice@example.com", "acme", "events:read")
+        .await
+        .unwrap();
+    assert_eq!(info.scopes, Scopes::from([Scope::EventsRead]));
+    assert_eq!(info.created_by, f.root.credential_id());
+
+    let token = f.auth.login("alice@example.com", PASSWORD).await.unwrap();
+    let p = f.auth.authenticate(&token.token).unwrap();
+    assert_eq!(p.tenant, tenant_id("acme"));
+    assert_eq!(p.name, "alice@example.com");
+    assert_eq!(
+        p.credential,
+        CredentialRef::User("alice@example.com".into())
+    );
+    assert_eq!(p.credential_id(), "user:alice@example.com");
+    assert_eq!(p.scopes, Scopes::from([Scope::EventsRead]));
+    // A user principal can refresh its token.
+    assert!(f.auth.issue_token(&p).is_ok());
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_fail_the_same_way() {
+    let f = Fixture::new().await;
+    f.user(&f.root, "alice", "acme", "events:read")
+        .await
+        .unwrap();
+    let wrong = f
+        .auth
+        .login("alice", "not the password at all")
+        .await
+        .unwrap_err();
+    let unknown = f.auth.login("nobody", PASSWORD).await.unwrap_err();
+    let malformed = f.auth.login("not a username!", PASSWORD).await.unwrap_err();
+    let huge = f.auth.login("alice", &"p".repeat(5000)).await.unwrap_err();
+    for err in [&wrong, &unknown, &malformed, &huge] {
+        assert_eq!(err.code(), "unauthenticated");
+        assert_eq!(err.http_status(), 401);
+        assert_eq!(err.to_string(), "invalid credential");
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_user_kills_its_tokens_even_if_recreated() {
+    let f = Fixture::new().await;
+    f.user(&f.root, "alice", "acme", "events:read")
+        .await
+        .unwrap();
+    let token = f.auth.login("alice", PASSWORD).await.unwrap();
+    f.auth.delete_user(&f.root, "alice").await.unwrap();
+    assert_invalid_credential(f.auth.authenticate(&token.token));
+    assert!(f.auth.login("alice", PASSWORD).await.is_err());
+
+    // Same name, same password, new user: the old token stays dead.
+    f.user(&f.root, "alice", "acme", "events:read")
+        .await
+        .unwrap();
+    assert_invalid_credential(f.auth.authenticate(&token.token));
+    let fresh = f.auth.login("alice", PASSWORD).await.unwrap();
+    assert!(f.auth.authenticate(&fresh.token).is_ok());
+}
+
+#[tokio::test]
+async fn user_requests_are_validated() {
+    let f = Fixture::new().await;
+    let new_user = |username: &str, password: &str| NewUser {
+        username: username.into(),
+        password: password.into(),
+        tenant: tenant_id("acme"),
+        scopes: Scopes::from([Scope::EventsRead]),
+    };
+    let err = f
+        .auth
+        .create_user(&f.root, new_user("bad name", PASSWORD))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid_username");
+    let err = f
+        .auth
+        .create_user(&f.root, new_user("bob", "short"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid_password");
+    f.auth
+        .create_user(&f.root, new_user("bob", PASSWORD))
+        .await
+        .unwrap();
+    let err = f
+        .auth
+        .create_user(&f.root, new_user("bob", PASSWORD))
+        .await
+        .unwrap_err();
+    assert_eq!((err.code(), err.http_status()), ("conflict", 409));
+    let err = f.auth.delete_user(&f.root, "carol").await.unwrap_err();
+    assert_eq!(err.code(), "not_found");
+}
+
+#[tokio::test]
+async fn rate_limit_per_credential() {
+    let config = AuthConfig {
+        rate_limit: Some(RateLimit {
+            per_second: 2.0,
+            burst: 2,
+        }),
+        ..AuthConfig::default()
+    };
+    let f = Fixture::with_config(config).await;
+    let a = f.principal("acme", "events:write").await;
+    let b = f.principal("acme", "events:write").await;
+
+    f.auth.check_rate(&a).unwrap();
+    f.auth.check_rate(&a).unwrap();
+    match f.auth.check_rate(&a) {
+        Err(AuthError::RateLimited { retry_after }) => {
+            assert_eq!(retry_after, Duration::from_millis(500))
+        }
+        other => panic!("expected rate limited, got {other:?}"),
+    }
+    // Another credential has its own bucket.
+    f.auth.check_rate(&b).unwrap();
+    // A JWT of the same key shares the key's bucket.
+    let via_jwt = f
+        .auth
+        .authenticate(&f.auth.issue_token(&a).unwrap().token)
+        .unwrap();
+    assert_eq!(
+        f.auth.check_rate(&via_jwt).unwrap_err().code(),
+        "rate_limited"
+    );
+
+    f.clock.advance(Duration::from_millis(500));
+    f.auth.check_rate(&a).unwrap();
+    assert!(f.auth.check_rate(&a).is_err());
+}
+
+#[tokio::test]
+async fn rate_limit_off_by_default() {
+    let f = Fixture::new().await;
+    for _ in 0..1000 {
+        f.auth.check_rate(&f.root).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn state_survives_reopen() {
+    let f = Fixture::new().await;
+    let writer = f.key(&f.root, "acme", "events:write").await.unwrap();
+    f.user(&f.root, "alice", "acme", "events:read")
+        .await
+        .unwrap();
+    let token = f
+        .auth
+        .issue_token(&f.auth.authenticate(&writer.key).unwrap())
+        .unwrap();
+
+    let reopened = f.reopen().await;
+    assert_eq!(
+        reopened.list_keys(&f.root).unwrap(),
+        f.auth.list_keys(&f.root).unwrap()
+    );
+    assert_eq!(
+        reopened.list_users(&f.root).unwrap(),
+        f.auth.list_users(&f.root).unwrap()
+    );
+    assert_eq!(
+        reopened.authenticate(&writer.key).unwrap(),
+        f.auth.authenticate(&writer.key).unwrap()
+    );
+    // Same JWT secret: tokens minted before the restart still work.
+    assert_eq!(
+        reopened.authenticate(&token.token).unwrap().name,
+        writer.name
+    );
+    assert!(reopened.login("alice", PASSWORD).await.is_ok());
+    // The root key exists already.
+    assert_eq!(reopened.bootstrap_root_key().await.unwrap(), None);
+    assert!(reopened.authenticate(&f.root_key).is_ok());
+}
+
+#[tokio::test]
+async fn document_is_saved_on_first_open_and_holds_no_secrets() {
+    let store = Arc::new(MemStore::default());
+    let auth = Auth::open(store.clone(), AuthConfig::default())
+        .await
+        .unwrap();
+    let first = store.document().expect("saved on first open");
+    let root_key = auth.bootstrap_root_key().await.unwrap().unwrap();
+    let doc = String::from_utf8(store.document().unwrap()).unwrap();
+    assert_ne!(doc.as_bytes(), first.as_slice());
+    let secret_part = &root_key[KEY_PREFIX.len() + 13..];
+    assert!(
+        !doc.contains(secret_part),
+        "the key's secret must not be stored"
+    );
+
+    let root = auth.authenticate(&root_key).unwrap();
+    auth.create_user(
+        &root,
+        NewUser {
+            username: "alice".into(),
+            password: PASSWORD.into(),
+            tenant: tenant_id("acme"),
+            scopes: Scopes::from([Scope::EventsRead]),
+        },
+    )
+    .await
+    .unwrap();
+    let doc = String::from_utf8(store.document().unwrap()).unwrap();
+    assert!(!doc.contains(PASSWORD));
+    assert!(doc.contains("$argon2id$"));
+}
+
+#[tokio::test]
+async fn failed_save_changes_nothing() {
+    let f = Fixture::new().await;
+    let kept = f.key(&f.root, "acme", "events:read").await.unwrap();
+    let before = f.store.document();
+    f.store.fail_saves.store(true, Ordering::SeqCst);
+
+    let err = f.key(&f.root, "acme", "events:write").await.unwrap_err();
+    assert_eq!((err.code(), err.http_status()), ("store_unavailable", 503));
+    assert_eq!(
+        f.auth.list_keys(&f.root).unwrap().len(),
+        2,
+        "root + kept only"
+    );
+
+    let err = f.auth.revoke_key(&f.root, &kept.id).await.unwrap_err();
+    assert_eq!(err.code(), "store_unavailable");
+    assert!(
+        f.auth.authenticate(&kept.key).is_ok(),
+        "revocation was not acknowledged"
+    );
+
+    let err = f
+        .user(&f.root, "alice", "acme", "events:read")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "store_unavailable");
+    assert!(f.auth.list_users(&f.root).unwrap().is_empty());
+    assert_eq!(f.store.document(), before);
+
+    // Once the store recovers, changes go through again.
+    f.store.fail_saves.store(false, Ordering::SeqCst);
+    f.auth.revoke_key(&f.root, &kept.id).await.unwrap();
+    assert!(f.auth.authenticate(&kept.key).is_err());
+}
+
+#[tokio::test]
+async fn concurrent_changes_are_all_kept() {
+    let f = Fixture::new().await;
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let auth = f.auth.clone();
+            let root = f.root.clone();
+            tokio::spawn(async move {
+                auth.create_key(
+                    &root,
+                    NewKey {
+                        name: format!("k{i}"),
+                        tenant: tenant_id("acme"),
+                        scopes: Scopes::from([Scope::EventsWrite]),
+                        expires_at: None,
+                    },
+                )
+                .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(f.auth.list_keys(&f.root).unwrap().len(), 17);
+    assert_eq!(f.reopen().await.list_keys(&f.root).unwrap().len(), 17);
+}
+
+#[tokio::test]
+async fn bootstrap_creates_one_root_key() {
+    let f = Fixture::new().await;
+    assert_eq!(f.root.tenant, tenant_id(crate::SYSTEM_TENANT));
+    assert_eq!(f.root.name, "root");
+    assert_eq!(f.root.scopes, Scopes::from([Scope::Root, Scope::Admin]));
+    assert_eq!(f.auth.bootstrap_root_key().await.unwrap(), None);
+    let info = f.auth.list_keys(&f.root).unwrap();
+    assert_eq!(info.len(), 1);
+    assert_eq!(info[0].created_by, "bootstrap");
+
+    // Revoking the last root key is recoverable: the next bootstrap makes a new one.
+    f.auth
+        .revoke_key(&f.root, &f.root.credential_id())
+        .await
+        .unwrap();
+    assert_invalid_credential(f.auth.authenticate(&f.root_key));
+    let fresh = f
+        .auth
+        .bootstrap_root_key()
+        .await
+        .unwrap()
+        .expect("new root key");
+    assert_ne!(fresh, f.root_key);
+    assert!(f.auth.authenticate(&fresh).is_ok());
+}
+
+#[tokio::test]
+async fn bad_config_and_corrupt_documents_refuse_to_open() {
+    let store: Arc<dyn Store> = Arc::new(MemStore::default());
+    let zero_ttl = AuthConfig {
+        jwt_ttl: Duration::ZERO,
+        rate_limit: None,
+    };
+    assert_eq!(
+        Auth::open(store.clone(), zero_ttl)
+            .await
+            .unwrap_err()
+            .code(),
+        "invalid_config"
+    );
+    let no_burst = AuthConfig {
+        rate_limit: Some(RateLimit {
+            per_second: 1.0,
+            burst: 0,
+        }),
+        ..AuthConfig::default()
+    };
+    assert_eq!(
+        Auth::open(store.clone(), no_burst)
+            .await
+            .unwrap_err()
+            .code(),
+        "invalid_config"
+    );
+
+    store
+        .save_meta(META_NAME, b"{\"version\":1}")
+        .await
+        .unwrap();
+    let err = Auth::open(store, AuthConfig::default()).await.unwrap_err();
+    assert_eq!((err.code(), err.http_status()), ("internal", 500));
+}
+
+#[tokio::test]
+async fn secrets_never_show_in_debug_output() {
+    let f = Fixture::new().await;
+    let created = f.key(&f.root, "acme", "events:read").await.unwrap();
+    let token = f.auth.issue_token(&f.root).unwrap();
+    let new_user = NewUser {
+        username: "alice".into(),
+        password: PASSWORD.into(),
+        tenant: tenant_id("acme"),
+        scopes: Scopes::from([Scope::EventsRead]),
+    };
+    let debug = format!("{created:?} {token:?} {new_user:?} {:?}", f.auth);
+    assert!(!debug.contains(created.key.expose()));
+    assert!(!debug.contains(&token.token));
+    assert!(!debug.contains(PASSWORD));
+    assert!(!debug.contains(&f.root_key));
+    assert!(debug.contains("[redacted]"));
+    // The one intended exit: the JSON body answering the creation.
+    let body = serde_json::to_value(&created).unwrap();
+    assert_eq!(body["key"], created.key.expose());
+    assert_eq!(
+        serde_json::to_value(&token).unwrap()["token_type"],
+        "Bearer"
+    );
+}

@@ -1,0 +1,188 @@
+//! The credential document: keys, users and the JWT secret, saved as one JSON document
+//! through `Store::save_meta("auth", …)`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use vigil_event::TenantId;
+
+use crate::apikey::{self, KeyHash};
+use crate::error::AuthError;
+use crate::jwt::JwtKeys;
+use crate::password;
+use crate::scope::Scopes;
+
+/// The `Store` meta document name.
+pub(crate) const META_NAME: &str = "auth";
+const VERSION: u32 = 1;
+
+/// One API key, without its secret.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    pub tenant: TenantId,
+    pub scopes: Scopes,
+    /// SHA-256 of the full key text, hex in the document.
+    #[serde(with = "hex_hash")]
+    pub hash: KeyHash,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Credential id of the creator (`bootstrap` for the first root key).
+    pub created_by: String,
+}
+
+impl KeyRecord {
+    pub(crate) fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// One user, with the argon2id PHC string of its password.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct UserRecord {
+    pub username: String,
+    /// Random per-creation id, carried in JWTs as `cid` (see [`crate::jwt::Claims`]).
+    pub uid: String,
+    pub password_hash: String,
+    pub tenant: TenantId,
+    pub scopes: Scopes,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+/// Everything vigil-auth keeps. Cloned for each mutation: the clone is changed, saved, and
+/// only then swapped in, so readers never see an unsaved change.
+#[derive(Clone)]
+pub(crate) struct State {
+    pub jwt: JwtKeys,
+    pub keys: BTreeMap<String, KeyRecord>,
+    pub users: BTreeMap<String, UserRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    version: u32,
+    jwt_secret: String,
+    keys: Vec<KeyRecord>,
+    users: Vec<UserRecord>,
+}
+
+impl State {
+    pub(crate) fn new() -> Self {
+        Self {
+            jwt: JwtKeys::generate(),
+            keys: BTreeMap::new(),
+            users: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn to_document(&self) -> Result<Vec<u8>, AuthError> {
+        let doc = Document {
+            version: VERSION,
+            jwt_secret: self.jwt.to_base64(),
+            keys: self.keys.values().cloned().collect(),
+            users: self.users.values().cloned().collect(),
+        };
+        serde_json::to_vec_pretty(&doc)
+            .map_err(|e| AuthError::Internal(format!("serialising credential document: {e}")))
+    }
+
+    /// Parses and checks a saved document. Anything off (unknown version, a malformed key id,
+    /// a duplicate, a password hash that is not argon2id) refuses the whole document: serving
+    /// with half the credentials would be worse than not starting.
+    pub(crate) fn from_document(bytes: &[u8]) -> Result<Self, AuthError> {
+        let corrupt = |why: String| AuthError::Internal(format!("credential document: {why}"));
+        let doc: Document = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if doc.version != VERSION {
+            return Err(corrupt(format!("unsupported version {}", doc.version)));
+        }
+        let jwt = JwtKeys::from_base64(&doc.jwt_secret).map_err(corrupt)?;
+        let mut keys = BTreeMap::new();
+        for key in doc.keys {
+            if !apikey::is_valid_id(&key.id) {
+                return Err(corrupt(format!("malformed key id {:?}", key.id)));
+            }
+            if let Some(dup) = keys.insert(key.id.clone(), key) {
+                return Err(corrupt(format!("duplicate key id {:?}", dup.id)));
+            }
+        }
+        let mut users = BTreeMap::new();
+        for user in doc.users {
+            password::validate_username(&user.username)
+                .map_err(|_| corrupt(format!("malformed username {:?}", user.username)))?;
+            if !password::is_valid_phc(&user.password_hash) {
+                return Err(corrupt(format!(
+                    "user {:?} has no argon2id hash",
+                    user.username
+                )));
+            }
+            if let Some(dup) = users.insert(user.username.clone(), user) {
+                return Err(corrupt(format!("duplicate username {:?}", dup.username)));
+            }
+        }
+        Ok(Self { jwt, keys, users })
+    }
+}
+
+mod hex_hash {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    use crate::apikey::KeyHash;
+
+    pub fn serialize<S: Serializer>(hash: &KeyHash, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hex::encode(hash))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<KeyHash, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        let bytes = hex::decode(&s).map_err(D::Error::custom)?;
+        bytes
+            .try_into()
+            .map_err(|_| D::Error::custom("key hash must be 32 bytes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_corrupt_documents() {
+        let good = State::new().to_document().unwrap();
+        assert!(State::from_document(&good).is_ok());
+
+        let mut doc: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        doc["version"] = 2.into();
+        let err = State::from_document(&serde_json::to_vec(&doc).unwrap())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("unsupported version 2"), "{err}");
+
+        assert!(State::from_document(b"{").is_err());
+        assert!(State::from_document(b"{}").is_err());
+
+        let mut doc: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        doc["keys"] = serde_json::json!([{
+            "id": "NOT-AN-ID", "name": "k", "tenant": "acme", "scopes": [],
+            "hash": hex::encode([0u8; 32]), "created_at": "2024-01-01T00:00:00Z",
+            "expires_at": null, "created_by": "bootstrap"
+        }]);
+        let err = State::from_document(&serde_json::to_vec(&doc).unwrap())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("malformed key id"), "{err}");
+
+        let mut doc: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        doc["users"] = serde_json::json!([{
+            "username": "alice", "uid": "u", "password_hash": "plaintext!", "tenant": "acme",
+            "scopes": [], "created_at": "2024-01-01T00:00:00Z", "created_by": "bootstrap"
+        }]);
+        let err = State::from_document(&serde_json::to_vec(&doc).unwrap())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("no argon2id hash"), "{err}");
+    }
+}

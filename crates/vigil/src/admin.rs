@@ -1,0 +1,306 @@
+//! `vigil keys`, `vigil users`, `vigil schemas`, `vigil token`: administration over HTTP.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::Value;
+use vigil_client::{NewKey, NewUser};
+
+use crate::cli::{
+    KeysCommand, KeysCreateArgs, OutputArgs, SchemasCommand, TokenArgs, UsersCommand,
+    UsersCreateArgs,
+};
+use crate::output::{OutputFormat, csv_escape, simple_table, write_json, write_ndjson};
+use crate::{CliError, connect};
+
+pub async fn keys(cmd: KeysCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Create(args) => create_key(args, out).await,
+        KeysCommand::List { client, output } => {
+            let keys = connect(&client)?
+                .list_keys()
+                .await
+                .context("listing keys")?;
+            let rows = keys
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.id.clone(),
+                        k.name.clone(),
+                        k.tenant.clone(),
+                        k.scopes.join(","),
+                        k.created_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                        k.expires_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            let values = serde_json::to_value(&keys)?;
+            print_list(
+                out,
+                output,
+                &["id", "name", "tenant", "scopes", "created_at", "expires_at"],
+                rows,
+                values,
+            )
+        }
+        KeysCommand::Revoke { id, client } => {
+            connect(&client)?
+                .revoke_key(&id)
+                .await
+                .with_context(|| format!("revoking key {id}"))?;
+            eprintln!("revoked key {id}");
+            Ok(())
+        }
+    }
+}
+
+async fn create_key(args: KeysCreateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let expires_at = match args.expires_in {
+        Some(d) => Some(
+            chrono::Utc::now()
+                + chrono::Duration::from_std(d)
+                    .map_err(|_| CliError::usage("--expires-in is too long"))?,
+        ),
+        None => None,
+    };
+    let request = NewKey {
+        name: args.name.unwrap_or_else(|| args.tenant.clone()),
+        tenant: args.tenant,
+        scopes: args.scopes,
+        expires_at,
+    };
+    let key = connect(&args.client)?
+        .create_key(&request)
+        .await
+        .context("creating key")?;
+    match args.output.format {
+        OutputFormat::Table => {
+            let table = simple_table(
+                &["id", "name", "tenant", "scopes", "key"],
+                vec![vec![
+                    key.id.clone(),
+                    key.name.clone(),
+                    key.tenant.clone(),
+                    key.scopes.join(","),
+                    key.key.clone(),
+                ]],
+            );
+            writeln!(out, "{table}")?;
+            if std::io::stderr().is_terminal() {
+                eprintln!("store the key now: it is not shown again");
+            }
+        }
+        format => print_one(out, format, &serde_json::to_value(&key)?)?,
+    }
+    Ok(())
+}
+
+pub async fn users(cmd: UsersCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    match cmd {
+        UsersCommand::Create(args) => create_user(args, out).await,
+        UsersCommand::List { client, output } => {
+            let users = connect(&client)?
+                .list_users()
+                .await
+                .context("listing users")?;
+            let rows = users
+                .iter()
+                .map(|u| {
+                    vec![
+                        u.username.clone(),
+                        u.tenant.clone(),
+                        u.scopes.join(","),
+                        u.created_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            let values = serde_json::to_value(&users)?;
+            print_list(
+                out,
+                output,
+                &["username", "tenant", "scopes", "created_at"],
+                rows,
+                values,
+            )
+        }
+        UsersCommand::Delete { username, client } => {
+            connect(&client)?
+                .delete_user(&username)
+                .await
+                .with_context(|| format!("deleting user {username}"))?;
+            eprintln!("deleted user {username}");
+            Ok(())
+        }
+    }
+}
+
+async fn create_user(args: UsersCreateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let password = if args.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        args.password.ok_or_else(|| {
+            CliError::usage("no password: set VIGIL_USER_PASSWORD or use --password-stdin")
+        })?
+    };
+    let request = NewUser {
+        username: args.username,
+        password,
+        tenant: args.tenant,
+        scopes: args.scopes,
+    };
+    let user = connect(&args.client)?
+        .create_user(&request)
+        .await
+        .context("creating user")?;
+    match args.output.format {
+        OutputFormat::Table => {
+            let table = simple_table(
+                &["username", "tenant", "scopes"],
+                vec![vec![
+                    user.username.clone(),
+                    user.tenant.clone(),
+                    user.scopes.join(","),
+                ]],
+            );
+            writeln!(out, "{table}")?;
+        }
+        format => print_one(out, format, &serde_json::to_value(&user)?)?,
+    }
+    Ok(())
+}
+
+pub async fn schemas(cmd: SchemasCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    match cmd {
+        SchemasCommand::Put {
+            event_type,
+            file,
+            client,
+        } => {
+            let schema = read_json_file(&file)?;
+            connect(&client)?
+                .put_schema(&event_type, &schema)
+                .await
+                .with_context(|| format!("registering the schema of {event_type}"))?;
+            eprintln!("schema for {event_type} registered");
+            Ok(())
+        }
+        SchemasCommand::Get { event_type, client } => {
+            let schema = connect(&client)?
+                .get_schema(&event_type)
+                .await
+                .with_context(|| format!("reading the schema of {event_type}"))?;
+            write_json(out, &schema)?;
+            Ok(())
+        }
+        SchemasCommand::Delete { event_type, client } => {
+            connect(&client)?
+                .delete_schema(&event_type)
+                .await
+                .with_context(|| format!("deleting the schema of {event_type}"))?;
+            eprintln!("schema for {event_type} deleted");
+            Ok(())
+        }
+        SchemasCommand::List { client, output } => {
+            let schemas = connect(&client)?
+                .list_schemas()
+                .await
+                .context("listing schemas")?;
+            let rows = schemas
+                .iter()
+                .map(|s| vec![s.event_type.clone(), s.schema.to_string()])
+                .collect();
+            let values = serde_json::to_value(&schemas)?;
+            print_list(out, output, &["type", "schema"], rows, values)
+        }
+    }
+}
+
+pub async fn token(args: TokenArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let token = connect(&args.client)?
+        .token()
+        .await
+        .context("exchanging the key for a token")?;
+    match args.output.format {
+        OutputFormat::Table => writeln!(out, "{}", token.token)?,
+        format => print_one(out, format, &serde_json::to_value(&token)?)?,
+    }
+    Ok(())
+}
+
+fn read_json_file(path: &Path) -> anyhow::Result<Value> {
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading stdin")?;
+        text
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+/// A list as a table (people) or as JSON / NDJSON / CSV (scripts).
+fn print_list(
+    out: &mut dyn Write,
+    output: OutputArgs,
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+    values: Value,
+) -> anyhow::Result<()> {
+    match output.format {
+        OutputFormat::Table => writeln!(out, "{}", simple_table(header, rows))?,
+        OutputFormat::Json => write_json(out, &values)?,
+        OutputFormat::Ndjson => {
+            let items = match values {
+                Value::Array(items) => items,
+                other => vec![other],
+            };
+            write_ndjson(out, &items)?;
+        }
+        OutputFormat::Csv => {
+            writeln!(out, "{}", header.join(","))?;
+            for row in rows {
+                let cells: Vec<String> = row.iter().map(|c| csv_escape(c)).collect();
+                writeln!(out, "{}", cells.join(","))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One object in a script format (CSV: its top-level scalars).
+fn print_one(out: &mut dyn Write, format: OutputFormat, value: &Value) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Table | OutputFormat::Json => write_json(out, value)?,
+        OutputFormat::Ndjson => write_ndjson(out, std::slice::from_ref(value))?,
+        OutputFormat::Csv => {
+            let Value::Object(map) = value else {
+                return Ok(write_json(out, value)?);
+            };
+            let header: Vec<&str> = map.keys().map(String::as_str).collect();
+            let cells: Vec<String> = map
+                .values()
+                .map(|v| match v {
+                    Value::String(s) => csv_escape(s),
+                    Value::Array(items) => csv_escape(
+                        &items
+                            .iter()
+                            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ),
+                    Value::Null => String::new(),
+                    other => csv_escape(&other.to_string()),
+                })
+                .collect();
+            writeln!(out, "{}\n{}", header.join(","), cells.join(","))?;
+        }
+    }
+    Ok(())
+}

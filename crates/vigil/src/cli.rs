@@ -1,0 +1,585 @@
+//! The command line: every subcommand and option, as clap parses them.
+//!
+//! Client commands read the server from `VIGIL_URL` and the credential from `VIGIL_TOKEN`
+//! (whose value `--help` never shows). `serve` options also come from `vigil.toml` and
+//! `VIGIL_*` variables; [`crate::config`] layers them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::output::OutputFormat;
+
+/// vigil: an audit-log and security-event service.
+///
+/// `vigil serve` runs the server; every other command talks to a running server over HTTP
+/// (`VIGIL_URL`, `VIGIL_TOKEN`) except `reindex`, which works on a stopped server's data
+/// directory.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vigil",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (HTTP API over the embedded store in --data-dir).
+    Serve(Box<ServeArgs>),
+    /// Create, list and revoke API keys (scope `admin`).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Create, list and delete users who log in with a password (scope `admin`).
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Register, show, delete and list per-type JSON Schemas.
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
+    /// Find events: a filter expression, `--where` filters, a time range.
+    Query(QueryArgs),
+    /// Show the most recent events, newest first.
+    Last(LastArgs),
+    /// Count matching events.
+    Count(CountArgs),
+    /// Stream every matching event to a file or stdout (NDJSON or CSV).
+    Export(ExportArgs),
+    /// Send events from an NDJSON file to the server, in batches.
+    Import(ImportArgs),
+    /// Rebuild the index files of a data directory from its log (server stopped).
+    Reindex(ReindexArgs),
+    /// Exchange the API key in VIGIL_TOKEN for a short-lived JWT.
+    Token(TokenArgs),
+    /// Measure ingest throughput and latency of a running server.
+    Bench(BenchArgs),
+}
+
+/// Where the server is and who we are.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Base URL of the vigil server.
+    #[arg(
+        long,
+        env = "VIGIL_URL",
+        default_value = "http://127.0.0.1:7878",
+        value_name = "URL"
+    )]
+    pub url: String,
+    /// API key or JWT. Prefer the environment variable: command-line arguments are visible to
+    /// other users of the machine.
+    #[arg(
+        long,
+        env = "VIGIL_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Output format: a table for people, json/ndjson/csv for scripts.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+/// `vigil serve`. Every option is also a `VIGIL_*` variable and a `vigil.toml` key; a flag
+/// beats the variable, which beats the file, which beats the default.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Precedence: defaults < vigil.toml < VIGIL_* environment (and .env) < flags."
+)]
+pub struct ServeArgs {
+    /// Address and port to listen on (port 0 picks a free one).
+    #[arg(
+        long,
+        env = "VIGIL_LISTEN",
+        default_value = "127.0.0.1:7878",
+        value_name = "ADDR"
+    )]
+    pub listen: String,
+    /// Directory holding the event log, indexes and credentials (created if missing).
+    #[arg(
+        long,
+        env = "VIGIL_DATA_DIR",
+        default_value = "./vigil-data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// Configuration file [default: ./vigil.toml when present].
+    #[arg(long, env = "VIGIL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "VIGIL_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024, value_name = "BYTES")]
+    pub max_body_bytes: usize,
+    /// Most events in one POST /v1/events batch.
+    #[arg(
+        long,
+        env = "VIGIL_MAX_BATCH_EVENTS",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub max_batch_events: usize,
+    /// Largest single event, in bytes of JSON.
+    #[arg(long, env = "VIGIL_MAX_EVENT_BYTES", default_value_t = 256 * 1024, value_name = "BYTES")]
+    pub max_event_bytes: usize,
+    /// Deepest nesting of objects and arrays in an event (the event itself is depth 1).
+    #[arg(long, env = "VIGIL_MAX_DEPTH", default_value_t = 16, value_name = "N")]
+    pub max_depth: usize,
+    /// Longest object key in an event, in bytes.
+    #[arg(
+        long,
+        env = "VIGIL_MAX_KEY_BYTES",
+        default_value_t = 256,
+        value_name = "BYTES"
+    )]
+    pub max_key_bytes: usize,
+    /// Longest string value in an event, in bytes.
+    #[arg(long, env = "VIGIL_MAX_STRING_BYTES", default_value_t = 64 * 1024, value_name = "BYTES")]
+    pub max_string_bytes: usize,
+    /// Most scalar fields in one event (each is indexed).
+    #[arg(
+        long,
+        env = "VIGIL_MAX_FIELDS",
+        default_value_t = 1_000,
+        value_name = "N"
+    )]
+    pub max_fields: usize,
+    /// Largest `limit` a query may ask for.
+    #[arg(
+        long,
+        env = "VIGIL_MAX_QUERY_LIMIT",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub max_query_limit: usize,
+    /// Lifetime of the JWTs POST /v1/auth/token issues (15m, 1h, …).
+    #[arg(long, env = "VIGIL_JWT_TTL", default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
+    pub jwt_ttl: Duration,
+    /// Requests per second allowed per credential (token bucket) [default: unlimited].
+    #[arg(long, env = "VIGIL_RATE_LIMIT", value_name = "PER_SEC")]
+    pub rate_limit: Option<f64>,
+    /// Burst size of the per-credential rate limit [default: one second's worth, at least 1].
+    #[arg(long, env = "VIGIL_RATE_BURST", value_name = "N")]
+    pub rate_burst: Option<u32>,
+    /// Events per log segment before it is sealed and indexed.
+    #[arg(
+        long,
+        env = "VIGIL_SEGMENT_MAX_EVENTS",
+        default_value_t = 262_144,
+        value_name = "N"
+    )]
+    pub segment_max_events: u64,
+    /// Seal the active segment after this long even if it is not full.
+    #[arg(long, env = "VIGIL_SEAL_INTERVAL", default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub seal_interval: Duration,
+    /// Log format on stderr.
+    #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+    /// Log filter: a level (error, warn, info, debug, trace) or directives
+    /// (`info,vigil_api=debug`).
+    #[arg(
+        long,
+        env = "VIGIL_LOG_LEVEL",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log_level: String,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key; its secret is printed once.
+    Create(KeysCreateArgs),
+    /// List the keys you administer.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Revoke a key at once (JWTs minted from it stop working too).
+    Revoke {
+        /// Key id (from `vigil keys list`).
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KeysCreateArgs {
+    /// Tenant the key belongs to.
+    #[arg(long)]
+    pub tenant: String,
+    /// Comma-separated scopes: events:write, events:read, schemas:write, admin.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub scopes: Vec<String>,
+    /// Label; events sent with the key default their `source` to it [default: the tenant].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Expire the key after this long (30d, 12h) [default: never].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub expires_in: Option<Duration>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user. The password comes from VIGIL_USER_PASSWORD or, with --password-stdin,
+    /// from the first line of stdin.
+    Create(UsersCreateArgs),
+    /// List the users you administer.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Delete a user.
+    Delete {
+        username: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UsersCreateArgs {
+    #[arg(long)]
+    pub username: String,
+    #[arg(long)]
+    pub tenant: String,
+    /// Comma-separated scopes: events:write, events:read, schemas:write, admin.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub scopes: Vec<String>,
+    /// Read the password from the first line of stdin.
+    #[arg(long, conflicts_with = "password")]
+    pub password_stdin: bool,
+    /// The password (environment only: it never appears on the command line).
+    #[arg(long, env = "VIGIL_USER_PASSWORD", hide = true, hide_env_values = true)]
+    pub password: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemasCommand {
+    /// Register (or replace) the JSON Schema for an event type.
+    Put {
+        /// Event type (`account.created`).
+        event_type: String,
+        /// JSON Schema file (draft 2020-12); `-` reads stdin.
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the schema registered for an event type.
+    Get {
+        event_type: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove the schema of an event type (its events are no longer validated).
+    Delete {
+        event_type: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the registered schemas.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+/// Which events: an expression, exact-match filters and a time range.
+#[derive(Debug, Clone, Args)]
+pub struct FilterArgs {
+    /// Filter expression, e.g. `severity>=7 AND type:login.failed` [default: every event].
+    #[arg(value_name = "EXPR")]
+    pub expr: Option<String>,
+    /// Exact-match filter `path=value` (`--where actor.id=u-7`); repeatable, ANDed.
+    #[arg(long = "where", value_name = "PATH=VALUE", value_parser = parse_where)]
+    pub filters: Vec<(String, String)>,
+    /// Start of the time range (inclusive): RFC 3339 or relative (`-15m`, `-24h`, `-7d`).
+    #[arg(long, allow_hyphen_values = true, value_name = "TIME")]
+    pub from: Option<String>,
+    /// End of the time range (exclusive): RFC 3339 or relative.
+    #[arg(long, allow_hyphen_values = true, value_name = "TIME")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OrderArg {
+    /// Newest first.
+    Desc,
+    /// Oldest first.
+    Asc,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Events per page.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    #[arg(long, value_enum, default_value_t = OrderArg::Desc)]
+    pub order: OrderArg,
+    /// Continue from a previous page's `next_cursor`.
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Follow cursors to the end of the result instead of stopping after one page.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LastArgs {
+    /// How many events.
+    #[arg(short = 'n', long = "count", default_value_t = 10, value_name = "N")]
+    pub count: usize,
+    /// Only events of at least this severity.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=10), conflicts_with = "above")]
+    pub min_severity: Option<u8>,
+    /// Only events of severity strictly above N.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=10))]
+    pub above: Option<u8>,
+    /// Only events of this type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: Option<String>,
+    /// Exact-match filter `path=value`; repeatable.
+    #[arg(long = "where", value_name = "PATH=VALUE", value_parser = parse_where)]
+    pub filters: Vec<(String, String)>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CountArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormatArg {
+    Ndjson,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Write here instead of stdout (the file must not exist yet).
+    #[arg(long, value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = ExportFormatArg::Ndjson)]
+    pub format: ExportFormatArg,
+    #[arg(long, value_enum, default_value_t = OrderArg::Asc)]
+    pub order: OrderArg,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// NDJSON file, one event per line; `-` reads stdin.
+    pub file: PathBuf,
+    /// Events per request.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch_size: u64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReindexArgs {
+    /// Data directory of a stopped server.
+    #[arg(
+        long,
+        env = "VIGIL_DATA_DIR",
+        default_value = "./vigil-data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// `table` prints the bare token (for `$(vigil token)`); json prints it with its expiry.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// POST batches of --batch-size events.
+    Batch,
+    /// POST one event per request.
+    Single,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value_t = BenchMode::Batch)]
+    pub mode: BenchMode,
+    /// Concurrent connections, each sending one request at a time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub connections: u32,
+    /// Stop after this long.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Duration,
+    /// Stop after this many events (whichever comes first with --duration).
+    #[arg(long, value_name = "N")]
+    pub events: Option<u64>,
+    /// Events per request in batch mode.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch_size: u64,
+    /// Allow a target that is not on this machine (loopback only by default).
+    #[arg(long)]
+    pub allow_remote: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// A humantime duration (`15m`, `1h 30m`, `500ms`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 30s, 15m, 1h)"))
+}
+
+/// `path=value`, split at the first `=`.
+fn parse_where(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((path, value)) if !path.trim().is_empty() => {
+            Ok((path.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected PATH=VALUE, got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn where_filters_split_at_the_first_equals_sign() {
+        assert_eq!(
+            parse_where("details.q=a=b").unwrap(),
+            ("details.q".to_owned(), "a=b".to_owned())
+        );
+        assert_eq!(
+            parse_where("actor.id=").unwrap(),
+            ("actor.id".to_owned(), String::new())
+        );
+        assert!(parse_where("=x").is_err());
+        assert!(parse_where("novalue").is_err());
+    }
+
+    #[test]
+    fn relative_times_are_not_mistaken_for_flags() {
+        let cli = Cli::try_parse_from([
+            "vigil",
+            "query",
+            "severity>=7",
+            "--from",
+            "-1h",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        let Command::Query(q) = cli.command else {
+            panic!("not a query")
+        };
+        assert_eq!(q.filter.from.as_deref(), Some("-1h"));
+        assert_eq!(q.filter.expr.as_deref(), Some("severity>=7"));
+        assert_eq!(q.output.format, OutputFormat::Json);
+    }
+
+    #[test]
+    fn min_severity_and_above_exclude_each_other() {
+        assert!(
+            Cli::try_parse_from(["vigil", "last", "--min-severity", "7", "--above", "3"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["vigil", "last", "--min-severity", "11"]).is_err());
+    }
+
+    #[test]
+    fn serve_help_names_every_env_var_and_no_secret() {
+        let mut cmd = Cli::command();
+        let serve = cmd.find_subcommand_mut("serve").unwrap();
+        let help = serve.render_long_help().to_string();
+        for var in [
+            "VIGIL_LISTEN",
+            "VIGIL_DATA_DIR",
+            "VIGIL_CONFIG",
+            "VIGIL_MAX_BODY_BYTES",
+            "VIGIL_MAX_BATCH_EVENTS",
+            "VIGIL_MAX_EVENT_BYTES",
+            "VIGIL_MAX_DEPTH",
+            "VIGIL_MAX_KEY_BYTES",
+            "VIGIL_MAX_STRING_BYTES",
+            "VIGIL_MAX_FIELDS",
+            "VIGIL_MAX_QUERY_LIMIT",
+            "VIGIL_JWT_TTL",
+            "VIGIL_RATE_LIMIT",
+            "VIGIL_RATE_BURST",
+            "VIGIL_SEGMENT_MAX_EVENTS",
+            "VIGIL_SEAL_INTERVAL",
+            "VIGIL_LOG_FORMAT",
+            "VIGIL_LOG_LEVEL",
+        ] {
+            assert!(help.contains(var), "{var} missing from serve --help");
+        }
+    }
+}

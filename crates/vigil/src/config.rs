@@ -1,0 +1,390 @@
+//! `vigil serve` configuration: defaults < `vigil.toml` < `VIGIL_*` environment < flags.
+//!
+//! clap already merges flags, environment variables (including those a `.env` file set) and
+//! defaults; [`ArgMatches::value_source`] tells which of the three a value came from. The file
+//! slots in between: a file value replaces a clap *default*, never a value the user gave as a
+//! flag or variable.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::cli::{LogFormat, ServeArgs};
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "vigil.toml";
+
+/// `vigil.toml`. Every key is optional; unknown keys are an error (a typo must not silently
+/// leave a limit at its default).
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub jwt_ttl: Option<Duration>,
+    pub rate_limit: Option<f64>,
+    pub rate_burst: Option<u32>,
+    pub segment_max_events: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub seal_interval: Option<Duration>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+    #[serde(default)]
+    pub limits: FileLimits,
+}
+
+/// The `[limits]` table of `vigil.toml`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_body_bytes: Option<usize>,
+    pub max_batch_events: Option<usize>,
+    pub max_event_bytes: Option<usize>,
+    pub max_depth: Option<usize>,
+    pub max_key_bytes: Option<usize>,
+    pub max_string_bytes: Option<usize>,
+    pub max_fields: Option<usize>,
+    pub max_query_limit: Option<usize>,
+}
+
+/// The effective configuration of one `vigil serve`. Serialises to the `vigil.toml` shape
+/// (`--print-config`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settings {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    #[serde(serialize_with = "ser_duration")]
+    pub jwt_ttl: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_burst: Option<u32>,
+    pub segment_max_events: u64,
+    #[serde(serialize_with = "ser_duration")]
+    pub seal_interval: Duration,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub limits: LimitSettings,
+}
+
+/// Request and event bounds, `[limits]` in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LimitSettings {
+    pub max_body_bytes: usize,
+    pub max_batch_events: usize,
+    pub max_event_bytes: usize,
+    pub max_depth: usize,
+    pub max_key_bytes: usize,
+    pub max_string_bytes: usize,
+    pub max_fields: usize,
+    pub max_query_limit: usize,
+}
+
+/// Reads the configuration file: `explicit` (which must exist) or `./vigil.toml` when present.
+/// Returns the path read, if any, with its contents.
+pub fn load_file(explicit: Option<&Path>) -> anyhow::Result<(Option<PathBuf>, FileConfig)> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+            if !default.exists() {
+                return Ok((None, FileConfig::default()));
+            }
+            default
+        }
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let file = parse_file(&text).with_context(|| format!("in config file {}", path.display()))?;
+    Ok((Some(path), file))
+}
+
+/// Parses `vigil.toml` text; the error names an unknown key and where it is.
+pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
+    toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+}
+
+/// True when the user gave `id` as a flag or a variable (not a clap default).
+fn explicit(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+impl Settings {
+    /// Layers `file` under the flags and variables in `args`/`matches` (the `serve` subcommand's
+    /// matches), then checks the result.
+    pub fn resolve(
+        args: &ServeArgs,
+        matches: &ArgMatches,
+        file: FileConfig,
+    ) -> anyhow::Result<Self> {
+        macro_rules! layer {
+            ($field:ident, $file_value:expr) => {
+                if explicit(matches, stringify!($field)) {
+                    args.$field.clone()
+                } else {
+                    $file_value.unwrap_or_else(|| args.$field.clone())
+                }
+            };
+        }
+        macro_rules! layer_opt {
+            ($field:ident, $file_value:expr) => {
+                if explicit(matches, stringify!($field)) {
+                    args.$field.clone()
+                } else {
+                    $file_value.or(args.$field.clone())
+                }
+            };
+        }
+        let l = file.limits;
+        let settings = Self {
+            listen: layer!(listen, file.listen),
+            data_dir: layer!(data_dir, file.data_dir),
+            jwt_ttl: layer!(jwt_ttl, file.jwt_ttl),
+            rate_limit: layer_opt!(rate_limit, file.rate_limit),
+            rate_burst: layer_opt!(rate_burst, file.rate_burst),
+            segment_max_events: layer!(segment_max_events, file.segment_max_events),
+            seal_interval: layer!(seal_interval, file.seal_interval),
+            log_format: layer!(log_format, file.log_format),
+            log_level: layer!(log_level, file.log_level),
+            limits: LimitSettings {
+                max_body_bytes: layer!(max_body_bytes, l.max_body_bytes),
+                max_batch_events: layer!(max_batch_events, l.max_batch_events),
+                max_event_bytes: layer!(max_event_bytes, l.max_event_bytes),
+                max_depth: layer!(max_depth, l.max_depth),
+                max_key_bytes: layer!(max_key_bytes, l.max_key_bytes),
+                max_string_bytes: layer!(max_string_bytes, l.max_string_bytes),
+                max_fields: layer!(max_fields, l.max_fields),
+                max_query_limit: layer!(max_query_limit, l.max_query_limit),
+            },
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let l = &self.limits;
+        for (name, value) in [
+            ("max_body_bytes", l.max_body_bytes),
+            ("max_batch_events", l.max_batch_events),
+            ("max_event_bytes", l.max_event_bytes),
+            ("max_depth", l.max_depth),
+            ("max_key_bytes", l.max_key_bytes),
+            ("max_string_bytes", l.max_string_bytes),
+            ("max_fields", l.max_fields),
+            ("max_query_limit", l.max_query_limit),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        if self.segment_max_events == 0 {
+            bail!("segment_max_events must be at least 1");
+        }
+        if self.seal_interval.is_zero() {
+            bail!("seal_interval must be longer than zero");
+        }
+        if self.jwt_ttl < Duration::from_secs(1) {
+            bail!("jwt_ttl must be at least 1s");
+        }
+        match (self.rate_limit, self.rate_burst) {
+            (Some(rate), _) if !(rate.is_finite() && rate > 0.0) => {
+                bail!("rate_limit must be a positive number of requests per second")
+            }
+            (_, Some(0)) => bail!("rate_burst must be at least 1"),
+            (None, Some(_)) => bail!("rate_burst needs rate_limit"),
+            _ => Ok(()),
+        }
+    }
+
+    /// The HTTP layer's bounds.
+    pub fn api_config(&self) -> vigil_api::ApiConfig {
+        let l = &self.limits;
+        let query_defaults = vigil_query::QueryLimits::default();
+        vigil_api::ApiConfig {
+            event_limits: self.event_limits(),
+            query_limits: vigil_query::QueryLimits {
+                max_limit: l.max_query_limit,
+                default_limit: query_defaults.default_limit.min(l.max_query_limit),
+                ..query_defaults
+            },
+            max_body_bytes: l.max_body_bytes,
+            max_batch_events: l.max_batch_events,
+            ..vigil_api::ApiConfig::default()
+        }
+    }
+
+    pub fn event_limits(&self) -> vigil_event::Limits {
+        let l = &self.limits;
+        vigil_event::Limits {
+            max_event_bytes: l.max_event_bytes,
+            max_depth: l.max_depth,
+            max_key_bytes: l.max_key_bytes,
+            max_string_bytes: l.max_string_bytes,
+            max_fields: l.max_fields,
+        }
+    }
+
+    pub fn auth_config(&self) -> vigil_auth::AuthConfig {
+        vigil_auth::AuthConfig {
+            jwt_ttl: self.jwt_ttl,
+            rate_limit: self.rate_limit.map(|per_second| vigil_auth::RateLimit {
+                per_second,
+                burst: self.rate_burst.unwrap_or_else(|| default_burst(per_second)),
+            }),
+        }
+    }
+
+    pub fn store_config(&self) -> vigil_store_embedded::EmbeddedConfig {
+        let mut config = vigil_store_embedded::EmbeddedConfig::new(&self.data_dir);
+        config.segment_max_events = self.segment_max_events;
+        config.seal_interval = self.seal_interval;
+        config
+    }
+
+    /// The settings as `vigil.toml` text.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string(self).context("rendering the configuration as toml")
+    }
+}
+
+/// One second's worth of requests, at least one.
+fn default_burst(per_second: f64) -> u32 {
+    // `as` saturates; the rate is validated positive and finite before this runs.
+    (per_second.ceil() as u32).max(1)
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = Option::<String>::deserialize(d)?;
+    text.map(|t| {
+        humantime::parse_duration(&t)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {t:?}: {e}")))
+    })
+    .transpose()
+}
+
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// Settings from a command line (no environment involved: tests never set variables) and
+    /// a file.
+    fn resolve(argv: &[&str], file: &str) -> anyhow::Result<Settings> {
+        let mut full = vec!["vigil", "serve"];
+        full.extend_from_slice(argv);
+        let matches = Cli::command().try_get_matches_from(full)?;
+        let cli = Cli::from_arg_matches(&matches)?;
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let serve_matches = matches.subcommand_matches("serve").expect("serve matches");
+        Settings::resolve(&args, serve_matches, parse_file(file)?)
+    }
+
+    #[test]
+    fn defaults_apply_without_file_or_flags() {
+        let s = resolve(&[], "").unwrap();
+        assert_eq!(s.listen, "127.0.0.1:7878");
+        assert_eq!(s.data_dir, PathBuf::from("./vigil-data"));
+        assert_eq!(s.jwt_ttl, Duration::from_secs(900));
+        assert_eq!(s.limits.max_body_bytes, 8 * 1024 * 1024);
+        assert_eq!(s.limits.max_batch_events, 10_000);
+        assert_eq!(s.rate_limit, None);
+        assert!(s.auth_config().rate_limit.is_none());
+    }
+
+    #[test]
+    fn the_file_beats_defaults_and_flags_beat_the_file() {
+        let file = r#"
+            listen = "0.0.0.0:9000"
+            jwt_ttl = "1h"
+            rate_limit = 50.0
+            [limits]
+            max_batch_events = 500
+            max_query_limit = 2000
+        "#;
+        let s = resolve(
+            &["--listen", "127.0.0.1:0", "--max-query-limit", "50"],
+            file,
+        )
+        .unwrap();
+        assert_eq!(s.listen, "127.0.0.1:0", "flag beats file");
+        assert_eq!(s.jwt_ttl, Duration::from_secs(3600), "file beats default");
+        assert_eq!(s.limits.max_batch_events, 500);
+        assert_eq!(s.limits.max_query_limit, 50);
+        let api = s.api_config();
+        assert_eq!(api.query_limits.max_limit, 50);
+        assert_eq!(
+            api.query_limits.default_limit, 50,
+            "default limit never exceeds the max"
+        );
+        let rate = s.auth_config().rate_limit.unwrap();
+        assert_eq!((rate.per_second, rate.burst), (50.0, 50));
+    }
+
+    #[test]
+    fn a_flag_equal_to_the_default_still_beats_the_file() {
+        let s = resolve(&["--max-depth", "16"], "[limits]\nmax_depth = 4").unwrap();
+        assert_eq!(s.limits.max_depth, 16);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let err = parse_file("listen = \"x\"\nmax_body = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_body"), "{err}");
+        let err = parse_file("[limits]\nmax_deph = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_deph"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_name() {
+        let err = resolve(&["--max-fields", "0"], "").unwrap_err().to_string();
+        assert!(err.contains("max_fields"), "{err}");
+        let err = resolve(&["--rate-burst", "5"], "").unwrap_err().to_string();
+        assert!(err.contains("rate_limit"), "{err}");
+        let err = resolve(&["--rate-limit=-1"], "").unwrap_err().to_string();
+        assert!(err.contains("rate_limit"), "{err}");
+        let err = parse_file("seal_interval = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn printed_config_reads_back_as_the_same_settings() {
+        let s = resolve(
+            &[
+                "--rate-limit",
+                "2.5",
+                "--seal-interval",
+                "90s",
+                "--log-format",
+                "json",
+            ],
+            "",
+        )
+        .unwrap();
+        let text = s.to_toml().unwrap();
+        let again = resolve(&[], &text).unwrap();
+        assert_eq!(again, s, "{text}");
+        assert_eq!(again.auth_config().rate_limit.unwrap().burst, 3);
+    }
+}

@@ -1,0 +1,180 @@
+//! `vigil serve`: open the store, bootstrap credentials, serve HTTP until SIGINT/SIGTERM.
+//!
+//! This is the only place that names a concrete backend (the embedded store).
+
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+use vigil_auth::Auth;
+use vigil_store::Store;
+use vigil_store_embedded::EmbeddedStore;
+
+use crate::cli::LogFormat;
+use crate::config::Settings;
+
+/// Name of the file, in the data directory, that receives the root admin key on first start.
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+
+/// Runs the server with `settings` until a shutdown signal, then drains requests and stops the
+/// store so everything acknowledged is durable.
+pub async fn run(settings: Settings, config_file: Option<PathBuf>) -> anyhow::Result<()> {
+    init_tracing(settings.log_format, &settings.log_level)?;
+    if let Some(path) = &config_file {
+        tracing::info!(path = %path.display(), "configuration file read");
+    }
+
+    let data_dir = settings.data_dir.clone();
+    let store_config = settings.store_config();
+    let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(store_config))
+        .await
+        .context("opening the data directory")?
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    tracing::info!(data_dir = %data_dir.display(), "store open");
+
+    let result = serve_store(&settings, Arc::clone(&store)).await;
+    let stopped = store.shutdown().await.context("flushing the store");
+    result?;
+    stopped?;
+    tracing::info!("vigil stopped");
+    Ok(())
+}
+
+async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let auth = Auth::open(Arc::clone(&store), settings.auth_config())
+        .await
+        .context("loading credentials")?;
+    if let Some(key) = auth
+        .bootstrap_root_key()
+        .await
+        .context("creating the root admin key")?
+    {
+        let path = write_admin_key(&settings.data_dir, &key)?;
+        tracing::info!(path = %path.display(), "root admin key created; it is shown nowhere else");
+        eprintln!(
+            "vigil: root admin key written to {} (mode 0600)",
+            path.display()
+        );
+    }
+    let state = vigil_api::AppState::new(store, auth, settings.api_config())
+        .await
+        .context("starting the api")?;
+
+    let listener = TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    let shutdown = shutdown_signal().context("installing signal handlers")?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "vigil listening on http://{addr}")
+            .and_then(|()| stdout.flush())
+            .context("writing to stdout")?;
+    }
+    vigil_api::serve(listener, state, shutdown)
+        .await
+        .context("serving http")
+}
+
+/// Writes the root key with mode 0600, never replacing a file: a stale `admin.key` from an
+/// earlier data directory is kept, and the new key goes to `admin.key.<unix-time>` instead, so
+/// the only copy of a key is never lost.
+fn write_admin_key(data_dir: &Path, key: &str) -> anyhow::Result<PathBuf> {
+    let primary = data_dir.join(ADMIN_KEY_FILE);
+    match create_private(&primary, key) {
+        Ok(()) => Ok(primary),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            let stamp = chrono::Utc::now().timestamp();
+            let fallback = data_dir.join(format!("{ADMIN_KEY_FILE}.{stamp}"));
+            tracing::warn!(
+                existing = %primary.display(),
+                path = %fallback.display(),
+                "an admin key file from an earlier data directory exists; writing the new root key beside it"
+            );
+            create_private(&fallback, key)
+                .with_context(|| format!("writing the root admin key to {}", fallback.display()))?;
+            Ok(fallback)
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("writing the root admin key to {}", primary.display()))
+        }
+    }
+}
+
+fn create_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        tracing::info!(signal = name, "shutting down: draining requests");
+    })
+}
+
+/// Logs go to stderr (stdout carries only the listening line).
+fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter =
+        EnvFilter::try_new(filter).with_context(|| format!("invalid log level {filter:?}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    };
+    if let Err(e) = installed {
+        bail!("installing the logger: {e}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_admin_key_is_private_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = write_admin_key(dir.path(), "vgl_first").unwrap();
+        assert_eq!(first, dir.path().join(ADMIN_KEY_FILE));
+        let mode = std::fs::metadata(&first).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        let second = write_admin_key(dir.path(), "vgl_second").unwrap();
+        assert_ne!(second, first);
+        assert_eq!(std::fs::read_to_string(&first).unwrap().trim(), "vgl_first");
+        assert_eq!(
+            std::fs::read_to_string(&second).unwrap().trim(),
+            "vgl_second"
+        );
+    }
+}

@@ -1,0 +1,590 @@
+//! The `vigil` command line against a real server: the quick start, admin commands, import and
+//! export, configuration layering, bench, and how errors are reported.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+
+use common::{BIN, TestApp, TestDir, run_cli};
+use serde_json::{Value, json};
+use vigil_client::{Client, QueryParams};
+
+fn json_out(stdout: &str) -> Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("stdout is not json ({e}):\n{stdout}"))
+}
+
+fn ids(events: &Value) -> BTreeSet<String> {
+    events
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn quick_start_from_key_to_query() {
+    let app = TestApp::spawn().await;
+
+    let mut create = app.cli(&app.root_key);
+    create.args([
+        "keys",
+        "create",
+        "--tenant",
+        "acme",
+        "--scopes",
+        "events:write,events:read",
+        "-o",
+        "json",
+    ]);
+    let (status, stdout, stderr) = run_cli(create).await;
+    assert!(status.success(), "keys create failed: {stderr}");
+    let created = json_out(&stdout);
+    assert_eq!(created["tenant"], "acme");
+    assert_eq!(created["scopes"], json!(["events:write", "events:read"]));
+    let key = created["key"].as_str().expect("key").to_owned();
+
+    let client = Client::new(&app.url, Some(key.clone())).unwrap();
+    let ack = client
+        .ingest(&[
+            json!({"id": "q-1", "type": "login.failed", "severity": 8, "actor": {"id": "u-7", "ip": "10.0.0.7"}}),
+            json!({"id": "q-2", "type": "login.failed", "severity": 3, "actor": {"id": "u-8"}}),
+            json!({"id": "q-3", "type": "account.created", "severity": 9, "actor": {"id": "u-9"}}),
+            json!({"id": "q-4", "type": "login.failed", "severity": 7, "details": {"attempt": 3}}),
+        ])
+        .await
+        .expect("ingest");
+    assert_eq!(ack.accepted, 4);
+
+    let mut query = app.cli(&key);
+    query.args([
+        "query",
+        "severity>=7 AND type:login.failed",
+        "--from",
+        "-1h",
+        "-o",
+        "json",
+    ]);
+    let (status, stdout, stderr) = run_cli(query).await;
+    assert!(status.success(), "query failed: {stderr}");
+    let page = json_out(&stdout);
+    assert_eq!(
+        ids(&page["events"]),
+        BTreeSet::from(["q-1".to_owned(), "q-4".to_owned()])
+    );
+    assert_eq!(page["next_cursor"], Value::Null);
+
+    let mut last = app.cli(&key);
+    last.args(["last", "--min-severity", "7", "-o", "json"]);
+    let (status, stdout, stderr) = run_cli(last).await;
+    assert!(status.success(), "last failed: {stderr}");
+    let events = json_out(&stdout);
+    let got: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ["q-4", "q-3", "q-1"], "newest first");
+
+    let mut table = app.cli(&key);
+    table.args(["last", "-n", "2"]);
+    let (status, stdout, _) = run_cli(table).await;
+    assert!(status.success());
+    assert!(
+        stdout.contains("login.failed") && stdout.contains("attempt=3"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("account.created"), "{stdout}");
+    assert!(!stdout.contains("u-8"), "only the two newest: {stdout}");
+
+    let mut count = app.cli(&key);
+    count.args(["count", "type:login.failed"]);
+    let (status, stdout, _) = run_cli(count).await;
+    assert!(status.success());
+    assert_eq!(stdout.trim(), "3");
+
+    let mut by_where = app.cli(&key);
+    by_where.args(["query", "--where", "actor.id=u-7", "-o", "ndjson"]);
+    let (status, stdout, _) = run_cli(by_where).await;
+    assert!(status.success());
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["id"], "q-1");
+    assert_eq!(lines[0]["tenant"], "acme");
+}
+
+#[tokio::test]
+async fn admin_commands_manage_keys_users_schemas_and_tokens() {
+    let app = TestApp::spawn().await;
+    let admin_key = app.create_key("acme", &["admin"]).await;
+
+    // Schemas.
+    let dir = TestDir::new();
+    let schema_path = dir.path().join("charged.json");
+    std::fs::write(
+        &schema_path,
+        r#"{"type": "object", "required": ["details"], "properties": {"details": {"type": "object", "required": ["amount"]}}}"#,
+    )
+    .unwrap();
+    let mut put = app.cli(&admin_key);
+    put.args(["schemas", "put", "billing.charged"])
+        .arg(&schema_path);
+    let (status, _, stderr) = run_cli(put).await;
+    assert!(status.success(), "{stderr}");
+    let mut list = app.cli(&admin_key);
+    list.args(["schemas", "list", "-o", "json"]);
+    let (status, stdout, _) = run_cli(list).await;
+    assert!(status.success());
+    assert_eq!(json_out(&stdout)[0]["type"], "billing.charged");
+    let mut get = app.cli(&admin_key);
+    get.args(["schemas", "get", "billing.charged"]);
+    let (status, stdout, _) = run_cli(get).await;
+    assert!(status.success());
+    assert_eq!(json_out(&stdout)["required"], json!(["details"]));
+
+    let writer = app.tenant_client("acme", &["events:write"]).await;
+    let refused = writer
+        .ingest(&[json!({"type": "billing.charged", "details": {}})])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(422), "{refused:?}");
+    let mut delete = app.cli(&admin_key);
+    delete.args(["schemas", "delete", "billing.charged"]);
+    assert!(run_cli(delete).await.0.success());
+    writer
+        .ingest(&[json!({"type": "billing.charged", "details": {}})])
+        .await
+        .expect("no schema, any details");
+
+    // Keys.
+    let mut create = app.cli(&admin_key);
+    create.args([
+        "keys",
+        "create",
+        "--tenant",
+        "acme",
+        "--scopes",
+        "events:read",
+        "--name",
+        "reader",
+        "-o",
+        "json",
+    ]);
+    let (status, stdout, stderr) = run_cli(create).await;
+    assert!(status.success(), "{stderr}");
+    let reader = json_out(&stdout);
+    let reader_id = reader["id"].as_str().unwrap().to_owned();
+    let reader_client =
+        Client::new(&app.url, Some(reader["key"].as_str().unwrap().to_owned())).unwrap();
+    assert_eq!(reader_client.count(&QueryParams::new()).await.unwrap(), 1);
+
+    let mut keys = app.cli(&admin_key);
+    keys.args(["keys", "list", "-o", "json"]);
+    let (status, stdout, _) = run_cli(keys).await;
+    assert!(status.success());
+    let listed = json_out(&stdout);
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == reader_id.as_str() && k["name"] == "reader")
+    );
+    assert!(
+        !stdout.contains(reader["key"].as_str().unwrap()),
+        "a listing never shows secrets"
+    );
+
+    let mut revoke = app.cli(&admin_key);
+    revoke.args(["keys", "revoke", &reader_id]);
+    let (status, _, stderr) = run_cli(revoke).await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        reader_client
+            .count(&QueryParams::new())
+            .await
+            .unwrap_err()
+            .status(),
+        Some(401)
+    );
+
+    // Users: the password comes from the environment, never the command line.
+    let mut user = app.cli(&admin_key);
+    user.args([
+        "users",
+        "create",
+        "--username",
+        "ann",
+        "--tenant",
+        "acme",
+        "--scopes",
+        "events:read",
+        "-o",
+        "json",
+    ])
+    .env("VIGIL_USER_PASSWORD", "correct horse battery staple");
+    let (status, stdout, stderr) = run_cli(user).await;
+    assert!(status.success(), "{stderr}");
+    assert!(!stdout.contains("correct horse"));
+    let token = app
+        .anonymous()
+        .login("ann", "correct horse battery staple")
+        .await
+        .expect("login");
+    let ann = app.anonymous().with_token(Some(token.token));
+    assert_eq!(ann.count(&QueryParams::new()).await.unwrap(), 1);
+    let mut users = app.cli(&admin_key);
+    users.args(["users", "list", "-o", "csv"]);
+    let (status, stdout, _) = run_cli(users).await;
+    assert!(status.success());
+    assert!(
+        stdout.lines().any(|l| l.starts_with("ann,acme,")),
+        "{stdout}"
+    );
+    let mut delete_user = app.cli(&admin_key);
+    delete_user.args(["users", "delete", "ann"]);
+    assert!(run_cli(delete_user).await.0.success());
+    assert_eq!(
+        ann.count(&QueryParams::new()).await.unwrap_err().status(),
+        Some(401)
+    );
+
+    // Token: the bare JWT, usable as VIGIL_TOKEN.
+    let key = app.create_key("acme", &["events:read"]).await;
+    let (status, stdout, stderr) = run_cli({
+        let mut c = app.cli(&key);
+        c.arg("token");
+        c
+    })
+    .await;
+    assert!(status.success(), "{stderr}");
+    let jwt = stdout.trim().to_owned();
+    assert!(jwt.split('.').count() == 3, "not a jwt: {jwt}");
+    let (status, stdout, _) = run_cli({
+        let mut c = app.cli(&jwt);
+        c.arg("count");
+        c
+    })
+    .await;
+    assert!(status.success());
+    assert_eq!(stdout.trim(), "1");
+}
+
+#[tokio::test]
+async fn import_reports_every_line_and_export_streams_everything_back() {
+    let app = TestApp::spawn().await;
+    let key = app
+        .create_key("acme", &["events:write", "events:read"])
+        .await;
+    let dir = TestDir::new();
+    let input = dir.path().join("events.ndjson");
+    {
+        let mut f = std::fs::File::create(&input).unwrap();
+        for i in 0..2_500 {
+            // Legacy shapes too: an import is how old producers' archives come in.
+            let event = if i % 2 == 0 {
+                json!({"id": format!("imp-{i}"), "type": "login.failed", "severity": i % 11, "details": {"n": i}})
+            } else {
+                json!({"event_id": format!("imp-{i}"), "event_type": "account.updated", "username": format!("u-{i}")})
+            };
+            writeln!(f, "{event}").unwrap();
+            if i == 1_200 {
+                writeln!(f, "{{not json").unwrap();
+                writeln!(f).unwrap();
+                writeln!(f, "{}", json!({"type": "x", "seq": 5})).unwrap();
+            }
+        }
+    }
+
+    let mut import = app.cli(&key);
+    import.args(["import", "-o", "json"]).arg(&input);
+    let (status, stdout, stderr) = run_cli(import).await;
+    assert!(
+        !status.success(),
+        "two bad lines make the import fail: {stderr}"
+    );
+    let report = json_out(&stdout);
+    assert_eq!(report["lines"], 2_502);
+    assert_eq!(report["accepted"], 2_500);
+    assert_eq!(report["duplicates"], 0);
+    assert_eq!(report["errors"], 2);
+    let failures = report["failures"].as_array().unwrap();
+    assert_eq!(failures[0]["line"], 1_202);
+    assert_eq!(failures[0]["code"], "invalid_json");
+    assert_eq!(failures[1]["line"], 1_204);
+    assert_eq!(failures[1]["code"], "reserved_field");
+    assert!(stderr.contains("(import_incomplete)"), "{stderr}");
+
+    // Re-running is safe: events with ids come back as duplicates.
+    let mut again = app.cli(&key);
+    again.args(["import", "-o", "json"]).arg(&input);
+    let (_, stdout, _) = run_cli(again).await;
+    let report = json_out(&stdout);
+    assert_eq!(report["accepted"], 0);
+    assert_eq!(report["duplicates"], 2_500);
+
+    let out_file = dir.path().join("export.ndjson");
+    let mut export = app.cli(&key);
+    export.args(["export", "--output-file"]).arg(&out_file);
+    let (status, _, stderr) = run_cli(export).await;
+    assert!(status.success(), "{stderr}");
+    let exported: Vec<Value> = std::fs::read_to_string(&out_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(exported.len(), 2_500);
+    let seqs: Vec<u64> = exported
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=2_500).collect::<Vec<_>>());
+    assert!(
+        exported.iter().any(|e| e["actor"]["id"] == "u-1"),
+        "aliases were normalised"
+    );
+
+    let mut export_again = app.cli(&key);
+    export_again
+        .args(["export", "--output-file"])
+        .arg(&out_file);
+    let (status, _, stderr) = run_cli(export_again).await;
+    assert!(!status.success(), "never overwrites: {stderr}");
+
+    let mut csv = app.cli(&key);
+    csv.args(["export", "--format", "csv", "type:account.updated"]);
+    let (status, stdout, stderr) = run_cli(csv).await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        stdout.lines().count(),
+        1 + 1_250,
+        "header plus one row per event"
+    );
+}
+
+#[tokio::test]
+async fn configuration_layers_file_env_and_flags() {
+    let dir = TestDir::new();
+    std::fs::write(
+        dir.path().join("vigil.toml"),
+        "listen = \"127.0.0.1:9999\"\njwt_ttl = \"1h\"\n[limits]\nmax_depth = 4\nmax_fields = 50\nmax_batch_events = 7\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "VIGIL_MAX_FIELDS=60\nVIGIL_SEAL_INTERVAL=2m\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--print-config", "--max-batch-events", "9"])
+        .current_dir(dir.path())
+        .env("VIGIL_MAX_DEPTH", "6")
+        .env_remove("VIGIL_MAX_FIELDS")
+        .env_remove("VIGIL_SEAL_INTERVAL")
+        .env_remove("VIGIL_MAX_BATCH_EVENTS")
+        .env_remove("VIGIL_LISTEN")
+        .env_remove("VIGIL_JWT_TTL")
+        .env_remove("VIGIL_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let effective: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let limits = effective["limits"].as_table().unwrap();
+    assert_eq!(
+        effective["listen"].as_str(),
+        Some("127.0.0.1:9999"),
+        "file beats default"
+    );
+    assert_eq!(effective["jwt_ttl"].as_str(), Some("1h"));
+    assert_eq!(limits["max_depth"].as_integer(), Some(6), "env beats file");
+    assert_eq!(
+        limits["max_fields"].as_integer(),
+        Some(60),
+        ".env counts as env"
+    );
+    assert_eq!(effective["seal_interval"].as_str(), Some("2m"));
+    assert_eq!(
+        limits["max_batch_events"].as_integer(),
+        Some(9),
+        "flag beats file"
+    );
+
+    std::fs::write(dir.path().join("vigil.toml"), "[limits]\nmax_dept = 4\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--print-config"])
+        .current_dir(dir.path())
+        .env_remove("VIGIL_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("max_dept"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn errors_print_message_and_code_with_meaningful_exit_status() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("acme", &["events:read"]).await;
+
+    let mut bad_query = app.cli(&key);
+    bad_query.args(["query", "severity>>"]);
+    let (status, _, stderr) = run_cli(bad_query).await;
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.starts_with("error: ") && stderr.trim_end().ends_with("(invalid_query)"),
+        "{stderr}"
+    );
+
+    let mut no_token = app.cli("");
+    no_token.arg("count");
+    let (status, _, stderr) = run_cli(no_token).await;
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("(unauthenticated)"), "{stderr}");
+
+    let mut forbidden = app.cli(&key);
+    forbidden.args(["keys", "list"]);
+    let (status, _, stderr) = run_cli(forbidden).await;
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("(forbidden)"), "{stderr}");
+
+    let mut usage = app.cli(&key);
+    usage.args(["last", "--min-severity", "99"]);
+    assert_eq!(run_cli(usage).await.0.code(), Some(2));
+
+    let mut unknown = app.cli(&key);
+    unknown.arg("frobnicate");
+    assert_eq!(run_cli(unknown).await.0.code(), Some(2));
+
+    let mut down = app.cli(&key);
+    down.args(["count", "--url", "http://127.0.0.1:1"]);
+    let (status, _, stderr) = run_cli(down).await;
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("(transport)"), "{stderr}");
+
+    // Secrets in the environment never show up in help.
+    let mut help = app.cli("vgl_this_must_not_leak");
+    help.args(["query", "--help"]);
+    let (status, stdout, _) = run_cli(help).await;
+    assert!(status.success());
+    assert!(
+        stdout.contains("VIGIL_TOKEN") && !stdout.contains("this_must_not_leak"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn bench_is_bounded_and_loopback_only() {
+    let app = TestApp::spawn().await;
+    let key = app
+        .create_key("bench", &["events:write", "events:read"])
+        .await;
+
+    let mut bench = app.cli(&key);
+    bench.args([
+        "bench",
+        "--duration",
+        "60s",
+        "--events",
+        "3000",
+        "--connections",
+        "2",
+        "--batch-size",
+        "500",
+        "-o",
+        "json",
+    ]);
+    let (status, stdout, stderr) = run_cli(bench).await;
+    assert!(status.success(), "{stderr}");
+    let report = json_out(&stdout);
+    assert_eq!(report["events"], 3_000);
+    assert_eq!(report["requests"], 6);
+    assert_eq!(report["errors"], json!({}));
+    assert!(
+        report["latency_ms"]["max"].as_f64().unwrap()
+            >= report["latency_ms"]["p50"].as_f64().unwrap()
+    );
+    let reader = Client::new(&app.url, Some(key.clone())).unwrap();
+    assert_eq!(reader.count(&QueryParams::new()).await.unwrap(), 3_000);
+
+    let mut single = app.cli(&key);
+    single.args([
+        "bench",
+        "--mode",
+        "single",
+        "--events",
+        "50",
+        "--connections",
+        "3",
+        "-o",
+        "json",
+    ]);
+    let (status, stdout, stderr) = run_cli(single).await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(json_out(&stdout)["requests"], 50);
+
+    let mut remote = app.cli(&key);
+    remote.args([
+        "bench",
+        "--url",
+        "http://192.0.2.1:7878",
+        "--duration",
+        "1s",
+    ]);
+    let (status, _, stderr) = run_cli(remote).await;
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("--allow-remote"), "{stderr}");
+}
+
+#[tokio::test]
+async fn reindex_rebuilds_a_stopped_directory_and_refuses_a_running_one() {
+    let dir = TestDir::new();
+    let app = TestApp::start(&dir, &["--segment-max-events", "100"])
+        .await
+        .expect("start");
+    let client = app
+        .tenant_client("acme", &["events:write", "events:read"])
+        .await;
+    let events: Vec<Value> = (0..350)
+        .map(|i| json!({"type": "t.x", "details": {"i": i}}))
+        .collect();
+    client.ingest(&events).await.unwrap();
+
+    let mut busy = std::process::Command::new(BIN);
+    busy.args(["reindex", "--data-dir"]).arg(dir.data_dir());
+    let (status, _, stderr) = run_cli(busy).await;
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("in use"), "{stderr}");
+
+    assert!(app.stop().await.success());
+    let mut reindex = std::process::Command::new(BIN);
+    reindex.args(["reindex", "--data-dir"]).arg(dir.data_dir());
+    let (status, stdout, stderr) = run_cli(reindex).await;
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("segment"), "{stdout}");
+
+    let app = TestApp::start(&dir, &[]).await.expect("restart");
+    let key = app.create_key("acme", &["events:read"]).await;
+    let reader = Client::new(&app.url, Some(key)).unwrap();
+    assert_eq!(reader.count(&QueryParams::new()).await.unwrap(), 350);
+    assert_eq!(
+        reader
+            .count(&QueryParams::new().filter("details.i", "349"))
+            .await
+            .unwrap(),
+        1
+    );
+}
