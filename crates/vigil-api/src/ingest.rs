@@ -31,7 +31,9 @@ pub(crate) enum BodyFormat {
 
 impl BodyFormat {
     /// From `Content-Type`: JSON when absent or `application/json`, NDJSON for
-    /// `application/x-ndjson`; anything else is 415.
+    /// `application/x-ndjson`; anything else is 415. `application/x-www-form-urlencoded` is what
+    /// `curl -d` sends when nobody names a type: the body is read as JSON, so the one-line curl
+    /// examples work as written (a real form body is not JSON and fails with `invalid_json`).
     pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
         let Some(value) = headers.get(header::CONTENT_TYPE) else {
             return Ok(Self::Json);
@@ -46,7 +48,7 @@ impl BodyFormat {
             .trim()
             .to_ascii_lowercase();
         match essence.as_str() {
-            "application/json" => Ok(Self::Json),
+            "application/json" | "application/x-www-form-urlencoded" => Ok(Self::Json),
             "application/x-ndjson" | "application/ndjson" => Ok(Self::Ndjson),
             _ => Err(ApiError::UnsupportedMediaType(raw.to_owned())),
         }
@@ -253,6 +255,11 @@ mod tests {
         assert_eq!(
             BodyFormat::from_headers(&headers(Some("Application/X-NDJSON"))).unwrap(),
             BodyFormat::Ndjson
+        );
+        assert_eq!(
+            BodyFormat::from_headers(&headers(Some("application/x-www-form-urlencoded"))).unwrap(),
+            BodyFormat::Json,
+            "curl -d without -H content-type"
         );
         let e = BodyFormat::from_headers(&headers(Some("text/plain"))).unwrap_err();
         assert_eq!(e.code(), "unsupported_media_type");

@@ -322,6 +322,25 @@ async fn other_content_types_are_415() {
     r.assert(415, "unsupported_media_type");
 }
 
+/// `curl -X POST … -d '{…}'` without a content type sends
+/// `application/x-www-form-urlencoded`; the documented one-line examples must work as written.
+#[tokio::test]
+async fn curl_default_content_type_is_read_as_json() {
+    let app = spawn_app().await;
+    let key = app.rw().await;
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/events",
+            Some(&key),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "{\"type\":\"login.failed\",\"severity\":8}",
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.text());
+    assert_eq!(app.count(&key, "").await, 1);
+}
+
 #[tokio::test]
 async fn request_size_limits_are_413() {
     let config = ApiConfig {

@@ -138,8 +138,10 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'stati
 fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     let filter =
         EnvFilter::try_new(filter).with_context(|| format!("invalid log level {filter:?}"))?;
+    // Colour only for a person at a terminal; files and log collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Pretty => builder.try_init(),
