@@ -13,8 +13,6 @@
 //!   still answers exact, range and prefix lookups by binary search; per-doc columns (time, seq, tenant); per-block time bounds; and
 //!   each tenant's last seq and chain hash, so opening the store does not rescan old events.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -27,6 +25,10 @@ use vigil_event::Hash;
 
 use crate::error::{EmbeddedError, Result};
 use crate::record::{self, Record};
+
+/// zstd level of sealed blocks: fast to write (sealing competes with ingest for the CPU), and
+/// blocks of 32 similar events still compress several-fold.
+const ZSTD_LEVEL: i32 = 1;
 
 /// Records per compressed block: small blocks keep point reads cheap.
 pub(crate) const BLOCK_DOCS: u32 = 32;
@@ -197,6 +199,9 @@ pub(crate) fn write_data(
     let mut block = Vec::new();
     let mut in_block = 0u32;
     let mut bounds: Option<(i64, i64)> = None;
+    // One compression context for the whole segment, not one per block.
+    let mut compressor =
+        zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(EmbeddedError::io("compressing", path))?;
     let mut flush = |block: &mut Vec<u8>,
                      n: &mut u32,
                      bounds: &mut Option<(i64, i64)>,
@@ -205,8 +210,9 @@ pub(crate) fn write_data(
         if *n == 0 {
             return Ok(());
         }
-        let compressed =
-            zstd::bulk::compress(block, 3).map_err(EmbeddedError::io("compressing", path))?;
+        let compressed = compressor
+            .compress(block)
+            .map_err(EmbeddedError::io("compressing", path))?;
         table.push((out.len() as u64, compressed.len() as u32, *n));
         out.extend_from_slice(&compressed);
         block_times.push(bounds.take().unwrap_or_default());
@@ -733,32 +739,23 @@ pub(crate) fn merge(dir: &Path, run: &[Arc<Sealed>]) -> Result<Sealed> {
 
     // Terms: a streaming k-way merge of every segment's dictionary and single-doc table.
     let idx_path = idx_path(dir, id);
+    // A run has a handful of segments: a linear scan for the smallest current term beats a heap
+    // and needs no allocation per term.
     let mut cursors: Vec<TermCursor<'_>> = run.iter().map(|s| TermCursor::new(s)).collect();
-    let mut heap: BinaryHeap<Reverse<(Vec<u8>, usize)>> = BinaryHeap::new();
-    for (i, c) in cursors.iter_mut().enumerate() {
-        if let Some(term) = c.advance() {
-            heap.push(Reverse((term, i)));
-        }
+    for c in &mut cursors {
+        c.advance();
     }
     write_index(&tmp_merge_path(&idx_path), &meta, &mut |sink| {
         let mut docs = RoaringBitmap::new();
-        while let Some(Reverse((term, first))) = heap.pop() {
+        let mut term = Vec::new();
+        while let Some(min) = cursors.iter().filter_map(|c| c.term()).min() {
+            term.clear();
+            term.extend_from_slice(min);
             docs.clear();
-            let mut from = vec![first];
-            while heap.peek().is_some_and(|Reverse((t, _))| *t == term) {
-                if let Some(Reverse((_, i))) = heap.pop() {
-                    from.push(i);
-                }
-            }
-            for i in from {
-                let (Some(c), Some(&shift)) = (cursors.get_mut(i), bases.get(i)) else {
-                    continue;
-                };
-                let mut part = RoaringBitmap::new();
-                c.add_current(&mut part);
-                docs.extend(part.iter().map(|d| d + shift));
-                if let Some(next) = c.advance() {
-                    heap.push(Reverse((next, i)));
+            for (c, &shift) in cursors.iter_mut().zip(&bases) {
+                if c.term() == Some(term.as_slice()) {
+                    c.add_current(shift, &mut docs);
+                    c.advance();
                 }
             }
             sink(&term, Docs::Bitmap(&docs))?;
@@ -776,10 +773,12 @@ pub(crate) fn merge(dir: &Path, run: &[Arc<Sealed>]) -> Result<Sealed> {
 struct TermCursor<'a> {
     seg: &'a Sealed,
     stream: fst::map::Stream<'a>,
-    /// Next dictionary entry not yet returned.
-    next_multi: Option<(Vec<u8>, u64)>,
+    /// Next dictionary entry not yet returned (key buffer reused).
+    multi: Vec<u8>,
+    multi_value: Option<u64>,
     next_single: usize,
-    /// What the last `advance` returned: postings offset or single doc.
+    /// The current term (key buffer reused) and where its docs are.
+    term: Vec<u8>,
     current: Option<Current>,
 }
 
@@ -791,43 +790,69 @@ enum Current {
 
 impl<'a> TermCursor<'a> {
     fn new(seg: &'a Sealed) -> Self {
-        let mut stream = seg.fst.stream();
-        let next_multi = stream.next().map(|(k, v)| (k.to_vec(), v));
-        Self {
+        let mut c = Self {
             seg,
-            stream,
-            next_multi,
+            stream: seg.fst.stream(),
+            multi: Vec::new(),
+            multi_value: None,
             next_single: 0,
+            term: Vec::new(),
             current: None,
-        }
+        };
+        c.pull_multi();
+        c
     }
 
-    /// Moves to the next term and returns it.
-    fn advance(&mut self) -> Option<Vec<u8>> {
+    fn pull_multi(&mut self) {
+        self.multi.clear();
+        self.multi_value = self.stream.next().map(|(k, v)| {
+            self.multi.extend_from_slice(k);
+            v
+        });
+    }
+
+    /// The current term; `None` once exhausted.
+    fn term(&self) -> Option<&[u8]> {
+        self.current.map(|_| self.term.as_slice())
+    }
+
+    /// Moves to the next term.
+    fn advance(&mut self) {
         let single = (self.next_single < self.seg.single_count())
             .then(|| self.seg.single_key(self.next_single));
-        let take_single = match (&self.next_multi, single) {
-            (Some((multi, _)), Some(single)) => single < multi.as_slice(),
+        let take_single = match (self.multi_value, single) {
+            (Some(_), Some(single)) => single < self.multi.as_slice(),
             (None, Some(_)) => true,
             (_, None) => false,
         };
+        self.term.clear();
         if take_single {
-            let i = self.next_single;
+            self.term.extend_from_slice(single.unwrap_or_default());
+            self.current = self.seg.single_doc(self.next_single).map(Current::Single);
             self.next_single += 1;
-            self.current = self.seg.single_doc(i).map(Current::Single);
-            return single.map(<[u8]>::to_vec);
+        } else if let Some(offset) = self.multi_value {
+            std::mem::swap(&mut self.term, &mut self.multi);
+            self.current = Some(Current::Postings(offset));
+            self.pull_multi();
+        } else {
+            self.current = None;
         }
-        let (term, offset) = self.next_multi.take()?;
-        self.next_multi = self.stream.next().map(|(k, v)| (k.to_vec(), v));
-        self.current = Some(Current::Postings(offset));
-        Some(term)
     }
 
-    fn add_current(&self, out: &mut RoaringBitmap) {
+    /// Adds the current term's docs, shifted by `shift`, to `out`.
+    fn add_current(&self, shift: u32, out: &mut RoaringBitmap) {
         match self.current {
-            Some(Current::Postings(offset)) => self.seg.add_postings(offset, out),
+            Some(Current::Postings(offset)) => {
+                let mut part = RoaringBitmap::new();
+                self.seg.add_postings(offset, &mut part);
+                if shift == 0 {
+                    *out |= part;
+                } else {
+                    out.extend(part.iter().map(|d| d + shift));
+                }
+            }
             Some(Current::Single(doc)) => {
-                out.insert(doc);
+                out.insert(doc + shift);
             }
             None => {}
         }
