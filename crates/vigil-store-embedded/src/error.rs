@@ -21,6 +21,8 @@ pub enum EmbeddedError {
     Poisoned,
     #[error("store is shutting down")]
     ShuttingDown,
+    #[error("event of {bytes} bytes exceeds the store's record limit of {max} bytes")]
+    TooLarge { bytes: usize, max: usize },
 }
 
 impl EmbeddedError {
@@ -43,9 +45,9 @@ impl From<EmbeddedError> for vigil_store::StoreError {
             EmbeddedError::Poisoned | EmbeddedError::ShuttingDown | EmbeddedError::Locked(_) => {
                 Self::Unavailable(e.to_string())
             }
-            EmbeddedError::Io { .. } | EmbeddedError::Corrupt { .. } => {
-                Self::Internal(e.to_string())
-            }
+            EmbeddedError::Io { .. }
+            | EmbeddedError::Corrupt { .. }
+            | EmbeddedError::TooLarge { .. } => Self::Internal(e.to_string()),
         }
     }
 }

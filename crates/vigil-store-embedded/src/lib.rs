@@ -53,7 +53,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -118,6 +118,22 @@ pub(crate) struct SegmentSet {
     pub memtables: Vec<Arc<RwLock<Memtable>>>,
 }
 
+/// One segment of a snapshot. A memtable is locked only for the duration of one `with` call.
+#[derive(Debug, Clone)]
+pub(crate) enum SegRef {
+    Sealed(Arc<Sealed>),
+    Mem(Arc<RwLock<Memtable>>),
+}
+
+impl SegRef {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&dyn SegmentView) -> T) -> T {
+        match self {
+            Self::Sealed(s) => f(&**s),
+            Self::Mem(m) => f(&*m.read().unwrap_or_else(|e| e.into_inner())),
+        }
+    }
+}
+
 /// State shared by the store handle, the writer and the sealer.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -160,21 +176,15 @@ impl Shared {
         *set = Arc::new(next);
     }
 
-    /// Runs `f` over the segment views of a consistent snapshot.
-    fn with_views<T>(&self, f: impl FnOnce(&[&dyn SegmentView]) -> Result<T>) -> Result<T> {
+    /// Every segment of the current snapshot, oldest first.
+    pub(crate) fn refs(&self) -> Vec<SegRef> {
         let set = self.snapshot();
-        let guards: Vec<_> = set
-            .memtables
+        set.sealed
             .iter()
-            .map(|m| m.read().unwrap_or_else(|e| e.into_inner()))
-            .collect();
-        let mut views: Vec<&dyn SegmentView> = set
-            .sealed
-            .iter()
-            .map(|s| &**s as &dyn SegmentView)
-            .collect();
-        views.extend(guards.iter().map(|g| &**g as &dyn SegmentView));
-        f(&views)
+            .cloned()
+            .map(SegRef::Sealed)
+            .chain(set.memtables.iter().cloned().map(SegRef::Mem))
+            .collect()
     }
 }
 
@@ -239,6 +249,65 @@ fn segment_ids(log_dir: &Path) -> Result<(BTreeSet<u64>, BTreeSet<u64>)> {
     Ok((sealed, wal))
 }
 
+/// Opens a sealed segment, rebuilding its index from the log when it is missing or damaged.
+fn open_sealed(dir: &Path, id: u64) -> Result<Sealed> {
+    match Sealed::open(dir, id) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            tracing::warn!(segment = id, error = %e, "index unusable; rebuilding it from the log");
+            seal::rebuild_index(dir, id)?;
+            Sealed::open(dir, id)
+        }
+    }
+}
+
+/// Replays an unsealed log into a memtable, checking every seq and chain link against (and
+/// advancing) the tenants' state.
+fn replay_wal(
+    path: &Path,
+    id: u64,
+    tenants: &mut HashMap<String, TenantState>,
+) -> Result<(Memtable, wal::Replay)> {
+    let mut mem = Memtable::new(id, path)?;
+    let mut terms: Vec<Vec<u8>> = Vec::with_capacity(32);
+    let replay = wal::replay(path, |offset, len, rec| {
+        let state = tenants.entry(rec.tenant.to_owned()).or_default();
+        if rec.seq != state.last_seq + 1 {
+            return Err(EmbeddedError::corrupt(
+                path,
+                format!(
+                    "tenant {} jumps from seq {} to {}",
+                    rec.tenant, state.last_seq, rec.seq
+                ),
+            ));
+        }
+        let chain = chain_hash(&state.last_chain, &leaf_hash(rec.canonical));
+        if chain != rec.chain {
+            return Err(EmbeddedError::corrupt(
+                path,
+                format!(
+                    "chain hash mismatch at tenant {} seq {}",
+                    rec.tenant, rec.seq
+                ),
+            ));
+        }
+        *state = TenantState {
+            last_seq: rec.seq,
+            last_chain: chain,
+        };
+        terms.clear();
+        if !seal::terms_of_canonical(rec.canonical, |t| terms.push(t.to_vec())) {
+            return Err(EmbeddedError::corrupt(
+                path,
+                format!("seq {}: event is not a JSON object", rec.seq),
+            ));
+        }
+        mem.insert(offset, len, &rec, terms.iter().map(|t| t.as_slice()));
+        Ok(())
+    })?;
+    Ok((mem, replay))
+}
+
 /// The first and last segment id a sealed segment covers.
 type IdRange = (u64, u64);
 
@@ -277,6 +346,7 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(EmbeddedError::io("opening lock file", &path))?;
     match file.try_lock() {
@@ -294,7 +364,12 @@ impl EmbeddedStore {
         let dir = config.data_dir.clone();
         for sub in ["", "log", "index", "meta"] {
             let p = dir.join(sub);
-            fs::create_dir_all(&p).map_err(EmbeddedError::io("creating directory", &p))?;
+            // Events of every tenant live here: readable by the owner only.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&p)
+                .map_err(EmbeddedError::io("creating directory", &p))?;
         }
         let lock = lock_dir(&dir)?;
         let log_dir = dir.join("log");
@@ -302,31 +377,10 @@ impl EmbeddedStore {
         let (sealed_ids, wal_ids) = segment_ids(&log_dir)?;
 
         let (sealed_ids, covered) = drop_superseded(&dir, sealed_ids)?;
-        let mut tenants: HashMap<String, TenantState> = HashMap::new();
-        let mut sealed = Vec::new();
-        for &id in &sealed_ids {
-            let seg = match Sealed::open(&dir, id) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(segment = id, error = %e, "index unusable; rebuilding it from the log");
-                    seal::rebuild_index(&dir, id)?;
-                    Sealed::open(&dir, id)?
-                }
-            };
-            for t in &seg.tenants {
-                let state = tenants.entry(t.name.clone()).or_default();
-                if t.last_seq > state.last_seq {
-                    *state = TenantState {
-                        last_seq: t.last_seq,
-                        last_chain: t.last_chain,
-                    };
-                }
-            }
-            sealed.push(Arc::new(seg));
-        }
-
-        let mut memtables = Vec::new();
-        let mut active_len = 0;
+        // Recover in segment order, sealed and unsealed alike, so each log is checked against
+        // the tenants' state at its own start (a segment whose sealing failed may be older than
+        // sealed ones).
+        let mut order: Vec<(u64, bool)> = sealed_ids.iter().map(|&id| (id, true)).collect();
         for &id in &wal_ids {
             let path = segment::wal_path(&dir, id);
             if covered
@@ -335,51 +389,54 @@ impl EmbeddedStore {
             {
                 // Sealed before the crash; only the removal of its log was lost.
                 fs::remove_file(&path).map_err(EmbeddedError::io("removing sealed log", &path))?;
+            } else {
+                order.push((id, false));
+            }
+        }
+        order.sort_unstable();
+        let newest_wal = order
+            .iter()
+            .rev()
+            .find(|(_, sealed)| !sealed)
+            .map(|&(id, _)| id);
+        let mut tenants: HashMap<String, TenantState> = HashMap::new();
+        let mut sealed = Vec::new();
+        let mut memtables = Vec::new();
+        let mut active_len = 0;
+        for (id, is_sealed) in order {
+            if is_sealed {
+                let seg = open_sealed(&dir, id)?;
+                for t in &seg.tenants {
+                    let state = tenants.entry(t.name.clone()).or_default();
+                    if t.last_seq > state.last_seq {
+                        *state = TenantState {
+                            last_seq: t.last_seq,
+                            last_chain: t.last_chain,
+                        };
+                    }
+                }
+                sealed.push(Arc::new(seg));
                 continue;
             }
-            let mut mem = Memtable::new(id, &path)?;
-            let replay = wal::replay(&path, |offset, len, rec| {
-                let state = tenants.entry(rec.tenant.to_owned()).or_default();
-                let expected = state.last_seq + 1;
-                if rec.seq != expected {
-                    return Err(EmbeddedError::corrupt(
-                        &path,
-                        format!(
-                            "tenant {} jumps from seq {} to {}",
-                            rec.tenant, state.last_seq, rec.seq
-                        ),
-                    ));
-                }
-                let chain = chain_hash(&state.last_chain, &leaf_hash(rec.canonical));
-                if chain != rec.chain {
-                    return Err(EmbeddedError::corrupt(
-                        &path,
-                        format!(
-                            "chain hash mismatch at tenant {} seq {}",
-                            rec.tenant, rec.seq
-                        ),
-                    ));
-                }
-                *state = TenantState {
-                    last_seq: rec.seq,
-                    last_chain: chain,
-                };
-                let mut terms: Vec<Vec<u8>> = Vec::with_capacity(32);
-                if !seal::terms_of_canonical(rec.canonical, |t| terms.push(t.to_vec())) {
-                    return Err(EmbeddedError::corrupt(
-                        &path,
-                        format!("seq {}: event is not a JSON object", rec.seq),
-                    ));
-                }
-                mem.insert(offset, len, &rec, terms.iter().map(|t| t.as_slice()));
-                Ok(())
-            })?;
+            let path = segment::wal_path(&dir, id);
+            let (mem, replay) = replay_wal(&path, id, &mut tenants)?;
             if replay.dropped > 0 {
+                if Some(id) != newest_wal {
+                    // Only the newest log can end in an unfinished group: an older one was
+                    // complete before the next was started.
+                    return Err(EmbeddedError::corrupt(
+                        &path,
+                        format!(
+                            "{} damaged bytes after offset {} in a completed log",
+                            replay.dropped, replay.valid_len
+                        ),
+                    ));
+                }
                 tracing::warn!(
                     path = %path.display(),
                     kept_bytes = replay.valid_len,
                     dropped_bytes = replay.dropped,
-                    "truncating an unacknowledged torn write at the end of the log"
+                    "truncating an unacknowledged, partly written group at the end of the log"
                 );
                 wal::truncate(&path, replay.valid_len)?;
             }
@@ -398,7 +455,13 @@ impl EmbeddedStore {
                 let path = segment::wal_path(&dir, next_id);
                 let m = Arc::new(RwLock::new(Memtable::new(next_id, &path).or_else(
                     |_| {
-                        File::create(&path).map_err(EmbeddedError::io("creating log", &path))?;
+                        fs::OpenOptions::new()
+                            .create(true)
+                            .truncate(false)
+                            .write(true)
+                            .mode(0o600)
+                            .open(&path)
+                            .map_err(EmbeddedError::io("creating log", &path))?;
                         segment::sync_dir(&log_dir)?;
                         Memtable::new(next_id, &path)
                     },
@@ -485,10 +548,10 @@ impl EmbeddedStore {
 
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&[&dyn SegmentView]) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&[SegRef]) -> Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.with_views(f))
+        tokio::task::spawn_blocking(move || f(&shared.refs()))
             .await
             .map_err(|e| StoreError::Internal(format!("query task failed: {e}")))?
             .map_err(StoreError::from)

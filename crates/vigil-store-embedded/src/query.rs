@@ -15,6 +15,7 @@ use vigil_event::{Scalar, Term, TermKind, Timestamp};
 use vigil_query::{CmpOp, Cursor, Expr, Literal, Order, Query, parse_time_bound};
 use vigil_store::{Page, StoredEvent};
 
+use crate::SegRef;
 use crate::error::Result;
 use crate::segment::{OwnedRecord, SegmentView};
 
@@ -353,7 +354,7 @@ type Ranked = ((i64, u64), usize, u32);
 
 /// Runs `query` for `tenant` over `segments` (oldest first).
 pub(crate) fn execute(
-    segments: &[&dyn SegmentView],
+    segments: &[SegRef],
     tenant: &str,
     query: &Query,
     now: Timestamp,
@@ -374,11 +375,14 @@ pub(crate) fn execute(
         Order::Asc => (0..segments.len()).collect(),
     };
     for si in indices {
-        let Some(seg) = segments.get(si).copied() else {
+        let Some(seg) = segments.get(si) else {
             continue;
         };
+        // Each segment is visited under its own short lock, so a long query never holds up the
+        // writer for longer than one segment's scan.
         if heap.len() >= want
-            && let (Some(Reverse((worst, _, _))), Some((lo, hi))) = (heap.peek(), seg.time_range())
+            && let (Some(Reverse((worst, _, _))), Some((lo, hi))) =
+                (heap.peek(), seg.with(|v| v.time_range()))
         {
             // Best possible key in this segment vs the worst kept.
             let best = match order {
@@ -389,18 +393,20 @@ pub(crate) fn execute(
                 continue;
             }
         }
-        for_each_match(seg, &query.filter, scope, |doc, time, seq| {
-            let key = order_key(order, time, seq);
-            if heap.len() < want {
-                heap.push(Reverse((key, si, doc)));
-            } else if heap
-                .peek()
-                .is_some_and(|Reverse((worst, _, _))| key > *worst)
-            {
-                heap.pop();
-                heap.push(Reverse((key, si, doc)));
-            }
-            true
+        seg.with(|v| {
+            for_each_match(v, &query.filter, scope, |doc, time, seq| {
+                let key = order_key(order, time, seq);
+                if heap.len() < want {
+                    heap.push(Reverse((key, si, doc)));
+                } else if heap
+                    .peek()
+                    .is_some_and(|Reverse((worst, _, _))| key > *worst)
+                {
+                    heap.pop();
+                    heap.push(Reverse((key, si, doc)));
+                }
+                true
+            })
         })?;
     }
     let mut best: Vec<Ranked> = heap.into_iter().map(|Reverse(x)| x).collect();
@@ -410,7 +416,7 @@ pub(crate) fn execute(
     let mut events = Vec::with_capacity(best.len());
     for (_, si, doc) in &best {
         if let Some(seg) = segments.get(*si) {
-            events.push(to_stored(seg.read(*doc)?));
+            events.push(to_stored(seg.with(|v| v.read(*doc))?));
         }
     }
     let next_cursor = if more {
@@ -430,7 +436,7 @@ pub(crate) fn execute(
 
 /// Counts the matches of `filter` for `tenant` with `from <= time < to`.
 pub(crate) fn count(
-    segments: &[&dyn SegmentView],
+    segments: &[SegRef],
     tenant: &str,
     filter: &Expr,
     from: Option<Timestamp>,
@@ -438,46 +444,52 @@ pub(crate) fn count(
     now: Timestamp,
 ) -> Result<u64> {
     let mut n = 0u64;
+    let scope = Scope {
+        tenant,
+        from,
+        to,
+        cursor: None,
+        now,
+    };
     for seg in segments {
-        for_each_match(
-            *seg,
-            filter,
-            Scope {
-                tenant,
-                from,
-                to,
-                cursor: None,
-                now,
-            },
-            |_, _, _| {
+        seg.with(|v| {
+            for_each_match(v, filter, scope, |_, _, _| {
                 n += 1;
                 true
-            },
-        )?;
+            })
+        })?;
     }
     Ok(n)
 }
 
 /// The newest record of `tenant` with this id, if any.
-pub(crate) fn find_id(
-    segments: &[&dyn SegmentView],
-    tenant: &str,
-    id: &str,
-) -> Result<Option<OwnedRecord>> {
+pub(crate) fn find_id(segments: &[SegRef], tenant: &str, id: &str) -> Result<Option<OwnedRecord>> {
     let mut term = Vec::new();
     Term::encode_into("id", Scalar::String(id), &mut term);
     for seg in segments.iter().rev() {
-        let Some(ordinal) = seg.tenant_ordinal_of(tenant) else {
-            continue;
-        };
-        let mut docs = RoaringBitmap::new();
-        seg.lookup(&term, &mut docs);
-        for doc in &docs {
-            if seg.doc(doc).is_some_and(|d| d.tenant == ordinal) {
-                let rec = seg.read(doc)?;
-                if rec.id == id {
-                    return Ok(Some(rec));
-                }
+        if let Some(found) = seg.with(|v| find_id_in(v, tenant, id, &term))? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+fn find_id_in(
+    seg: &dyn SegmentView,
+    tenant: &str,
+    id: &str,
+    term: &[u8],
+) -> Result<Option<OwnedRecord>> {
+    let Some(ordinal) = seg.tenant_ordinal_of(tenant) else {
+        return Ok(None);
+    };
+    let mut docs = RoaringBitmap::new();
+    seg.lookup(term, &mut docs);
+    for doc in &docs {
+        if seg.doc(doc).is_some_and(|d| d.tenant == ordinal) {
+            let rec = seg.read(doc)?;
+            if rec.id == id {
+                return Ok(Some(rec));
             }
         }
     }

@@ -6,12 +6,18 @@
 //!         | chain: [u8; 32] | digest: [u8; 32] | id_len: u8 | id | canonical JSON (rest)
 //! ```
 //! The fixed fields duplicate what the canonical JSON says so recovery, dedupe and sealing can
-//! work without parsing JSON; `verify` checks the two agree.
+//! work without parsing JSON.
+//!
+//! In a write-ahead file every commit group ends with a **commit marker**, a record whose payload
+//! is `version: u8 (2) | records: u32 LE`. Replay applies only groups closed by their marker, so
+//! a group whose write or fsync did not complete — never acknowledged — leaves no event behind,
+//! even when some of its pages reached the disk.
 
 use vigil_event::Hash;
 
 pub(crate) const HEADER_LEN: usize = 8;
 const VERSION: u8 = 1;
+const COMMIT_VERSION: u8 = 2;
 /// Largest payload accepted when reading: anything longer is a torn or corrupt length.
 pub(crate) const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
 
@@ -48,6 +54,49 @@ pub(crate) fn encode(r: &Record<'_>, out: &mut Vec<u8>) {
     if let Some(slot) = out.get_mut(start + 4..start + 8) {
         slot.copy_from_slice(&crc.to_le_bytes());
     }
+}
+
+/// Appends a commit marker closing a group of `records` records.
+pub(crate) fn encode_commit(records: u32, out: &mut Vec<u8>) {
+    let mut payload = [0u8; 5];
+    payload[0] = COMMIT_VERSION;
+    payload[1..].copy_from_slice(&records.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+}
+
+/// One entry of a write-ahead file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry<'a> {
+    Event(Record<'a>),
+    /// Closes the group of the preceding `records` events.
+    Commit {
+        records: u32,
+    },
+}
+
+/// Decodes the entry at the start of `buf`; returns it and its encoded length.
+pub(crate) fn decode_entry(buf: &[u8]) -> Result<(Entry<'_>, usize), DecodeError> {
+    let header = buf.get(..HEADER_LEN).ok_or(DecodeError::Truncated)?;
+    let len = u32_at(header, 0) as usize;
+    if len == 5 {
+        let payload = buf
+            .get(HEADER_LEN..HEADER_LEN + len)
+            .ok_or(DecodeError::Truncated)?;
+        if payload.first() == Some(&COMMIT_VERSION) {
+            if crc32fast::hash(payload) != u32_at(header, 4) {
+                return Err(DecodeError::Corrupt("commit marker checksum mismatch"));
+            }
+            return Ok((
+                Entry::Commit {
+                    records: u32_at(payload, 1),
+                },
+                HEADER_LEN + len,
+            ));
+        }
+    }
+    decode(buf).map(|(r, n)| (Entry::Event(r), n))
 }
 
 /// Why bytes are not a record.
@@ -182,6 +231,22 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn commit_markers_round_trip_and_are_not_events() {
+        let mut buf = Vec::new();
+        encode(&sample(), &mut buf);
+        let first = buf.len();
+        encode_commit(1, &mut buf);
+        assert_eq!(decode_entry(&buf).unwrap().0, Entry::Event(sample()));
+        let (entry, n) = decode_entry(&buf[first..]).unwrap();
+        assert_eq!(entry, Entry::Commit { records: 1 });
+        assert_eq!(first + n, buf.len());
+        assert!(
+            decode(&buf[first..]).is_err(),
+            "a marker is not an event record"
+        );
     }
 
     #[test]

@@ -16,12 +16,26 @@ use crate::memtable::Memtable;
 use crate::record::Record;
 use crate::segment::{self, DocRef, Docs, IndexMeta, Sealed, SegmentView, TenantTail};
 
+/// Seals memtables strictly in order (a failed seal is retried, with back-off, before any newer
+/// segment is sealed: the log's segments never go sealed out of order), and merges after each.
 pub(crate) fn run(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<Arc<RwLock<Memtable>>>) {
+    let stopping = || shared.stopping.load(std::sync::atomic::Ordering::SeqCst);
     while let Ok(mem) = rx.recv() {
-        seal_one(&shared, mem);
+        let mut backoff = std::time::Duration::from_millis(500);
+        while !seal_one(&shared, &mem) {
+            if stopping() {
+                return;
+            }
+            // Sleep in short steps so shutdown is not held up by the back-off.
+            let until = std::time::Instant::now() + backoff;
+            while std::time::Instant::now() < until && !stopping() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+        }
         // Merge until nothing is due (each step is bounded by the merge size limit).
         loop {
-            if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) || !merge_once(&shared) {
+            if stopping() || !merge_once(&shared) {
                 break;
             }
         }
@@ -83,30 +97,30 @@ pub(crate) fn remove_segment_files(dir: &Path, id: u64) {
     }
 }
 
-fn seal_one(shared: &Shared, mem: Arc<RwLock<Memtable>>) {
-    {
-        let id = mem.read().unwrap_or_else(|e| e.into_inner()).id;
-        let started = std::time::Instant::now();
-        match seal(&shared.dir, &mem) {
-            Ok(sealed) => {
-                let docs = sealed.doc_count();
-                shared.replace_memtable(id, Arc::new(sealed));
-                let wal = segment::wal_path(&shared.dir, id);
-                if let Err(e) = std::fs::remove_file(&wal) {
-                    tracing::warn!(error = %e, path = %wal.display(), "could not remove sealed log file");
-                }
-                tracing::info!(
-                    segment = id,
-                    docs,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "segment sealed"
-                );
+/// Seals one memtable and swaps the result in. False when sealing failed: the memtable stays
+/// queryable and its `.wal` stays on disk, so nothing is lost; the caller retries.
+fn seal_one(shared: &Shared, mem: &Arc<RwLock<Memtable>>) -> bool {
+    let id = mem.read().unwrap_or_else(|e| e.into_inner()).id;
+    let started = std::time::Instant::now();
+    match seal(&shared.dir, mem) {
+        Ok(sealed) => {
+            let docs = sealed.doc_count();
+            shared.replace_memtable(id, Arc::new(sealed));
+            let wal = segment::wal_path(&shared.dir, id);
+            if let Err(e) = std::fs::remove_file(&wal) {
+                tracing::warn!(error = %e, path = %wal.display(), "could not remove sealed log file");
             }
-            Err(e) => {
-                // The memtable stays queryable and its .wal stays on disk: nothing is lost; the
-                // next start retries sealing it.
-                tracing::error!(error = %e, segment = id, "sealing failed");
-            }
+            tracing::info!(
+                segment = id,
+                docs,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "segment sealed"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, segment = id, "sealing failed; retrying");
+            false
         }
     }
 }

@@ -15,6 +15,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -164,7 +165,13 @@ fn write_atomic(
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<()> {
     let tmp = tmp_path(p);
-    let file = File::create(&tmp).map_err(EmbeddedError::io("creating", &tmp))?;
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(EmbeddedError::io("creating", &tmp))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     write(&mut w).map_err(EmbeddedError::io("writing", &tmp))?;
     let file = w

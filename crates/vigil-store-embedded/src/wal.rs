@@ -2,11 +2,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{EmbeddedError, Result};
-use crate::record::{self, DecodeError, Record};
+use crate::record::{self, DecodeError, Entry, Record};
 
 /// Appends records to one `.wal` file. Owned by the writer thread.
 #[derive(Debug)]
@@ -15,6 +15,8 @@ pub(crate) struct WalWriter {
     path: PathBuf,
     /// Bytes known to be in the file (and, after `sync`, durable).
     len: u64,
+    /// Bytes made durable by the last successful `sync`.
+    synced: u64,
 }
 
 impl WalWriter {
@@ -23,12 +25,14 @@ impl WalWriter {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .map_err(EmbeddedError::io("opening log", path))?;
         Ok(Self {
             file,
             path: path.to_owned(),
             len,
+            synced: len,
         })
     }
 
@@ -47,11 +51,25 @@ impl WalWriter {
         Ok(at)
     }
 
+    /// After a failed append or sync: cuts the file back to the last synced length.
+    pub(crate) fn rollback(&mut self) {
+        if let Err(e) = self
+            .file
+            .set_len(self.synced)
+            .and_then(|()| self.file.sync_all())
+        {
+            tracing::warn!(error = %e, path = %self.path.display(), "could not cut back an unacknowledged write");
+        }
+        self.len = self.synced;
+    }
+
     /// fdatasync: everything appended so far is on disk when this returns Ok.
-    pub(crate) fn sync(&self) -> Result<()> {
+    pub(crate) fn sync(&mut self) -> Result<()> {
         self.file
             .sync_data()
-            .map_err(EmbeddedError::io("syncing log", &self.path))
+            .map_err(EmbeddedError::io("syncing log", &self.path))?;
+        self.synced = self.len;
+        Ok(())
     }
 }
 
@@ -84,33 +102,79 @@ impl WalReader {
 /// What replaying a log file found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Replay {
-    /// Length of the valid prefix: every record before it decoded and checked.
+    /// Length of the committed prefix: every group in it ends with its commit marker.
     pub valid_len: u64,
-    /// Bytes after `valid_len` (a torn or corrupt tail).
+    /// Bytes after `valid_len`: a group whose write never completed (never acknowledged).
     pub dropped: u64,
 }
 
-/// Calls `f(offset, len, record)` for every valid record from the start of `path`. Stops at the
-/// first truncated or corrupt record: what follows is the tail of a write that was never
-/// acknowledged (acknowledgement waits for the fsync that covers the whole group).
+/// Calls `f(offset, len, record)` for every record of every committed group of `path`, in
+/// order. Replay ends at the first truncated or damaged entry, or at the end of the file; what
+/// follows the last commit marker is an unacknowledged group and is left to the caller to cut.
+/// A damaged entry followed by a later commit marker means acknowledged events were damaged:
+/// that is corruption, never silently cut.
 pub(crate) fn replay(
     path: &Path,
     mut f: impl FnMut(u64, u32, Record<'_>) -> Result<()>,
 ) -> Result<Replay> {
     let bytes = std::fs::read(path).map_err(EmbeddedError::io("reading log", path))?;
     let mut pos = 0usize;
+    let mut committed = 0usize;
+    let mut group: Vec<(usize, usize)> = Vec::new();
     while let Some(rest) = bytes.get(pos..).filter(|r| !r.is_empty()) {
-        match record::decode(rest) {
-            Ok((rec, n)) => {
-                f(pos as u64, n as u32, rec)?;
+        match record::decode_entry(rest) {
+            Ok((Entry::Event(_), n)) => {
+                group.push((pos, n));
                 pos += n;
             }
-            Err(DecodeError::Truncated | DecodeError::Corrupt(_)) => break,
+            Ok((Entry::Commit { records }, n)) => {
+                if records as usize != group.len() {
+                    return Err(EmbeddedError::corrupt(
+                        path,
+                        format!(
+                            "commit marker at offset {pos} closes {records} records, found {}",
+                            group.len()
+                        ),
+                    ));
+                }
+                for &(at, len) in &group {
+                    if let Some(Ok((rec, _))) = bytes.get(at..at + len).map(record::decode) {
+                        f(at as u64, len as u32, rec)?;
+                    }
+                }
+                group.clear();
+                pos += n;
+                committed = pos;
+            }
+            Err(DecodeError::Truncated | DecodeError::Corrupt(_)) => {
+                if let Some(later) = later_commit(&bytes, pos + 1) {
+                    return Err(EmbeddedError::corrupt(
+                        path,
+                        format!(
+                            "damaged record at offset {pos} precedes acknowledged events (commit at offset {later})"
+                        ),
+                    ));
+                }
+                break;
+            }
         }
     }
     Ok(Replay {
-        valid_len: pos as u64,
-        dropped: (bytes.len() - pos) as u64,
+        valid_len: committed as u64,
+        dropped: (bytes.len() - committed) as u64,
+    })
+}
+
+/// The offset of a valid commit marker at or after `from` that is followed by more valid
+/// entries, if any (a slow scan, run only when replay met damage). The writer starts a group only
+/// after the previous one's fsync, so a group followed by another was acknowledged; only the very
+/// last group of the file can be an unacknowledged, partly written one.
+fn later_commit(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len()).find(|&at| match bytes.get(at..).map(record::decode_entry) {
+        Some(Ok((Entry::Commit { .. }, n))) => {
+            matches!(bytes.get(at + n..).map(record::decode_entry), Some(Ok(_)))
+        }
+        _ => false,
     })
 }
 

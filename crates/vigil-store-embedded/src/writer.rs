@@ -20,7 +20,7 @@ use vigil_store::{Appended, Conflict, StoreError};
 use crate::error::{EmbeddedError, Result};
 use crate::memtable::Memtable;
 use crate::record::{self, Record};
-use crate::segment::{self, SegmentView};
+use crate::segment;
 use crate::wal::WalWriter;
 use crate::{Shared, TenantState};
 
@@ -53,6 +53,9 @@ pub(crate) struct Writer {
 /// `(tenant, id)` → something, hashed fast (the keys are authenticated clients' ids; foldhash is
 /// randomly seeded, so they cannot aim for collisions).
 type IdMap<'a, V> = HashMap<(&'a str, &'a str), V, foldhash::fast::RandomState>;
+
+/// Record bytes besides the canonical JSON: version, tenant, seq, time, hashes, id.
+const RECORD_OVERHEAD: usize = 1 + 1 + 255 + 8 + 8 + 32 + 32 + 1 + 255;
 
 /// Where one new event sits in the group's buffer.
 struct Pending {
@@ -132,18 +135,7 @@ impl Writer {
         let mut fresh: IdMap<'_, (u64, Hash)> = IdMap::default();
         let mut canonical = Vec::with_capacity(4096);
         // Durable events, for the id checks. Released before the memtable is written to.
-        let set = self.shared.snapshot();
-        let guards: Vec<_> = set
-            .memtables
-            .iter()
-            .map(|m| m.read().unwrap_or_else(|e| e.into_inner()))
-            .collect();
-        let mut views: Vec<&dyn SegmentView> = set
-            .sealed
-            .iter()
-            .map(|s| &**s as &dyn SegmentView)
-            .collect();
-        views.extend(guards.iter().map(|g| &**g as &dyn SegmentView));
+        let views = self.shared.refs();
 
         for (ri, (events, _)) in group.iter().enumerate() {
             // Phase 1: decide duplicate / conflict / new without changing any state.
@@ -152,6 +144,13 @@ impl Writer {
             let mut local: IdMap<'_, (usize, Hash)> = IdMap::default();
             let mut failed = None;
             for (i, ev) in events.iter().enumerate() {
+                if ev.canonical_len_hint() + RECORD_OVERHEAD > record::MAX_PAYLOAD {
+                    failed = Some(EmbeddedError::TooLarge {
+                        bytes: ev.canonical_len_hint(),
+                        max: record::MAX_PAYLOAD - RECORD_OVERHEAD,
+                    });
+                    break;
+                }
                 let key = (ev.tenant.as_str(), ev.id.as_str());
                 let prior = if let Some(&(seq, digest)) = fresh.get(&key) {
                     Some((Some(seq), digest))
@@ -249,8 +248,8 @@ impl Writer {
         }
 
         drop(views);
-        drop(guards);
         if !pending.is_empty() {
+            record::encode_commit(pending.len() as u32, buf);
             let write = self.wal.append(buf).and_then(|base| {
                 let t = Instant::now();
                 self.wal.sync()?;
@@ -260,6 +259,9 @@ impl Writer {
             let base = match write {
                 Ok(base) => base,
                 Err(e) => {
+                    // Cut what reached the file (best effort): recovery would drop this
+                    // uncommitted group anyway, but a clean file is easier to reason about.
+                    self.wal.rollback();
                     tracing::error!(error = %e, path = %self.wal.path().display(), "log write failed; writer poisoned");
                     self.shared.poisoned.store(true, Ordering::SeqCst);
                     for (_, reply) in group {
