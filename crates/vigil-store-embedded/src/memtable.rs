@@ -15,7 +15,7 @@ use roaring::RoaringBitmap;
 
 use crate::error::{EmbeddedError, Result};
 use crate::record::{self, Record};
-use crate::segment::{DocRef, OwnedRecord, SegmentView, path_of};
+use crate::segment::{BLOCK_DOCS, DocRef, OwnedRecord, SegmentView, TimeBlock, path_of};
 use crate::wal::WalReader;
 
 /// Where a document's record lives in the log, and the fields queries sort and filter by.
@@ -74,6 +74,8 @@ pub(crate) struct Memtable {
     by_path: HashMap<Box<[u8]>, Vec<u32>>,
     tenants: Vec<String>,
     time_range: Option<(i64, i64)>,
+    /// Time bounds of every run of `BLOCK_DOCS` docs, as sealed segments keep them.
+    blocks: Vec<TimeBlock>,
 }
 
 impl Memtable {
@@ -89,6 +91,7 @@ impl Memtable {
             by_path: HashMap::new(),
             tenants: Vec::new(),
             time_range: None,
+            blocks: Vec::new(),
         })
     }
 
@@ -123,6 +126,19 @@ impl Memtable {
             seq: rec.seq,
             time: rec.time,
         });
+        match self.blocks.last_mut() {
+            Some(b) if b.end - b.start < BLOCK_DOCS => {
+                b.end = doc + 1;
+                b.min = b.min.min(rec.time);
+                b.max = b.max.max(rec.time);
+            }
+            _ => self.blocks.push(TimeBlock {
+                start: doc,
+                end: doc + 1,
+                min: rec.time,
+                max: rec.time,
+            }),
+        }
         self.time_range = Some(match self.time_range {
             None => (rec.time, rec.time),
             Some((lo, hi)) => (lo.min(rec.time), hi.max(rec.time)),
@@ -234,6 +250,10 @@ impl SegmentView for Memtable {
                 p.add_to(out);
             }
         }
+    }
+
+    fn time_blocks(&self) -> Option<&[TimeBlock]> {
+        Some(&self.blocks)
     }
 
     fn doc(&self, doc: u32) -> Option<DocRef> {

@@ -7,6 +7,7 @@
 //! bounded heap, so whole segments whose time bounds cannot beat the current worst are skipped.
 //! Only the winners are read from the log.
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -17,7 +18,7 @@ use vigil_store::{Page, StoredEvent};
 
 use crate::SegRef;
 use crate::error::Result;
-use crate::segment::{OwnedRecord, SegmentView};
+use crate::segment::{OwnedRecord, SegmentView, TimeBlock};
 
 /// A doc set and whether every member surely matches (false: confirm against the event).
 #[derive(Debug)]
@@ -288,6 +289,10 @@ struct Scope<'a> {
     to: Option<Timestamp>,
     cursor: Option<&'a Cursor>,
     now: Timestamp,
+    order: Order,
+    /// The worst order key a top-k query still keeps, once it holds k: blocks that cannot beat
+    /// it are skipped whole. `None` for counts, or until k are found.
+    floor: Option<&'a Cell<Option<(i64, u64)>>>,
 }
 
 /// The docs in a segment passing the filter and the scope, each with its time and seq. Calls
@@ -309,8 +314,10 @@ fn for_each_match(
         return Ok(());
     }
     let c = candidates(seg, filter, scope.now);
-    for doc in &c.docs {
-        let Some(d) = seg.doc(doc) else { continue };
+    let mut visit = |doc: u32| -> Result<bool> {
+        let Some(d) = seg.doc(doc) else {
+            return Ok(true);
+        };
         if d.tenant != ordinal
             || scope.from.is_some_and(|f| d.time < f.as_nanos())
             || scope.to.is_some_and(|t| d.time >= t.as_nanos())
@@ -318,16 +325,52 @@ fn for_each_match(
                 .cursor
                 .is_some_and(|c| !c.admits(Timestamp::from_nanos(d.time), d.seq))
         {
-            continue;
+            return Ok(true);
         }
         if !c.exact && !confirm(seg, doc, filter, scope.now)? {
-            continue;
+            return Ok(true);
         }
-        if !f(doc, d.time, d.seq) {
-            break;
+        Ok(f(doc, d.time, d.seq))
+    };
+    let (Some(blocks), Some(floor)) = (seg.time_blocks(), scope.floor) else {
+        for doc in &c.docs {
+            if !visit(doc)? {
+                break;
+            }
         }
-    }
-    Ok(())
+        return Ok(());
+    };
+    // Top-k: walk blocks in the query's order (newest first for desc) and skip every block
+    // whose time bounds cannot beat the worst event kept so far.
+    let desc = scope.order == Order::Desc;
+    let mut ordered: Box<dyn Iterator<Item = &TimeBlock>> = if desc {
+        Box::new(blocks.iter().rev())
+    } else {
+        Box::new(blocks.iter())
+    };
+    ordered.try_for_each(|b| -> Result<()> {
+        if let Some(worst) = floor.get() {
+            let best = if desc {
+                order_key(scope.order, b.max, u64::MAX)
+            } else {
+                order_key(scope.order, b.min, 0)
+            };
+            if best < worst {
+                return Ok(());
+            }
+        }
+        let range = c.docs.range(b.start..b.end);
+        if desc {
+            for doc in range.rev() {
+                visit(doc)?;
+            }
+        } else {
+            for doc in range {
+                visit(doc)?;
+            }
+        }
+        Ok(())
+    })
 }
 
 fn confirm(seg: &dyn SegmentView, doc: u32, filter: &Expr, now: Timestamp) -> Result<bool> {
@@ -362,12 +405,15 @@ pub(crate) fn execute(
     let want = query.limit.saturating_add(1);
     // Min-heap of the best `want` events so far: the root is the worst kept.
     let mut heap: BinaryHeap<Reverse<Ranked>> = BinaryHeap::with_capacity(want);
+    let floor = Cell::new(None);
     let scope = Scope {
         tenant,
         from: query.from,
         to: query.to,
         cursor: query.cursor.as_ref(),
         now,
+        order: query.order,
+        floor: Some(&floor),
     };
     let order = query.order;
     let indices: Vec<usize> = match order {
@@ -450,6 +496,8 @@ pub(crate) fn count(
         to,
         cursor: None,
         now,
+        order: Order::Desc,
+        floor: None,
     };
     for seg in segments {
         seg.with(|v| {
