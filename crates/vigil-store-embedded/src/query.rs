@@ -332,7 +332,9 @@ fn for_each_match(
         }
         Ok(f(doc, d.time, d.seq))
     };
-    let (Some(blocks), Some(floor)) = (seg.time_blocks(), scope.floor) else {
+    // Block pruning pays when candidates are dense; a sparse set is cheaper to walk directly.
+    let dense = |blocks: &[TimeBlock]| c.docs.len() > 4 * blocks.len() as u64;
+    let (Some(blocks), Some(floor)) = (seg.time_blocks().filter(|b| dense(b)), scope.floor) else {
         for doc in &c.docs {
             if !visit(doc)? {
                 break;
