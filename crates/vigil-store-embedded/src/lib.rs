@@ -663,22 +663,7 @@ impl Store for EmbeddedStore {
 
 /// Writes a file readable only by its owner, atomically (temp file, fsync, rename, fsync dir).
 fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(EmbeddedError::io("creating", &tmp))?;
-    f.write_all(bytes)
-        .map_err(EmbeddedError::io("writing", &tmp))?;
-    f.sync_all().map_err(EmbeddedError::io("syncing", &tmp))?;
-    fs::rename(&tmp, path).map_err(EmbeddedError::io("renaming", path))?;
-    if let Some(parent) = path.parent() {
-        segment::sync_dir(parent)?;
-    }
-    Ok(())
+    segment::write_atomic(path, |w| w.write_all(bytes))
 }
 
 /// Rebuilds every derived index file from the log of a data directory no process has open.

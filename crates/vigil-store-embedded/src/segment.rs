@@ -160,7 +160,7 @@ fn tmp_path(p: &Path) -> PathBuf {
 }
 
 /// Writes `p` through a temporary file: complete and fsynced, or absent.
-fn write_atomic(
+pub(crate) fn write_atomic(
     p: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<()> {
