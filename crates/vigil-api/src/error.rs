@@ -52,8 +52,10 @@ pub enum ApiError {
     InvalidBody(String),
     #[error("unsupported content type {0:?}: send application/json or application/x-ndjson")]
     UnsupportedMediaType(String),
+    /// The body exceeds `limit`. `unread`: part of it was left unread (past the bound on what
+    /// is read and discarded), so the connection closes after the answer.
     #[error("request body is larger than {limit} bytes")]
-    BodyTooLarge { limit: usize },
+    BodyTooLarge { limit: usize, unread: bool },
     #[error("batch holds more than {limit} events")]
     BatchTooLarge { limit: usize },
     #[error("batch holds no events")]
@@ -79,6 +81,10 @@ pub enum ApiError {
     InvalidType(String),
     #[error("invalid schema: {0}")]
     InvalidSchema(String),
+    #[error("schema document is larger than {limit} bytes")]
+    SchemaTooLarge { limit: usize },
+    #[error("the tenant already has {limit} schemas, the most allowed")]
+    TooManySchemas { limit: usize },
     #[error("{0}")]
     NotFound(String),
     #[error("no route for {method} {path}")]
@@ -94,6 +100,9 @@ pub enum ApiError {
     Store(StoreError),
     #[error("request took longer than {}s", .0.as_secs_f64())]
     Timeout(Duration),
+    /// The ingest budget (bytes of request bodies in flight) stayed full; nothing was read.
+    #[error("the server is handling too much ingest at once, retry later")]
+    Overloaded,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -123,12 +132,15 @@ impl ApiError {
             Self::InvalidId(_) => "invalid_id",
             Self::InvalidType(_) => "invalid_type",
             Self::InvalidSchema(_) => "invalid_schema",
+            Self::SchemaTooLarge { .. } => "schema_too_large",
+            Self::TooManySchemas { .. } => "too_many_schemas",
             Self::NotFound(_) | Self::RouteNotFound { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::NotImplemented(_) => "not_implemented",
             Self::Auth(e) => e.code(),
             Self::Store(e) => e.code(),
             Self::Timeout(_) => "timeout",
+            Self::Overloaded => "overloaded",
             Self::Internal(_) => "internal",
         }
     }
@@ -145,12 +157,14 @@ impl ApiError {
             Self::RouteNotFound { .. } | Self::NotFound(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::IdConflict(_) => 409,
-            Self::BodyTooLarge { .. } | Self::BatchTooLarge { .. } => 413,
+            Self::BodyTooLarge { .. }
+            | Self::BatchTooLarge { .. }
+            | Self::SchemaTooLarge { .. } => 413,
             Self::UnsupportedMediaType(_) => 415,
-            Self::InvalidSchema(_) => 422,
+            Self::InvalidSchema(_) | Self::TooManySchemas { .. } => 422,
             Self::InvalidEvents { status, .. } => *status,
             Self::Auth(e) => e.http_status(),
-            Self::Store(StoreError::Unavailable(_)) | Self::Timeout(_) => 503,
+            Self::Store(StoreError::Unavailable(_)) | Self::Timeout(_) | Self::Overloaded => 503,
             Self::Store(_) | Self::Internal(_) => 500,
             Self::NotImplemented(_) => 501,
         };
@@ -180,9 +194,10 @@ impl ApiError {
     fn details(&self) -> Option<Value> {
         match self {
             Self::InvalidJson { position, .. } => Some(json!(position)),
-            Self::BodyTooLarge { limit } | Self::BatchTooLarge { limit } => {
-                Some(json!({ "limit": limit }))
-            }
+            Self::BodyTooLarge { limit, .. }
+            | Self::BatchTooLarge { limit }
+            | Self::SchemaTooLarge { limit }
+            | Self::TooManySchemas { limit } => Some(json!({ "limit": limit })),
             Self::InvalidEvents { errors, .. } => Some(json!(errors)),
             Self::IdConflict(conflicts) => Some(Value::Array(
                 conflicts
@@ -204,7 +219,7 @@ impl ApiError {
             | Self::Auth(AuthError::Store(StoreError::Unavailable(_))) => {
                 "the store is unavailable, retry later".to_owned()
             }
-            Self::Timeout(_) | Self::NotImplemented(_) => self.to_string(),
+            Self::Timeout(_) | Self::Overloaded | Self::NotImplemented(_) => self.to_string(),
             _ => "internal server error".to_owned(),
         }
     }
@@ -231,7 +246,10 @@ pub struct ErrorObject {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() && !matches!(self, Self::NotImplemented(_)) {
+        if matches!(self, Self::Overloaded | Self::Timeout(_)) {
+            // Load, not a fault: one line per request would flood the log when it peaks.
+            tracing::warn!(code = self.code(), "request refused");
+        } else if status.is_server_error() && !matches!(self, Self::NotImplemented(_)) {
             tracing::error!(code = self.code(), error = %ErrorChain(&self), "request failed");
         } else if matches!(self, Self::InvalidBody(_)) {
             // Deserialisation messages can quote request values (a password sent as a number).
@@ -257,8 +275,12 @@ impl IntoResponse for ApiError {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             Self::Store(StoreError::Unavailable(_))
-            | Self::Auth(AuthError::Store(StoreError::Unavailable(_))) => {
+            | Self::Auth(AuthError::Store(StoreError::Unavailable(_)))
+            | Self::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::BodyTooLarge { unread: true, .. } => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

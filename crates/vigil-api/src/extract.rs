@@ -5,7 +5,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri, header};
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use vigil_auth::{AuthError, Principal};
 
@@ -52,28 +52,69 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError
     Ok(Some(credential))
 }
 
-/// Reads a whole body, refusing (413) one longer than `limit` bytes without buffering more.
-pub(crate) async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    let declared = headers
+/// Most bytes of an oversized body read and discarded before answering 413, however large the
+/// body limit.
+const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
+
+/// The body length the client declared in `Content-Length`, if any.
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(ApiError::BodyTooLarge { limit });
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Reads a whole body, refusing (413) one longer than `limit` bytes without buffering more.
+///
+/// An oversized body is still read and discarded, up to twice the limit (at most 64 MiB) in
+/// all, before the 413 goes out: a client that is still sending would otherwise see its
+/// connection reset and never read the answer. A body longer than that is left unread and the
+/// answer says `Connection: close`.
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let drain_bound = limit.saturating_mul(2).min(MAX_DRAIN_BYTES).max(limit);
+    let declared = declared_length(headers);
+    if let Some(len) = declared.filter(|len| *len > limit as u64) {
+        let unread = len > drain_bound as u64 || !drain(&mut body, drain_bound).await;
+        return Err(ApiError::BodyTooLarge { limit, unread });
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::BodyTooLarge { limit })
+    let capacity = declared.map_or(0, |len| usize::try_from(len).unwrap_or(limit).min(limit));
+    let mut out = Vec::with_capacity(capacity);
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::InvalidBody(format!("could not read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let seen = out.len().saturating_add(data.len());
+        if seen > limit {
+            drop(out);
+            let unread = !drain(&mut body, drain_bound.saturating_sub(seen)).await;
+            return Err(ApiError::BodyTooLarge { limit, unread });
         }
-        Err(e) => Err(ApiError::InvalidBody(format!(
-            "could not read the request body: {e}"
-        ))),
+        out.extend_from_slice(&data);
     }
+    Ok(Bytes::from(out))
+}
+
+/// Reads and discards the rest of `body`: `true` when it ended within `bound` more bytes.
+async fn drain(body: &mut Body, bound: usize) -> bool {
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return false;
+        };
+        if let Some(data) = frame.data_ref() {
+            seen = seen.saturating_add(data.len());
+            if seen > bound {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Parses a JSON request body: syntax errors are 400 `invalid_json` with their position,
@@ -195,7 +236,13 @@ mod tests {
         let e = read_body(&HeaderMap::new(), Body::from(vec![b'x'; 11]), 10)
             .await
             .unwrap_err();
-        assert!(matches!(e, ApiError::BodyTooLarge { limit: 10 }));
+        assert!(matches!(
+            e,
+            ApiError::BodyTooLarge {
+                limit: 10,
+                unread: false
+            }
+        ));
         let ok = read_body(&HeaderMap::new(), Body::from(vec![b'x'; 10]), 10)
             .await
             .unwrap();
@@ -204,7 +251,61 @@ mod tests {
         h.insert(header::CONTENT_LENGTH, "1000".parse().unwrap());
         assert!(matches!(
             read_body(&h, Body::empty(), 10).await,
-            Err(ApiError::BodyTooLarge { .. })
+            Err(ApiError::BodyTooLarge { unread: true, .. })
         ));
+    }
+
+    /// An oversized body is read to its end when that is at most twice the limit, so the
+    /// connection stays usable; beyond, it is left unread and the connection closes.
+    #[tokio::test]
+    async fn oversized_bodies_are_drained_within_a_bound() {
+        let declared = |n: usize| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_LENGTH, n.to_string().parse().unwrap());
+            h
+        };
+        let consumed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counting = |n: usize| {
+            let consumed = std::sync::Arc::clone(&consumed);
+            let chunks = (0..n).map(move |_| {
+                consumed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, std::io::Error>(Bytes::from_static(b"x"))
+            });
+            Body::from_stream(futures::stream::iter(chunks))
+        };
+
+        let e = read_body(&declared(20), counting(20), 10)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ApiError::BodyTooLarge { unread: false, .. }),
+            "{e:?}"
+        );
+        assert_eq!(consumed.swap(0, std::sync::atomic::Ordering::SeqCst), 20);
+
+        let e = read_body(&declared(21), counting(21), 10)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ApiError::BodyTooLarge { unread: true, .. }),
+            "{e:?}"
+        );
+        assert_eq!(consumed.swap(0, std::sync::atomic::Ordering::SeqCst), 0);
+
+        // Without a declared length: read past the limit, then drained up to the bound.
+        let e = read_body(&HeaderMap::new(), counting(15), 10)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ApiError::BodyTooLarge { unread: false, .. }),
+            "{e:?}"
+        );
+        let e = read_body(&HeaderMap::new(), counting(100), 10)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ApiError::BodyTooLarge { unread: true, .. }),
+            "{e:?}"
+        );
     }
 }

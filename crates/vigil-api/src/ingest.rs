@@ -1,16 +1,22 @@
 //! The CPU side of `POST /v1/events`: body → events → normalised, schema-checked, prepared.
 //!
-//! Synchronous on purpose: the handler runs it on the runtime for small requests and in
-//! `spawn_blocking` for large ones. The batch is validated whole before anything is prepared,
-//! so a request either yields every event ready to append or the full list of what is wrong.
+//! The steps are synchronous, so property tests can drive them; [`prepare_body`] decides where
+//! they run. Large bodies and batches go to the blocking pool, and so does every batch that
+//! meets one of the tenant's schemas: a schema is tenant-supplied code in effect (patterns,
+//! nesting, `uniqueItems`), and its cost must never stall the async runtime. The batch is
+//! validated whole before anything is prepared, so a request either yields every event ready
+//! to append or the full list of what is wrong.
 
 use std::cell::Cell;
 use std::fmt;
 
 use axum::http::{HeaderMap, header};
+use bytes::Bytes;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-use vigil_event::{FieldErrorCode, Limits, Prepared, TenantId, Timestamp, normalize};
+use vigil_event::{
+    FieldError, FieldErrorCode, Limits, Prepared, Submitted, TenantId, Timestamp, normalize,
+};
 
 use crate::error::{ApiError, ItemError, JsonPosition};
 use crate::schemas::{TenantSchemas, validate_body};
@@ -185,17 +191,81 @@ pub(crate) struct BatchContext {
     pub received_at: Timestamp,
 }
 
-/// Normalises and schema-checks every event, then prepares them all. Errors list every
-/// failing event and field, in batch order.
+/// Parses, normalises, schema-checks and prepares a request body, running each step where it
+/// belongs (see the module doc). `batch_len` is set once the body is split into events.
+pub(crate) async fn prepare_body(
+    bytes: Bytes,
+    format: BodyFormat,
+    max_events: usize,
+    ctx: BatchContext,
+    batch_len: &mut Option<usize>,
+) -> Result<Vec<Prepared>, ApiError> {
+    if bytes.len() >= BLOCKING_MIN_BYTES {
+        let (len, prepared) = blocking(move || {
+            let values = parse_body(&bytes, format, max_events)?;
+            Ok((values.len(), prepare_batch(values, &ctx)))
+        })
+        .await?;
+        *batch_len = Some(len);
+        return prepared;
+    }
+    let values = parse_body(&bytes, format, max_events)?;
+    *batch_len = Some(values.len());
+    if values.len() >= BLOCKING_MIN_EVENTS {
+        return blocking(move || prepare_batch(values, &ctx)).await;
+    }
+    let normalized = normalize_batch(values, &ctx.limits);
+    if meets_a_schema(&normalized, &ctx.schemas) {
+        blocking(move || check_and_prepare(normalized, &ctx)).await
+    } else {
+        check_and_prepare(normalized, &ctx)
+    }
+}
+
+/// Runs CPU-heavy work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("ingest task failed: {e}")))?
+}
+
+/// Each event normalised, or why it could not be, in batch order.
+type Normalized = Vec<Result<Submitted, Vec<FieldError>>>;
+
+/// Normalises, schema-checks and prepares every event. Errors list every failing event and
+/// field, in batch order.
 pub(crate) fn prepare_batch(
     values: Vec<Value>,
     ctx: &BatchContext,
 ) -> Result<Vec<Prepared>, ApiError> {
-    let total = values.len();
+    check_and_prepare(normalize_batch(values, &ctx.limits), ctx)
+}
+
+fn normalize_batch(values: Vec<Value>, limits: &Limits) -> Normalized {
+    values.into_iter().map(|v| normalize(v, limits)).collect()
+}
+
+/// Whether some normalised event has a type the tenant registered a schema for.
+fn meets_a_schema(normalized: &Normalized, schemas: &TenantSchemas) -> bool {
+    !schemas.is_empty()
+        && normalized
+            .iter()
+            .any(|n| n.as_ref().is_ok_and(|s| schemas.has(&s.event_type)))
+}
+
+/// Checks the normalised events against the tenant's schemas, then prepares them all; or
+/// lists every error of the batch, in batch order.
+fn check_and_prepare(
+    normalized: Normalized,
+    ctx: &BatchContext,
+) -> Result<Vec<Prepared>, ApiError> {
+    let total = normalized.len();
     let mut errors = Vec::new();
     let mut submitted = Vec::with_capacity(total);
-    for (index, value) in values.into_iter().enumerate() {
-        let item = normalize(value, &ctx.limits).and_then(|mut s| {
+    for (index, item) in normalized.into_iter().enumerate() {
+        let item = item.and_then(|mut s| {
             validate_body(&ctx.schemas, &s.event_type, &mut s.body)?;
             Ok(s)
         });
@@ -340,6 +410,95 @@ mod tests {
                 .unwrap_err()
                 .code(),
             "empty_batch"
+        );
+    }
+
+    fn context(schemas: TenantSchemas) -> BatchContext {
+        BatchContext {
+            limits: Limits::default(),
+            schemas: std::sync::Arc::new(schemas),
+            tenant: TenantId::parse("acme").unwrap(),
+            default_source: "test".to_owned(),
+            received_at: Timestamp::now(),
+        }
+    }
+
+    /// Regression: a small batch (under 64 events and 64 KiB) was checked against the tenant's
+    /// schemas on the async runtime, so a costly tenant schema (patterns, deep nesting,
+    /// `uniqueItems` over large arrays) stalled every request sharing that worker. A batch that
+    /// meets one of the tenant's schemas is now checked on the blocking pool. The test runs on a
+    /// current-thread runtime, whose one worker is the test's own thread, and records where a
+    /// format check of the schema ran.
+    #[tokio::test]
+    async fn batches_that_meet_a_schema_are_checked_off_the_runtime() {
+        use std::sync::{Arc, Mutex};
+        use std::thread::{self, ThreadId};
+
+        let seen: Arc<Mutex<Vec<ThreadId>>> = Arc::default();
+        let record = Arc::clone(&seen);
+        let schema = json!({"properties": {"details": {"properties": {"v": {"format": "probe"}}}}});
+        let validator = jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .with_format("probe", move |_: &str| {
+                record
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(thread::current().id());
+                true
+            })
+            .build(&schema)
+            .unwrap();
+        let schemas = TenantSchemas::with_validator("probed", schema, validator);
+
+        let body =
+            Bytes::from_static(br#"[{"type":"other"},{"type":"probed","details":{"v":"x"}}]"#);
+        let mut len = None;
+        let prepared = prepare_body(
+            body,
+            BodyFormat::Json,
+            10,
+            context(schemas.clone()),
+            &mut len,
+        )
+        .await
+        .unwrap();
+        assert_eq!((prepared.len(), len), (2, Some(2)));
+        let runtime_thread = thread::current().id();
+        let threads = seen.lock().unwrap().clone();
+        assert_eq!(threads.len(), 1);
+        assert_ne!(threads[0], runtime_thread, "the schema ran on the runtime");
+
+        // A batch that meets no schema needs no blocking thread, and is not checked.
+        let body = Bytes::from_static(br#"{"type":"other","details":{"v":"x"}}"#);
+        prepare_body(body, BodyFormat::Json, 10, context(schemas), &mut len)
+            .await
+            .unwrap();
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn schema_and_normalisation_errors_are_listed_together_in_batch_order() {
+        let validator = crate::schemas::compile(&json!({"required": ["details"]})).unwrap();
+        let schemas =
+            TenantSchemas::with_validator("strict", json!({"required": ["details"]}), validator);
+        let body = Bytes::from_static(
+            br#"[{"type":"strict"},{"severity":2},{"type":"strict","details":{}}]"#,
+        );
+        let mut len = None;
+        let e = prepare_body(body, BodyFormat::Json, 10, context(schemas), &mut len)
+            .await
+            .unwrap_err();
+        let ApiError::InvalidEvents { errors, .. } = e else {
+            panic!("{e:?}");
+        };
+        let found: Vec<(usize, FieldErrorCode)> =
+            errors.iter().map(|e| (e.index, e.code)).collect();
+        assert_eq!(
+            found,
+            [
+                (0, FieldErrorCode::SchemaViolation),
+                (1, FieldErrorCode::MissingField)
+            ]
         );
     }
 

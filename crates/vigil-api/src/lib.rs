@@ -12,11 +12,13 @@
 //! # Layout
 //! - `routes/` — one module per resource (`events`, `schemas`, `auth`, `keys`, `users`, `ops`)
 //!   and the route table from which both the router and the OpenAPI document are built.
-//! - `ingest` — body → events → normalised, schema-checked, prepared batch (synchronous).
+//! - `ingest` — body → events → normalised, schema-checked, prepared batch (synchronous steps,
+//!   run on the blocking pool when large or when they meet a tenant's schema).
 //! - `export` — paging a query through the store as an NDJSON or CSV stream.
 //! - `schemas` — the per-tenant schema registry, persisted in the store's `schemas` document.
-//! - `extract` — the authenticated caller, bounded bodies; `error` — one error enum, one JSON
-//!   error shape; `metrics` — Prometheus counters and histograms.
+//! - `extract` — the authenticated caller, bounded bodies; `budget` — the bound on ingest bytes
+//!   in flight; `error` — one error enum, one JSON error shape; `metrics` — Prometheus counters
+//!   and histograms.
 //!
 //! # Example
 //! ```
@@ -61,6 +63,7 @@ use tracing::Level;
 use utoipa::OpenApi;
 use vigil_store::Store;
 
+mod budget;
 mod error;
 mod export;
 mod extract;
@@ -83,9 +86,25 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Most events in one `POST /v1/events` (default 10 000): 413 `batch_too_large` beyond.
     pub max_batch_events: usize,
-    /// Longest time until a response starts (default 30 s): 503 `timeout` beyond. Appends
-    /// already handed to the store still complete.
+    /// Longest time until a response starts (default 30 s): 503 `timeout` beyond. For
+    /// `POST /v1/events` it bounds reading, parsing and validating the batch only: once a batch
+    /// is handed to the store, the request waits for the store's answer and reports it.
     pub request_timeout: Duration,
+    /// Most schemas one tenant may register (default 1 000): 422 `too_many_schemas` beyond.
+    /// Every schema is compiled and kept in memory, and each change rewrites the document.
+    pub max_schemas_per_tenant: usize,
+    /// Largest schema document, in bytes of the request body (default 256 KiB): 413
+    /// `schema_too_large` beyond.
+    pub max_schema_bytes: usize,
+    /// Most request-body bytes of `POST /v1/events` held at once, from reading the body until
+    /// the append returns (default 256 MiB). A request that does not fit waits briefly, then
+    /// gets 503 `overloaded` with `Retry-After`: memory stays bounded however many clients
+    /// send at once.
+    pub max_inflight_bytes: usize,
+    /// Largest JSON page of `GET /v1/events`, and largest export chunk, in bytes (default
+    /// 16 MiB). A page stops before the event that would exceed it (always holding at least
+    /// one event) and its `next_cursor` continues after the last event included.
+    pub max_page_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -96,6 +115,10 @@ impl Default for ApiConfig {
             max_body_bytes: 8 * 1024 * 1024,
             max_batch_events: 10_000,
             request_timeout: Duration::from_secs(30),
+            max_schemas_per_tenant: 1_000,
+            max_schema_bytes: 256 * 1024,
+            max_inflight_bytes: 256 * 1024 * 1024,
+            max_page_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -114,6 +137,8 @@ struct Inner {
     config: ApiConfig,
     /// Compiled per-tenant schemas, consulted for every ingested event.
     schemas: schemas::SchemaRegistry,
+    /// Bytes of ingest bodies in flight, bounded by `config.max_inflight_bytes`.
+    ingest_budget: budget::InflightBudget,
 }
 
 impl std::fmt::Debug for AppState {
@@ -135,13 +160,21 @@ impl AppState {
         config: ApiConfig,
     ) -> Result<Self, ApiError> {
         metrics::handle();
-        let schemas = schemas::SchemaRegistry::load(Arc::clone(&store)).await?;
+        let schemas = schemas::SchemaRegistry::load(
+            Arc::clone(&store),
+            schemas::SchemaLimits {
+                max_per_tenant: config.max_schemas_per_tenant,
+            },
+        )
+        .await?;
+        let ingest_budget = budget::InflightBudget::new(config.max_inflight_bytes);
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
                 auth,
                 config,
                 schemas,
+                ingest_budget,
             }),
         })
     }
@@ -160,6 +193,10 @@ impl AppState {
 
     pub(crate) fn schemas(&self) -> &schemas::SchemaRegistry {
         &self.inner.schemas
+    }
+
+    pub(crate) fn ingest_budget(&self) -> &budget::InflightBudget {
+        &self.inner.ingest_budget
     }
 }
 
@@ -243,7 +280,7 @@ async fn record_request(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = metrics::MethodLabel::of(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     metrics::RequestServed {
@@ -256,11 +293,27 @@ async fn record_request(request: Request, next: Next) -> Response {
     response
 }
 
+/// Bounds the time until a response starts, except for the routes that bound their own
+/// (see [`times_itself`]).
 async fn enforce_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    if times_itself(&request) {
+        return next.run(request).await;
+    }
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout(limit).into_response(),
     }
+}
+
+/// `POST /v1/events` applies the request timeout itself, to reading and validating the batch
+/// only: cutting it off after the batch was handed to the store would answer `503` for events
+/// that are stored, and a client retrying would store them twice.
+fn times_itself(request: &Request) -> bool {
+    request.method() == Method::POST
+        && request
+            .extensions()
+            .get::<MatchedPath>()
+            .is_some_and(|p| p.as_str() == routes::INGEST_PATH)
 }
 
 async fn route_not_found(method: Method, uri: Uri) -> ApiError {

@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use axum::http::Method;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 const EVENTS_INGESTED: &str = "vigil_events_ingested_total";
@@ -113,12 +114,39 @@ impl EventsRejected {
     }
 }
 
-/// One HTTP request answered. `route` is the matched route template (`/v1/events/{id}`), never
-/// the raw path, so label cardinality stays bounded.
+/// The `method` label: one of the standard methods, or `other`. Taking the raw method would
+/// let a client mint a label value (and a time series) per made-up method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MethodLabel(&'static str);
+
+impl MethodLabel {
+    pub(crate) fn of(method: &Method) -> Self {
+        Self(match *method {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::DELETE => "DELETE",
+            Method::PATCH => "PATCH",
+            Method::OPTIONS => "OPTIONS",
+            Method::CONNECT => "CONNECT",
+            Method::TRACE => "TRACE",
+            _ => "other",
+        })
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+/// One HTTP request answered. `route` is the matched route template (`/v1/events/{id}`) or
+/// `unmatched`, never the raw path, and `method` a [`MethodLabel`], so label cardinality stays
+/// bounded.
 #[derive(Debug)]
 pub(crate) struct RequestServed {
     pub route: String,
-    pub method: String,
+    pub method: MethodLabel,
     pub status: u16,
     pub elapsed: Duration,
 }
@@ -128,9 +156,24 @@ impl RequestServed {
         metrics::histogram!(
             REQUEST_DURATION,
             "route" => self.route,
-            "method" => self.method,
+            "method" => self.method.as_str(),
             "status" => self.status.to_string()
         )
         .record(self.elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_standard_methods_are_label_values() {
+        assert_eq!(MethodLabel::of(&Method::GET).as_str(), "GET");
+        assert_eq!(MethodLabel::of(&Method::DELETE).as_str(), "DELETE");
+        for raw in [&b"FROBNICATE"[..], b"get", b"PROPFIND"] {
+            let method = Method::from_bytes(raw).unwrap();
+            assert_eq!(MethodLabel::of(&method).as_str(), "other", "{method}");
+        }
     }
 }

@@ -4,6 +4,11 @@
 //! against it at ingest; a tenant's schemas never affect another tenant. The schemas live in
 //! one meta document of the store (`schemas`), so a deployment has one place of truth; the
 //! compiled validators are kept in memory, because ingest consults them for every event.
+//!
+//! A schema is tenant-supplied work for the server: compiling and applying one runs on the
+//! blocking pool (here and in `ingest`), a tenant has at most
+//! [`SchemaLimits::max_per_tenant`] of them, and a `pattern` may backtrack at most
+//! [`PATTERN_BACKTRACK_LIMIT`] steps per match.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -19,6 +24,11 @@ const META_NAME: &str = "schemas";
 /// Errors reported per failing event at most: a schema that rejects every field of a large
 /// event would otherwise make the error response larger than the request.
 const MAX_ERRORS_PER_EVENT: usize = 32;
+/// Backtracking steps one `pattern` match may take (the regex engine's default is 1 000 000).
+/// Patterns that need backtracking (backreferences, look-around) can take exponential time on
+/// crafted input; past the limit the match fails and the event is refused as a
+/// `schema_violation`, so a pattern costs at most a few milliseconds per value.
+pub(crate) const PATTERN_BACKTRACK_LIMIT: usize = 10_000;
 
 /// One registered schema: the document as sent (returned by `GET`) and its compiled form.
 #[derive(Clone)]
@@ -43,6 +53,7 @@ impl std::fmt::Debug for TenantSchemas {
 impl TenantSchemas {
     /// Validates a normalised event body against the schema of its type, if one is registered.
     /// Paths in the errors are dotted instance paths (`details.amount`, `details.items.0.sku`).
+    /// CPU work of the tenant's choosing: call it off the async runtime.
     pub(crate) fn validate(
         &self,
         event_type: &EventType,
@@ -74,21 +85,65 @@ impl TenantSchemas {
     pub(crate) fn is_empty(&self) -> bool {
         self.by_type.is_empty()
     }
+
+    /// Whether a schema is registered for `event_type`.
+    pub(crate) fn has(&self, event_type: &EventType) -> bool {
+        self.by_type.contains_key(event_type)
+    }
+
+    fn to_map(&self) -> BTreeMap<&str, &Value> {
+        self.by_type
+            .iter()
+            .map(|(t, e)| (t.as_str(), e.schema.as_ref()))
+            .collect()
+    }
+
+    /// A set of one schema with a validator built by the test (custom formats and the like).
+    #[cfg(test)]
+    pub(crate) fn with_validator(
+        ty: &str,
+        schema: Value,
+        validator: jsonschema::Validator,
+    ) -> Self {
+        let mut set = Self::default();
+        set.by_type.insert(
+            EventType::parse(ty).unwrap_or_else(|e| panic!("{e:?}")),
+            Entry {
+                schema: Arc::new(schema),
+                validator: Arc::new(validator),
+            },
+        );
+        set
+    }
+}
+
+/// Bounds on what one tenant may register.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SchemaLimits {
+    /// Most schemas per tenant: 422 `too_many_schemas` for one more.
+    pub max_per_tenant: usize,
 }
 
 /// Every tenant's schemas, loaded from and saved to the store.
 pub(crate) struct SchemaRegistry {
+    inner: Arc<Registry>,
+}
+
+struct Registry {
     store: Arc<dyn Store>,
+    limits: SchemaLimits,
     /// Current snapshot per tenant; read on every ingest request, replaced by PUT and DELETE.
     tenants: RwLock<HashMap<TenantId, Arc<TenantSchemas>>>,
     /// Serialises changes: each one rewrites the whole persisted document, so two concurrent
     /// changes must not both start from the same old version.
-    write: tokio::sync::Mutex<()>,
+    write: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for SchemaRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SchemaRegistry").finish_non_exhaustive()
+        f.debug_struct("SchemaRegistry")
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,13 +155,21 @@ pub(crate) enum PutOutcome {
 }
 
 /// Persisted form: `{"tenants": {"<tenant>": {"<type>": <schema>}}}`.
-#[derive(serde::Serialize, serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default)]
 struct Document {
     tenants: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
+/// [`Document`] as written, borrowing the schemas rather than copying them.
+#[derive(serde::Serialize)]
+struct DocumentView<'a> {
+    tenants: BTreeMap<&'a str, BTreeMap<&'a str, &'a Value>>,
+}
+
 /// Compiles a schema as JSON Schema draft 2020-12 (the default when it names no `$schema`),
-/// checking it against the meta-schema. External references are not fetched.
+/// checking it against the meta-schema, with `pattern` backtracking bounded by
+/// [`PATTERN_BACKTRACK_LIMIT`]. External references are not fetched. CPU work of the tenant's
+/// choosing: call it off the async runtime.
 pub(crate) fn compile(schema: &Value) -> Result<jsonschema::Validator, ApiError> {
     if !(schema.is_object() || schema.is_boolean()) {
         return Err(ApiError::InvalidSchema(
@@ -114,6 +177,9 @@ pub(crate) fn compile(schema: &Value) -> Result<jsonschema::Validator, ApiError>
         ));
     }
     jsonschema::draft202012::options()
+        .with_pattern_options(
+            jsonschema::PatternOptions::fancy_regex().backtrack_limit(PATTERN_BACKTRACK_LIMIT),
+        )
         .build(schema)
         .map_err(|e| {
             let at = e.instance_path().as_str();
@@ -125,50 +191,71 @@ pub(crate) fn compile(schema: &Value) -> Result<jsonschema::Validator, ApiError>
         })
 }
 
+/// Runs schema work (compiling, serialising the document) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("schema task failed: {e}")))?
+}
+
+/// Compiles every schema of a stored document.
+fn compile_document(doc: Document) -> Result<HashMap<TenantId, Arc<TenantSchemas>>, ApiError> {
+    let mut tenants = HashMap::new();
+    for (tenant, types) in doc.tenants {
+        let tenant_id = TenantId::parse(&tenant)
+            .map_err(|e| ApiError::Internal(format!("stored schema document: {e}")))?;
+        let mut set = TenantSchemas::default();
+        for (ty, schema) in types {
+            let event_type = EventType::parse(&ty)
+                .map_err(|e| ApiError::Internal(format!("stored schema document: {e}")))?;
+            let validator = compile(&schema).map_err(|e| {
+                ApiError::Internal(format!(
+                    "stored schema for {tenant}/{ty} does not compile: {e}"
+                ))
+            })?;
+            set.by_type.insert(
+                event_type,
+                Entry {
+                    schema: Arc::new(schema),
+                    validator: Arc::new(validator),
+                },
+            );
+        }
+        tenants.insert(tenant_id, Arc::new(set));
+    }
+    Ok(tenants)
+}
+
 impl SchemaRegistry {
     /// Loads and compiles every stored schema. Fails when one no longer compiles, rather than
-    /// silently accepting events it was registered to refuse.
-    pub(crate) async fn load(store: Arc<dyn Store>) -> Result<Self, ApiError> {
+    /// silently accepting events it was registered to refuse. Schemas stored before a lower
+    /// [`SchemaLimits::max_per_tenant`] was configured are all kept.
+    pub(crate) async fn load(
+        store: Arc<dyn Store>,
+        limits: SchemaLimits,
+    ) -> Result<Self, ApiError> {
         let doc: Document = match store.load_meta(META_NAME).await? {
             None => Document::default(),
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 ApiError::Internal(format!("stored schema document is corrupt: {e}"))
             })?,
         };
-        let mut tenants = HashMap::new();
-        for (tenant, types) in doc.tenants {
-            let tenant_id = TenantId::parse(&tenant)
-                .map_err(|e| ApiError::Internal(format!("stored schema document: {e}")))?;
-            let mut set = TenantSchemas::default();
-            for (ty, schema) in types {
-                let event_type = EventType::parse(&ty)
-                    .map_err(|e| ApiError::Internal(format!("stored schema document: {e}")))?;
-                let validator = compile(&schema).map_err(|e| {
-                    ApiError::Internal(format!(
-                        "stored schema for {tenant}/{ty} does not compile: {e}"
-                    ))
-                })?;
-                set.by_type.insert(
-                    event_type,
-                    Entry {
-                        schema: Arc::new(schema),
-                        validator: Arc::new(validator),
-                    },
-                );
-            }
-            tenants.insert(tenant_id, Arc::new(set));
-        }
+        let tenants = blocking(move || compile_document(doc)).await?;
         Ok(Self {
-            store,
-            tenants: RwLock::new(tenants),
-            write: tokio::sync::Mutex::new(()),
+            inner: Arc::new(Registry {
+                store,
+                limits,
+                tenants: RwLock::new(tenants),
+                write: Arc::new(tokio::sync::Mutex::new(())),
+            }),
         })
     }
 
     /// The tenant's current schemas (possibly none).
     pub(crate) fn for_tenant(&self, tenant: &TenantId) -> Arc<TenantSchemas> {
-        let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
-        tenants.get(tenant).cloned().unwrap_or_default()
+        self.inner.snapshot(tenant)
     }
 
     /// The schema document registered for a type.
@@ -188,77 +275,127 @@ impl SchemaRegistry {
             .collect()
     }
 
-    /// Registers or replaces a schema; durable when this returns.
+    /// Registers or replaces a schema; durable and in force when this returns, and in force
+    /// whenever it is durable, even if the caller stops waiting.
     pub(crate) async fn put(
         &self,
         tenant: &TenantId,
         event_type: EventType,
-        schema: Value,
+        schema: Arc<Value>,
     ) -> Result<PutOutcome, ApiError> {
-        let validator = compile(&schema)?;
+        let max = self.inner.limits.max_per_tenant;
+        let current = self.for_tenant(tenant);
+        if current.by_type.len() >= max && !current.has(&event_type) {
+            // Refused before paying for the compilation; checked again under the write lock.
+            return Err(ApiError::TooManySchemas { limit: max });
+        }
+        let compiled = Arc::clone(&schema);
+        let validator = blocking(move || compile(&compiled)).await?;
         let entry = Entry {
-            schema: Arc::new(schema),
+            schema,
             validator: Arc::new(validator),
         };
-        let _guard = self.write.lock().await;
-        let mut set = (*self.for_tenant(tenant)).clone();
-        let outcome = match set.by_type.insert(event_type, entry) {
-            None => PutOutcome::Created,
-            Some(_) => PutOutcome::Replaced,
-        };
-        self.commit(tenant, set).await?;
-        Ok(outcome)
+        self.mutate(tenant, move |set| {
+            let created = !set.by_type.contains_key(&event_type);
+            if created && set.by_type.len() >= max {
+                return Err(ApiError::TooManySchemas { limit: max });
+            }
+            set.by_type.insert(event_type, entry);
+            let outcome = if created {
+                PutOutcome::Created
+            } else {
+                PutOutcome::Replaced
+            };
+            Ok((outcome, true))
+        })
+        .await
     }
 
-    /// Removes a schema; `false` when none was registered. Durable when this returns.
+    /// Removes a schema; `false` when none was registered. Durable and in force when this
+    /// returns, and in force whenever it is durable, even if the caller stops waiting.
     pub(crate) async fn delete(
         &self,
         tenant: &TenantId,
         event_type: &EventType,
     ) -> Result<bool, ApiError> {
-        let _guard = self.write.lock().await;
-        let mut set = (*self.for_tenant(tenant)).clone();
-        if set.by_type.remove(event_type).is_none() {
-            return Ok(false);
-        }
-        self.commit(tenant, set).await?;
-        Ok(true)
+        let event_type = event_type.clone();
+        self.mutate(tenant, move |set| {
+            let removed = set.by_type.remove(&event_type).is_some();
+            Ok((removed, removed))
+        })
+        .await
     }
 
-    /// Saves the document with `tenant`'s new set, then publishes the set. The caller holds
-    /// the write lock.
-    async fn commit(&self, tenant: &TenantId, set: TenantSchemas) -> Result<(), ApiError> {
-        let doc = {
-            let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
-            let mut doc = Document::default();
-            for (t, s) in tenants.iter().filter(|(t, _)| *t != tenant) {
-                doc.tenants.insert(t.as_str().to_owned(), s.to_map());
+    /// Applies `change` to the tenant's set, saves the whole document, then publishes the new
+    /// set, all in a task of its own: a request dropped halfway (client gone, timeout) cannot
+    /// leave the document saved but not in force, nor the other way round. `change` returns
+    /// its result and whether it changed anything (nothing is saved when not).
+    async fn mutate<T, F>(&self, tenant: &TenantId, change: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut TenantSchemas) -> Result<(T, bool), ApiError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let tenant = tenant.clone();
+        tokio::spawn(async move {
+            let _serialised = Arc::clone(&inner.write).lock_owned().await;
+            let mut next = (*inner.snapshot(&tenant)).clone();
+            let (out, changed) = change(&mut next)?;
+            if !changed {
+                return Ok(out);
             }
-            if !set.is_empty() {
-                doc.tenants.insert(tenant.as_str().to_owned(), set.to_map());
+            let others: Vec<(TenantId, Arc<TenantSchemas>)> = inner
+                .tenants
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .filter(|(t, _)| **t != tenant)
+                .map(|(t, s)| (t.clone(), Arc::clone(s)))
+                .collect();
+            let next = Arc::new(next);
+            let written = Arc::clone(&next);
+            let key = tenant.clone();
+            let bytes = blocking(move || serialise(&others, &key, &written)).await?;
+            inner.store.save_meta(META_NAME, &bytes).await?;
+            let mut tenants = inner
+                .tenants
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if next.is_empty() {
+                tenants.remove(&tenant);
+            } else {
+                tenants.insert(tenant, next);
             }
-            doc
-        };
-        let bytes = serde_json::to_vec(&doc)
-            .map_err(|e| ApiError::Internal(format!("serialising schemas: {e}")))?;
-        self.store.save_meta(META_NAME, &bytes).await?;
-        let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
-        if set.is_empty() {
-            tenants.remove(tenant);
-        } else {
-            tenants.insert(tenant.clone(), Arc::new(set));
-        }
-        Ok(())
+            Ok(out)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("schema update task failed: {e}")))?
     }
 }
 
-impl TenantSchemas {
-    fn to_map(&self) -> BTreeMap<String, Value> {
-        self.by_type
-            .iter()
-            .map(|(t, e)| (t.as_str().to_owned(), (*e.schema).clone()))
-            .collect()
+impl Registry {
+    fn snapshot(&self, tenant: &TenantId) -> Arc<TenantSchemas> {
+        let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
+        tenants.get(tenant).cloned().unwrap_or_default()
     }
+}
+
+/// The persisted document: every other tenant's set as it is, and `tenant`'s new `set`.
+fn serialise(
+    others: &[(TenantId, Arc<TenantSchemas>)],
+    tenant: &TenantId,
+    set: &TenantSchemas,
+) -> Result<Vec<u8>, ApiError> {
+    let mut view = DocumentView {
+        tenants: others
+            .iter()
+            .map(|(t, s)| (t.as_str(), s.to_map()))
+            .collect(),
+    };
+    if !set.is_empty() {
+        view.tenants.insert(tenant.as_str(), set.to_map());
+    }
+    serde_json::to_vec(&view).map_err(|e| ApiError::Internal(format!("serialising schemas: {e}")))
 }
 
 /// Validates `body` (taken out of and put back into the map) against the tenant's schema.
@@ -267,7 +404,7 @@ pub(crate) fn validate_body(
     event_type: &EventType,
     body: &mut Map<String, Value>,
 ) -> Result<(), Vec<FieldError>> {
-    if schemas.is_empty() {
+    if !schemas.has(event_type) {
         return Ok(());
     }
     let value = Value::Object(std::mem::take(body));
@@ -334,6 +471,35 @@ mod tests {
 
         let other = EventType::parse("login.failed").unwrap();
         assert!(validate_body(&set, &other, &mut body).is_ok());
+    }
+
+    /// Regression: patterns ran with the regex engine's default backtracking budget (1 000 000
+    /// steps per match), so one crafted value against a tenant's backtracking pattern cost
+    /// ~100 ms of CPU, and a batch of them minutes. The budget is now
+    /// [`PATTERN_BACKTRACK_LIMIT`]: this value needs more, so the match fails (the event is
+    /// refused) instead of running to its end.
+    #[test]
+    fn pattern_backtracking_is_bounded() {
+        let set = schemas_with(
+            "probe",
+            json!({"properties": {"details": {"properties": {"v": {"pattern": "^(a*)*\\1b"}}}}}),
+        );
+        let ty = EventType::parse("probe").unwrap();
+        let mut body = json!({"details": {"v": "a".repeat(16)}})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let errors = validate_body(&set, &ty, &mut body).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].code, FieldErrorCode::SchemaViolation);
+        assert_eq!(errors[0].path, "details.v");
+        assert!(errors[0].message.contains("backtracking"), "{errors:?}");
+
+        let mut fine = json!({"details": {"v": "aab"}})
+            .as_object()
+            .cloned()
+            .unwrap();
+        assert!(validate_body(&set, &ty, &mut fine).is_ok());
     }
 
     #[test]

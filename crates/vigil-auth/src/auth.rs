@@ -13,6 +13,7 @@ use crate::apikey;
 use crate::clock::{Clock, SystemClock};
 use crate::error::AuthError;
 use crate::jwt::{self, Claims};
+use crate::login::{self, LoginGate, LoginLimits};
 use crate::password;
 use crate::principal::{CredentialRef, Principal, system_tenant};
 use crate::rate::{DEFAULT_CAPACITY, RateLimit, RateLimiter};
@@ -34,6 +35,10 @@ pub struct AuthConfig {
     pub jwt_ttl: Duration,
     /// Per-credential request budget; `None` disables rate limiting.
     pub rate_limit: Option<RateLimit>,
+    /// Bounds on password logins: verifications at once, logins waiting, failures per
+    /// username. Always on: an unbounded login endpoint lets anyone burn the server's CPU and
+    /// memory on argon2 and guess passwords at full speed.
+    pub login: LoginLimits,
 }
 
 impl Default for AuthConfig {
@@ -41,6 +46,7 @@ impl Default for AuthConfig {
         Self {
             jwt_ttl: Duration::from_secs(15 * 60),
             rate_limit: None,
+            login: LoginLimits::default(),
         }
     }
 }
@@ -173,6 +179,11 @@ struct Inner {
     write: Arc<tokio::sync::Mutex<()>>,
     /// `None` when rate limiting is off.
     limiter: Option<RateLimiter>,
+    /// Bounds how many argon2 verifications run at once and how many logins wait for one.
+    login_gate: LoginGate,
+    /// Failed logins per username (token buckets; a login spends a token up front and gets it
+    /// back when it succeeds).
+    login_failures: RateLimiter,
 }
 
 impl fmt::Debug for Auth {
@@ -213,6 +224,7 @@ impl Auth {
         if let Some(limit) = &config.rate_limit {
             limit.validate()?;
         }
+        config.login.validate()?;
         let state = match store.load_meta(META_NAME).await? {
             Some(bytes) => State::from_document(&bytes)?,
             None => {
@@ -224,6 +236,8 @@ impl Auth {
         let limiter = config
             .rate_limit
             .map(|limit| RateLimiter::new(limit, DEFAULT_CAPACITY));
+        let login_gate = LoginGate::new(&config.login);
+        let login_failures = RateLimiter::new(config.login.failures, DEFAULT_CAPACITY);
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -232,6 +246,8 @@ impl Auth {
                 state: RwLock::new(state),
                 write: Arc::new(tokio::sync::Mutex::new(())),
                 limiter,
+                login_gate,
+                login_failures,
             }),
         })
     }
@@ -363,7 +379,32 @@ impl Auth {
 
     /// Exchanges a username and password for a JWT. A wrong password and an unknown user
     /// fail identically, in about the same time (a dummy hash is verified for unknown users).
+    ///
+    /// Bounded by [`LoginLimits`]: once a username has used up its failures, its logins are
+    /// `RateLimited` without the password being checked (for unknown usernames too); when
+    /// every verification slot is busy and `max_waiting` logins already wait, a login is
+    /// `RateLimited` with `retry_after` 1 s.
     pub async fn login(&self, username: &str, password: &str) -> Result<Token, AuthError> {
+        let failure_key = login::failure_key(username);
+        // The failure is paid for up front, so concurrent guesses cannot all pass a check made
+        // before any of them failed; a login that succeeds, or is turned away unchecked, gets
+        // it back. A login cancelled mid-check keeps it spent.
+        self.inner
+            .login_failures
+            .check(&failure_key, self.inner.clock.instant())
+            .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+        let refund = || {
+            self.inner
+                .login_failures
+                .refund(&failure_key, self.inner.clock.instant());
+        };
+        let slot = match self.inner.login_gate.enter().await {
+            Ok(slot) => slot,
+            Err(e) => {
+                refund();
+                return Err(e);
+            }
+        };
         let found = {
             let state = self.inner.read();
             state
@@ -373,6 +414,8 @@ impl Auth {
         };
         let candidate = password.to_owned();
         let (verified, found) = tokio::task::spawn_blocking(move || {
+            // Held until the hash is checked, even if the request is dropped meanwhile.
+            let _slot = slot;
             // Keep hashing cost bounded for absurdly long input, yet still burn the time.
             let too_long = candidate.chars().count() > password::PASSWORD_MAX_CHARS;
             match &found {
@@ -398,7 +441,9 @@ impl Auth {
             .filter(|u| u.uid == uid)
             .ok_or_else(AuthError::invalid_credential)?;
         let principal = user_principal(user, user.scopes.clone());
-        self.mint(&state, &principal, uid, None, now)
+        let token = self.mint(&state, &principal, uid, None, now)?;
+        refund();
+        Ok(token)
     }
 
     /// Creates an API key. Needs `admin` of `req.tenant` (or root); only root may grant
@@ -505,13 +550,17 @@ impl Auth {
         Ok(())
     }
 
-    /// Creates a user. Same rules as [`create_key`](Auth::create_key). Usernames are unique
-    /// across tenants (they name the user in tokens), so a taken name is a `Conflict`.
+    /// Creates a user. Same rules as [`create_key`](Auth::create_key).
+    ///
+    /// Usernames are global, unique across all tenants (a login names only the user, and
+    /// tokens carry `user:<name>`). A taken name is a `Conflict` with the same message
+    /// whichever tenant holds it, so an admin learns nothing about other tenants' users beyond
+    /// "not available".
     pub async fn create_user(&self, by: &Principal, req: NewUser) -> Result<UserInfo, AuthError> {
         check_grant(by, &req.tenant, &req.scopes)?;
         password::validate_username(&req.username)?;
         password::validate_password(&req.password)?;
-        let taken = || AuthError::Conflict(format!("user {:?} already exists", req.username));
+        let taken = || AuthError::Conflict("username is not available".to_owned());
         if self.inner.read().users.contains_key(&req.username) {
             return Err(taken());
         }

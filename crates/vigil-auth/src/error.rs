@@ -30,7 +30,8 @@ pub enum AuthError {
     /// password (422). `code` is specific: `invalid_scope`, `invalid_username`, …
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
-    /// The credential has used up its request budget; try again after `retry_after` (429).
+    /// The credential has used up its request budget, a username its failed logins, or every
+    /// password check is busy and the queue for them full; try again after `retry_after` (429).
     #[error("rate limit exceeded, retry after {}s", retry_after.as_secs_f64().ceil())]
     RateLimited { retry_after: Duration },
     /// Loading or saving the credential document failed; nothing was changed (503/500).

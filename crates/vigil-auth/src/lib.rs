@@ -8,6 +8,10 @@
 //! - **API keys** `vgl_<12-char id>_<43-char secret>`: 256 random bits, shown once, stored as
 //!   SHA-256 and compared in constant time. The id is public and names the key in the admin API.
 //! - **Users**: username + argon2id password hash; [`Auth::login`] trades them for a JWT.
+//!   Usernames are global: unique across all tenants, since a login names only the user. A
+//!   taken username is refused as "not available", whichever tenant holds it. Logins are
+//!   bounded ([`LoginLimits`]): a few argon2 verifications at a time with a short queue, and a
+//!   budget of failed attempts per username.
 //! - **JWTs** (HS256, 15 min by default) carry `sub`, `tenant`, `scopes`, `exp`, `iat`, `jti`.
 //!   They are re-checked against the live credential on every use, so revoking a key or deleting
 //!   a user invalidates its tokens at once.
@@ -58,6 +62,7 @@ mod auth;
 mod clock;
 mod error;
 mod jwt;
+mod login;
 mod password;
 mod principal;
 mod rate;
@@ -70,6 +75,7 @@ pub use auth::{
     Auth, AuthConfig, CreatedKey, KEY_NAME_MAX_CHARS, KeyInfo, NewKey, NewUser, Token, UserInfo,
 };
 pub use error::AuthError;
+pub use login::LoginLimits;
 pub use password::{PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS, USERNAME_MAX_LEN};
 pub use principal::{CredentialRef, Principal, SYSTEM_TENANT, system_tenant};
 pub use rate::RateLimit;

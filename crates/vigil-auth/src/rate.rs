@@ -79,6 +79,16 @@ impl RateLimiter {
         }
     }
 
+    /// Gives back one token a [`check`](Self::check) took, when what it paid for turned out
+    /// not to count (a login that succeeded). Never fills a bucket past `burst`.
+    pub(crate) fn refund(&self, key: &str, now: Instant) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(bucket) = buckets.get_mut(key) {
+            bucket.tokens = (self.refilled(bucket, now) + 1.0).min(f64::from(self.limit.burst));
+            bucket.updated = bucket.updated.max(now);
+        }
+    }
+
     fn refilled(&self, bucket: &Bucket, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         (bucket.tokens + elapsed * self.limit.per_second).min(f64::from(self.limit.burst))
@@ -188,6 +198,27 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(l.len(), 2);
+    }
+
+    #[test]
+    fn refund_returns_one_token_up_to_the_burst() {
+        let l = limiter(1.0, 2, 10);
+        let t0 = Instant::now();
+        l.check("k", t0).unwrap();
+        l.check("k", t0).unwrap();
+        assert!(l.check("k", t0).is_err());
+        l.refund("k", t0);
+        assert_eq!(l.check("k", t0), Ok(()));
+        assert!(l.check("k", t0).is_err());
+        // Refunds never exceed the burst, and an unknown key is left alone.
+        for _ in 0..5 {
+            l.refund("k", t0);
+        }
+        l.refund("other", t0);
+        assert_eq!(l.len(), 1);
+        l.check("k", t0).unwrap();
+        l.check("k", t0).unwrap();
+        assert!(l.check("k", t0).is_err());
     }
 
     #[test]

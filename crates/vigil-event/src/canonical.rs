@@ -4,6 +4,9 @@
 //! sorted by their UTF-16 code units, strings escaped as RFC 8785 §3.2.2.2 prescribes, integers
 //! up to 2^53 written as digits. Other numbers go through `serde_json_canonicalizer` (ES6
 //! number formatting); the tests check every byte against that crate as the reference.
+//!
+//! Larger integers would be written as the nearest double, which is lossy; [`crate::normalize`]
+//! refuses them (beyond ±(2^53 − 1)), so no stored event depends on that rounding.
 
 use std::cell::Cell;
 use std::cmp::Ordering;

@@ -53,7 +53,9 @@ pub use error::{FieldError, FieldErrorCode};
 pub use flatten::{Scalar, flatten};
 pub use hash::{Hash, chain_hash, leaf_hash};
 pub use limits::Limits;
-pub use normalize::{ALIASES, Submitted, normalize, resolve_path_alias};
+pub use normalize::{
+    ALIASES, MAX_FIELD_ERRORS, MAX_SAFE_INTEGER, Submitted, normalize, resolve_path_alias,
+};
 pub use term::{Term, TermKind};
 pub use types::{EventId, EventType, Severity, TenantId, Timestamp};
 

@@ -68,7 +68,18 @@ pub struct Submitted {
     pub content_digest: Hash,
 }
 
-/// Validates and normalises one client event. Returns every problem found, not just the first.
+/// Most problems [`normalize`] lists for one event; the rest are summed up in one more entry.
+pub const MAX_FIELD_ERRORS: usize = 100;
+
+/// Largest integer magnitude accepted anywhere in an event: 2^53 − 1, the I-JSON range
+/// (RFC 7493) within which every JSON reader holds an integer exactly. RFC 8785 canonical form
+/// writes numbers as IEEE doubles, so beyond it distinct integers would share canonical bytes.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Validates and normalises one client event. Returns every problem found, not just the first,
+/// up to [`MAX_FIELD_ERRORS`]: when there are more, the list holds the first
+/// `MAX_FIELD_ERRORS` and then one more entry, at path `""` with the code of the first problem
+/// and the message `… and N more problems`.
 ///
 /// Problems are reported at the field's canonical path (`time`, `actor.id`), except for
 /// `reserved_field` and `ambiguous_field`, which name the key as sent (`received_at`,
@@ -76,6 +87,10 @@ pub struct Submitted {
 /// be sent as RFC 3339 or as a Unix epoch number in s, ms, µs or ns), `severity` an integer
 /// (`7`, `7.0` and `"7"` are accepted), and an integer `id`, `actor.id` or `resource.id` its
 /// decimal string.
+///
+/// Any other integer must lie within ±[`MAX_SAFE_INTEGER`]; one outside is `invalid_field` at
+/// its path (larger values, such as 64-bit ids, must be sent as strings). Numbers with a
+/// fraction or an exponent are IEEE doubles and are kept as such.
 pub fn normalize(value: Value, limits: &Limits) -> Result<Submitted, Vec<FieldError>> {
     let Value::Object(mut body) = value else {
         return Err(vec![FieldError::new(
@@ -115,7 +130,7 @@ pub fn normalize(value: Value, limits: &Limits) -> Result<Submitted, Vec<FieldEr
         errors.push(invalid("details", "details must be an object"));
     }
 
-    let too_deep = LimitCheck::run(&body, limits, &mut errors);
+    let (too_deep, unlisted) = LimitCheck::run(&body, limits, &mut errors);
     // Too deep a value is not serialised: its size is unknown but its error already reported.
     let content_digest = (!too_deep).then(|| {
         with_scratch(|buf| {
@@ -146,8 +161,27 @@ pub fn normalize(value: Value, limits: &Limits) -> Result<Submitted, Vec<FieldEr
             body,
             content_digest,
         }),
-        _ => Err(errors),
+        _ => Err(cap_errors(errors, unlisted)),
     }
+}
+
+/// Keeps the first [`MAX_FIELD_ERRORS`] problems and sums up the rest (those beyond the cap in
+/// `errors`, plus `unlisted` ones that were counted but never built) in one final entry.
+fn cap_errors(mut errors: Vec<FieldError>, unlisted: usize) -> Vec<FieldError> {
+    let more = errors.len().saturating_sub(MAX_FIELD_ERRORS) + unlisted;
+    errors.truncate(MAX_FIELD_ERRORS);
+    if more > 0
+        && let Some(first) = errors.first()
+    {
+        let code = first.code;
+        let noun = if more == 1 { "problem" } else { "problems" };
+        errors.push(FieldError::new(
+            "",
+            code,
+            format!("… and {more} more {noun}"),
+        ));
+    }
+    errors
 }
 
 fn invalid(path: &str, message: impl Into<String>) -> FieldError {
@@ -412,31 +446,69 @@ fn check_outcome(body: &Map<String, Value>, errors: &mut Vec<FieldError>) {
 }
 
 /// One walk over the whole event enforcing [`Limits`] (depth, key and string sizes, leaf
-/// count) and key hygiene. Keys on the current path are kept as a stack of borrows and only
-/// joined when an error needs the path.
+/// count), key hygiene and the integer range. Keys on the current path are kept as a stack of
+/// borrows and only joined when an error needs the path.
 struct LimitCheck<'a, 'e> {
     limits: &'a Limits,
     errors: &'e mut Vec<FieldError>,
     path: Vec<&'a str>,
     leaves: usize,
     too_deep: bool,
+    /// Problems found once [`MAX_FIELD_ERRORS`] were listed: only counted, so a hostile event
+    /// with a hundred thousand bad keys costs no more memory than one with a hundred.
+    unlisted: usize,
 }
 
 impl<'a> LimitCheck<'a, '_> {
-    /// Checks `body`; returns whether some value was nested too deep.
-    fn run(body: &'a Map<String, Value>, limits: &'a Limits, errors: &mut Vec<FieldError>) -> bool {
+    /// Checks `body`; returns whether some value was nested too deep, and how many problems
+    /// were counted without being listed.
+    fn run(
+        body: &'a Map<String, Value>,
+        limits: &'a Limits,
+        errors: &mut Vec<FieldError>,
+    ) -> (bool, usize) {
         let mut check = LimitCheck {
             limits,
             errors,
             path: Vec::with_capacity(limits.max_depth.min(64)),
             leaves: 0,
             too_deep: false,
+            unlisted: 0,
         };
         check.container(1, |c| c.object(body, 1));
-        check.too_deep
+        (check.too_deep, check.unlisted)
     }
 
     fn error(&mut self, code: FieldErrorCode, message: String) {
+        if self.errors.len() >= MAX_FIELD_ERRORS {
+            self.unlisted += 1;
+            return;
+        }
+        let path = self.path_text();
+        self.errors.push(FieldError::new(path, code, message));
+    }
+
+    /// An integer outside ±[`MAX_SAFE_INTEGER`]: reported once per path, and not where an
+    /// envelope check already reported the field (`severity`, `time`).
+    fn unsafe_integer(&mut self, n: &serde_json::Number) {
+        let path = self.path_text();
+        if self.errors.iter().any(|e| e.path == path) {
+            return;
+        }
+        if self.errors.len() >= MAX_FIELD_ERRORS {
+            self.unlisted += 1;
+            return;
+        }
+        let message = format!(
+            "integer {n} is beyond ±{MAX_SAFE_INTEGER} (2^53 - 1), the range JSON numbers hold \
+             exactly; send it as a string"
+        );
+        self.errors
+            .push(FieldError::new(path, FieldErrorCode::InvalidField, message));
+    }
+
+    /// The current path, dotted; keys over the length limit are cut.
+    fn path_text(&self) -> String {
         let mut path = String::new();
         for (i, key) in self.path.iter().enumerate() {
             if i > 0 {
@@ -454,7 +526,7 @@ impl<'a> LimitCheck<'a, '_> {
                 path.push_str(key);
             }
         }
-        self.errors.push(FieldError::new(path, code, message));
+        path
     }
 
     fn container(&mut self, depth: usize, descend: impl FnOnce(&mut Self)) {
@@ -506,7 +578,13 @@ impl<'a> LimitCheck<'a, '_> {
                     self.error(FieldErrorCode::StringTooLong, message);
                 }
             }
-            Value::Null | Value::Bool(_) | Value::Number(_) => self.leaf(),
+            Value::Number(n) => {
+                self.leaf();
+                if !is_safe_number(n) {
+                    self.unsafe_integer(n);
+                }
+            }
+            Value::Null | Value::Bool(_) => self.leaf(),
         }
     }
 
@@ -517,6 +595,18 @@ impl<'a> LimitCheck<'a, '_> {
             self.errors
                 .push(FieldError::new("", FieldErrorCode::TooManyFields, message));
         }
+    }
+}
+
+/// False for an integer outside ±[`MAX_SAFE_INTEGER`]. Floats are always accepted: they are
+/// doubles already, and their canonical form is exact.
+fn is_safe_number(n: &serde_json::Number) -> bool {
+    if let Some(u) = n.as_u64() {
+        u <= MAX_SAFE_INTEGER
+    } else if let Some(i) = n.as_i64() {
+        i.unsigned_abs() <= MAX_SAFE_INTEGER
+    } else {
+        true
     }
 }
 
@@ -881,6 +971,114 @@ mod tests {
         assert_eq!(
             errs(json!({"type": "x", "actor": 1, "user_id": "u"})),
             err("actor", "invalid_field")
+        );
+    }
+
+    /// Regression: problems were listed without bound, so one 1.6 MB event of keys holding NUL
+    /// characters produced 100 002 field errors, and a response body far larger than the
+    /// request. The list now stops at `MAX_FIELD_ERRORS` and one final entry counts the rest.
+    #[test]
+    fn error_lists_are_capped() {
+        let mut event = Map::new();
+        event.insert("type".into(), json!("x"));
+        for i in 0..100_000 {
+            event.insert(format!("k{i:06}\0"), json!(1));
+        }
+        let errors = normalize(Value::Object(event), &Limits::default()).unwrap_err();
+        assert_eq!(errors.len(), MAX_FIELD_ERRORS + 1);
+        assert!(errors[..MAX_FIELD_ERRORS].iter().all(|e| {
+            e.code == FieldErrorCode::InvalidField && e.message == "key contains a NUL character"
+        }));
+        // 100 000 bad keys, too many fields, too large: 100 002 problems, 100 of them listed.
+        let last = &errors[MAX_FIELD_ERRORS];
+        assert_eq!(
+            (last.path.as_str(), last.code, last.message.as_str()),
+            (
+                "",
+                FieldErrorCode::InvalidField,
+                "… and 99902 more problems"
+            )
+        );
+
+        // Exactly at the cap: no summary; one more: "1 more problem".
+        let bad_keys = |n: usize| {
+            let mut event = Map::new();
+            event.insert("type".into(), json!("x"));
+            for i in 0..n {
+                event.insert(format!("k{i:03}\0"), json!(1));
+            }
+            normalize(Value::Object(event), &Limits::default()).unwrap_err()
+        };
+        let errors = bad_keys(MAX_FIELD_ERRORS);
+        assert_eq!(errors.len(), MAX_FIELD_ERRORS);
+        assert!(errors.iter().all(|e| !e.path.is_empty()));
+        let errors = bad_keys(MAX_FIELD_ERRORS + 1);
+        assert_eq!(errors.len(), MAX_FIELD_ERRORS + 1);
+        assert_eq!(errors[MAX_FIELD_ERRORS].message, "… and 1 more problem");
+    }
+
+    /// Regression: integers beyond 2^53 were accepted and written into the canonical form as
+    /// doubles, so `9007199254740993` became `9007199254740992`: a second event with the same
+    /// id and `9007199254740992` counted as a duplicate of the first and was dropped, and the
+    /// stored event no longer said what the producer sent. RFC 8785 assumes I-JSON numbers,
+    /// so such integers are now refused at their path, telling the producer to send strings.
+    #[test]
+    fn integers_beyond_the_exact_double_range_are_refused() {
+        for n in [
+            json!(9_007_199_254_740_993u64),
+            json!(9_007_199_254_740_992u64),
+            json!(u64::MAX),
+            json!(-9_007_199_254_740_992i64),
+            json!(i64::MIN),
+        ] {
+            let errors = normalize(
+                json!({"id": "e1", "type": "x", "details": {"n": n}}),
+                &Limits::default(),
+            )
+            .unwrap_err();
+            assert_eq!(errors.len(), 1, "{n}");
+            assert_eq!(
+                (errors[0].path.as_str(), errors[0].code),
+                ("details.n", FieldErrorCode::InvalidField),
+                "{n}"
+            );
+            assert!(
+                errors[0]
+                    .message
+                    .starts_with(&format!("integer {n} is beyond ±9007199254740991"))
+                    && errors[0].message.ends_with("send it as a string"),
+                "{}",
+                errors[0].message
+            );
+        }
+        // The edges of the range, doubles of any size, and the same value as a string are fine.
+        for n in [
+            json!(9_007_199_254_740_991u64),
+            json!(-9_007_199_254_740_991i64),
+            json!(1e300),
+            json!(9_007_199_254_740_993.0),
+            json!("9007199254740993"),
+        ] {
+            ok(json!({"type": "x", "details": {"n": n}}));
+        }
+        // Anywhere in the event, once per field (arrays are transparent).
+        assert_eq!(
+            errs(json!({"type": "x", "big": 1u64 << 60, "tags": [1, 1u64 << 60, 1u64 << 61]})),
+            vec![
+                ("big".to_owned(), "invalid_field"),
+                ("tags".to_owned(), "invalid_field")
+            ]
+        );
+        // Envelope fields that normalise integers keep doing so losslessly...
+        let s = ok(json!({"type": "x", "id": 9_007_199_254_740_993u64,
+            "actor": {"id": u64::MAX}, "time": 1_714_550_400_123_456_789i64}));
+        assert_eq!(s.body["id"], "9007199254740993");
+        assert_eq!(s.body["actor"]["id"], "18446744073709551615");
+        assert_eq!(s.body["time"], "2024-05-01T08:00:00.123456789Z");
+        // ...and one that rejects a value reports it once.
+        assert_eq!(
+            errs(json!({"type": "x", "severity": 9_007_199_254_740_993u64})),
+            err("severity", "invalid_field")
         );
     }
 

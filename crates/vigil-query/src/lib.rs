@@ -11,6 +11,8 @@
 //!    [`QueryLimits`]); `Display` on [`Expr`] prints it back as query text.
 //! 3. The store narrows candidates with its indexes and confirms each with [`Expr::matches`],
 //!    ordering by `(time, seq)` and resuming after a [`Cursor`].
+//! 4. The page's `next_cursor` is [`Query::encode_cursor`]: the last position plus the query's
+//!    resolved [`TimeRange`], so a relative `from=-1h` means the same hour on every page.
 //!
 //! # Example
 //! ```
@@ -46,7 +48,7 @@ mod parse;
 mod time;
 
 pub use ast::{CmpOp, Expr, Literal};
-pub use cursor::{Cursor, Order};
+pub use cursor::{Cursor, Order, TimeRange};
 pub use error::QueryError;
 pub use params::{Query, QueryLimits};
 pub use parse::parse_expr;

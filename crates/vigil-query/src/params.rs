@@ -2,8 +2,10 @@
 
 use vigil_event::{Timestamp, resolve_path_alias};
 
+use crate::cursor::TimeRange;
 use crate::parse::is_path;
-use crate::{Cursor, Expr, Literal, Order, QueryError, parse_expr, parse_time_bound};
+use crate::time::TimeLiteral;
+use crate::{Cursor, Expr, Literal, Order, QueryError, parse_expr};
 
 /// Named, configurable bounds on one query.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -38,19 +40,27 @@ impl Default for QueryLimits {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
     pub filter: Expr,
-    /// Inclusive lower bound on event `time`.
+    /// Inclusive lower bound on event `time`. With a cursor, the bound of the first page.
     pub from: Option<Timestamp>,
-    /// Exclusive upper bound on event `time`.
+    /// Exclusive upper bound on event `time`. With a cursor, the bound of the first page.
     pub to: Option<Timestamp>,
     pub limit: usize,
     pub order: Order,
     pub cursor: Option<Cursor>,
 }
 
+/// A `from`/`to` parameter as given: its name, its literal and the instant it resolves to now.
+type Bound<'p> = (&'p str, TimeLiteral, Timestamp);
+
 impl Query {
     /// Builds a query from URL parameters (see `docs/query.md`): `q`, `from`/`timeStart`,
     /// `to`/`timeEnd`, `limit`, `order`, `cursor`; every other parameter is an exact-match
     /// filter `path=value`, aliases resolved, all ANDed with `q`. `now` resolves relative times.
+    ///
+    /// A cursor made by [`Query::encode_cursor`] carries the time range of the first page, and
+    /// `from`/`to` are that range: a relative bound (`-1h`, `now`) is not resolved again (it
+    /// would have moved, and the events it moved past would be skipped); an absolute one must
+    /// equal the cursor's, or the parameter is invalid; a missing one keeps the cursor's.
     pub fn from_params(
         params: &[(String, String)],
         now: Timestamp,
@@ -58,11 +68,11 @@ impl Query {
     ) -> Result<Self, QueryError> {
         let mut filters = Vec::new();
         let mut q_seen = false;
-        let mut from: Option<(&str, Timestamp)> = None;
-        let mut to: Option<(&str, Timestamp)> = None;
+        let mut from: Option<Bound<'_>> = None;
+        let mut to: Option<Bound<'_>> = None;
         let mut limit: Option<usize> = None;
         let mut order: Option<Order> = None;
-        let mut cursor: Option<Option<Cursor>> = None;
+        let mut cursor: Option<Option<(Cursor, Option<TimeRange>)>> = None;
 
         for (name, value) in params {
             let name = name.as_str();
@@ -82,10 +92,12 @@ impl Query {
                     } else {
                         &mut to
                     };
-                    if let Some((earlier, _)) = slot {
+                    if let Some((earlier, _, _)) = slot {
                         return Err(invalid(name, duplicate_message(earlier, name)));
                     }
-                    let at = parse_time_bound(value, now).ok_or_else(|| {
+                    let literal = TimeLiteral::parse(value);
+                    let at = literal.and_then(|l| l.resolve(now).map(|at| (l, at)));
+                    let (literal, at) = at.ok_or_else(|| {
                         invalid(
                             name,
                             format!(
@@ -95,7 +107,7 @@ impl Query {
                             ),
                         )
                     })?;
-                    *slot = Some((name, at));
+                    *slot = Some((name, literal, at));
                 }
                 "limit" => {
                     once(name, limit.is_some())?;
@@ -133,7 +145,7 @@ impl Query {
                     cursor = Some(if value.is_empty() {
                         None
                     } else {
-                        Some(Cursor::decode(value)?)
+                        Some(Cursor::decode_with_range(value)?)
                     });
                 }
                 _ => filters.push(param_filter(name, value)?),
@@ -141,10 +153,14 @@ impl Query {
         }
 
         let order = order.unwrap_or_default();
-        let cursor = cursor.flatten();
+        let (cursor, pinned) = cursor.flatten().unzip();
         if cursor.is_some_and(|c| c.order != order) {
             return Err(QueryError::InvalidCursor);
         }
+        let (from, to) = match pinned.flatten() {
+            None => (from.map(|(_, _, at)| at), to.map(|(_, _, at)| at)),
+            Some(range) => (pinned_bound(from, range.from)?, pinned_bound(to, range.to)?),
+        };
         let filter = match filters.len() {
             0 => Expr::All,
             1 => filters.pop().unwrap_or(Expr::All),
@@ -159,12 +175,49 @@ impl Query {
         }
         Ok(Self {
             filter,
-            from: from.map(|(_, t)| t),
-            to: to.map(|(_, t)| t),
+            from,
+            to,
             limit: limit.unwrap_or(limits.default_limit),
             order,
             cursor,
         })
+    }
+
+    /// This query's time bounds, as a cursor pins them.
+    pub fn time_range(&self) -> TimeRange {
+        TimeRange {
+            from: self.from,
+            to: self.to,
+        }
+    }
+
+    /// The `next_cursor` text for a page of this query that ended at `next`: the position and
+    /// this query's time range, so the next page covers the same range however much later it
+    /// is asked for.
+    pub fn encode_cursor(&self, next: &Cursor) -> String {
+        next.encode_with_range(self.time_range())
+    }
+}
+
+/// A bound of a page after the first: the cursor's `pinned` one. A relative parameter was
+/// resolved on the first page and is not resolved again; an absolute one must agree.
+fn pinned_bound(
+    given: Option<Bound<'_>>,
+    pinned: Option<Timestamp>,
+) -> Result<Option<Timestamp>, QueryError> {
+    match given {
+        Some((name, TimeLiteral::Absolute(at), _)) if Some(at) != pinned => Err(invalid(
+            name,
+            format!(
+                "differs from the time range the cursor continues ({}); keep the first page's \
+                 bounds while paging, or start without a cursor",
+                match pinned {
+                    Some(t) => format!("{name} {}", t.to_rfc3339()),
+                    None => format!("no {name}"),
+                }
+            ),
+        )),
+        _ => Ok(pinned),
     }
 }
 
@@ -440,6 +493,114 @@ mod tests {
             Err(QueryError::InvalidCursor)
         );
         assert_eq!(ok(&[("cursor", "")]).cursor, None);
+    }
+
+    fn at(params: &[(&str, &str)], now: Timestamp) -> Result<Query, QueryError> {
+        let params: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Query::from_params(&params, now, &QueryLimits::default())
+    }
+
+    /// Regression: `from=-1h` was resolved again on every page, against that request's `now`.
+    /// Paging newest-first, the second page's range started later than the first page's, so the
+    /// oldest events of the hour (the ones the last pages were about to return) were silently
+    /// skipped. The cursor now carries the first page's resolved range and later pages use it.
+    #[test]
+    fn relative_bounds_are_pinned_by_the_cursor() {
+        let first_now = now();
+        let later = Timestamp::from_nanos(first_now.as_nanos() + 600 * 1_000_000_000);
+        let params = [("from", "-1h"), ("to", "now"), ("type", "login.failed")];
+        let first = at(&params, first_now).unwrap();
+        assert_eq!(first.from, Timestamp::parse_rfc3339("2024-05-01T23:00:00Z"));
+        assert_eq!(first.to, Some(first_now));
+
+        let position = Cursor {
+            order: Order::Desc,
+            time: Timestamp::parse_rfc3339("2024-05-01T23:40:00Z").unwrap(),
+            seq: 7,
+        };
+        let text = first.encode_cursor(&position);
+        let mut next = params.to_vec();
+        next.push(("cursor", &text));
+        // Ten minutes later, the second page covers the same range as the first.
+        let second = at(&next, later).unwrap();
+        assert_eq!((second.from, second.to), (first.from, first.to));
+        assert_eq!(second.cursor, Some(position));
+        assert_eq!(second.filter, first.filter);
+        // ...and so does every page after it.
+        let third = at(
+            &[
+                ("from", "-1h"),
+                ("cursor", &second.encode_cursor(&position)),
+            ],
+            later,
+        )
+        .unwrap();
+        assert_eq!((third.from, third.to), (first.from, first.to));
+
+        // A position-only cursor leaves the bounds to the parameters, resolved again.
+        let unpinned = at(&[("from", "-1h"), ("cursor", &position.encode())], later).unwrap();
+        assert_eq!(
+            unpinned.from,
+            Timestamp::parse_rfc3339("2024-05-01T23:10:00Z")
+        );
+    }
+
+    #[test]
+    fn a_pinned_range_wins_over_relative_bounds_and_must_match_absolute_ones() {
+        let position = Cursor {
+            order: Order::Asc,
+            time: now(),
+            seq: 1,
+        };
+        let range = TimeRange {
+            from: Timestamp::parse_rfc3339("2024-05-01T00:00:00Z"),
+            to: None,
+        };
+        let text = position.encode_with_range(range);
+        let page = |params: &[(&str, &str)]| {
+            let mut params = params.to_vec();
+            params.extend([("order", "asc"), ("cursor", text.as_str())]);
+            query(&params)
+        };
+        for same in [
+            &[][..],
+            &[("from", "-3h")],
+            &[("timeStart", "2024-05-01")],
+            &[("from", "2024-05-01T02:00:00+02:00")],
+            &[("from", "1714521600")],
+            &[("to", "now")],
+            &[("timeEnd", "-5m")],
+        ] {
+            let q = page(same).unwrap_or_else(|e| panic!("{same:?}: {e}"));
+            assert_eq!(q.time_range(), range, "{same:?}");
+        }
+        match page(&[("from", "2024-04-30")]) {
+            Err(QueryError::InvalidParameter { name, message }) => {
+                assert_eq!(name, "from");
+                assert!(
+                    message.starts_with(
+                        "differs from the time range the cursor continues (from 2024-05-01T00:00:00Z)"
+                    ),
+                    "{message}"
+                );
+            }
+            other => panic!("expected an invalid `from`, got {other:?}"),
+        }
+        match page(&[("timeEnd", "2024-05-02")]) {
+            Err(QueryError::InvalidParameter { name, message }) => {
+                assert_eq!(name, "timeEnd");
+                assert!(message.contains("(no timeEnd)"), "{message}");
+            }
+            other => panic!("expected an invalid `timeEnd`, got {other:?}"),
+        }
+        // Bad values are still bad, pinned range or not.
+        assert_eq!(
+            page(&[("from", "yesterday")]).unwrap_err().code(),
+            "invalid_parameter"
+        );
     }
 
     #[test]

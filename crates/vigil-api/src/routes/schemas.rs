@@ -1,5 +1,7 @@
 //! `/v1/schemas`: the caller's tenant's JSON Schemas per event type.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -82,7 +84,8 @@ pub(crate) async fn list(
         (status = 200, description = "Replaced", body = Object),
         (status = 400, description = "invalid_type, invalid_json", body = ErrorBody),
         (status = 403, description = "Missing scope schemas:write", body = ErrorBody),
-        (status = 422, description = "invalid_schema", body = ErrorBody),
+        (status = 413, description = "schema_too_large: the document exceeds max_schema_bytes", body = ErrorBody),
+        (status = 422, description = "invalid_schema; too_many_schemas: the tenant has max_schemas_per_tenant already", body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]
@@ -96,17 +99,23 @@ pub(crate) async fn put(
     principal.require(Scope::SchemasWrite)?;
     let event_type = event_type(path)?;
     check_json_content_type(&headers)?;
-    let bytes = read_body(&headers, body, state.config().max_body_bytes).await?;
-    let schema: Value = parse_json(&bytes)?;
+    let limit = state.config().max_schema_bytes;
+    let bytes = read_body(&headers, body, limit)
+        .await
+        .map_err(|e| match e {
+            ApiError::BodyTooLarge { .. } => ApiError::SchemaTooLarge { limit },
+            other => other,
+        })?;
+    let schema: Arc<Value> = Arc::new(parse_json(&bytes)?);
     let outcome = state
         .schemas()
-        .put(&principal.tenant, event_type, schema.clone())
+        .put(&principal.tenant, event_type, Arc::clone(&schema))
         .await?;
     let status = match outcome {
         PutOutcome::Created => StatusCode::CREATED,
         PutOutcome::Replaced => StatusCode::OK,
     };
-    Ok((status, axum::Json(schema)).into_response())
+    Ok((status, axum::Json(schema.as_ref())).into_response())
 }
 
 /// The schema registered for a type.

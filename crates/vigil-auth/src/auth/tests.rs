@@ -264,7 +264,7 @@ async fn jwt_claims_are_the_documented_ones() {
 async fn expired_jwt_is_rejected_as_expired() {
     let f = Fixture::with_config(AuthConfig {
         jwt_ttl: Duration::from_secs(60),
-        rate_limit: None,
+        ..AuthConfig::default()
     })
     .await;
     let p = f.principal("acme", "events:read").await;
@@ -845,7 +845,7 @@ async fn bad_config_and_corrupt_documents_refuse_to_open() {
     let store: Arc<dyn Store> = Arc::new(MemStore::default());
     let zero_ttl = AuthConfig {
         jwt_ttl: Duration::ZERO,
-        rate_limit: None,
+        ..AuthConfig::default()
     };
     assert_eq!(
         Auth::open(store.clone(), zero_ttl)
@@ -868,6 +868,28 @@ async fn bad_config_and_corrupt_documents_refuse_to_open() {
             .code(),
         "invalid_config"
     );
+    for login in [
+        LoginLimits {
+            max_concurrent: 0,
+            ..LoginLimits::default()
+        },
+        LoginLimits {
+            failures: RateLimit {
+                per_second: 0.0,
+                burst: 10,
+            },
+            ..LoginLimits::default()
+        },
+    ] {
+        let config = AuthConfig {
+            login,
+            ..AuthConfig::default()
+        };
+        assert_eq!(
+            Auth::open(store.clone(), config).await.unwrap_err().code(),
+            "invalid_config"
+        );
+    }
 
     store
         .save_meta(META_NAME, b"{\"version\":1}")
@@ -901,4 +923,157 @@ async fn secrets_never_show_in_debug_output() {
         serde_json::to_value(&token).unwrap()["token_type"],
         "Bearer"
     );
+}
+
+fn retry_after(err: AuthError) -> Duration {
+    match err {
+        AuthError::RateLimited { retry_after } => retry_after,
+        other => panic!("expected rate limited, got {other:?}"),
+    }
+}
+
+/// Regression: password logins had no limit at all. Anyone could guess a user's password as
+/// fast as the server could run argon2, and every guess ran. Now each username has a budget of
+/// failed attempts (10, then one a minute); once it is spent, a login is refused with 429
+/// before the password is looked at, and unknown usernames are treated exactly alike so the
+/// refusal does not reveal which users exist.
+#[tokio::test]
+async fn failed_logins_per_username_are_limited() {
+    let f = Fixture::new().await;
+    f.user(&f.root, "alice", "acme", "events:read")
+        .await
+        .unwrap();
+
+    // Successful logins do not use up the budget.
+    for _ in 0..12 {
+        f.auth.login("alice", PASSWORD).await.unwrap();
+    }
+
+    for name in ["alice", "nobody"] {
+        for _ in 0..10 {
+            let err = f.auth.login(name, "not the password at all").await;
+            assert_eq!(err.unwrap_err().to_string(), "invalid credential", "{name}");
+        }
+        let err = f.auth.login(name, "not the password at all").await;
+        assert_eq!(
+            retry_after(err.unwrap_err()),
+            Duration::from_secs(60),
+            "{name}"
+        );
+        // Not even the right password is checked now.
+        let err = f.auth.login(name, PASSWORD).await.unwrap_err();
+        assert_eq!((err.code(), err.http_status()), ("rate_limited", 429));
+    }
+
+    // Other usernames have their own budget.
+    f.user(&f.root, "bob", "acme", "events:read").await.unwrap();
+    f.auth.login("bob", PASSWORD).await.unwrap();
+
+    // A minute later alice has one attempt again; a success gives it back, a failure spends it.
+    f.clock.advance(Duration::from_secs(60));
+    f.auth.login("alice", PASSWORD).await.unwrap();
+    assert_eq!(
+        f.auth
+            .login("alice", "not the password at all")
+            .await
+            .unwrap_err()
+            .code(),
+        "unauthenticated"
+    );
+    assert_eq!(
+        f.auth.login("alice", PASSWORD).await.unwrap_err().code(),
+        "rate_limited"
+    );
+}
+
+/// Regression: every login ran argon2 (19 MiB, tens of ms of CPU) on its own blocking thread
+/// with no bound, so a burst of logins could exhaust memory and starve the blocking pool. Now
+/// at most `max_concurrent` checks run and at most `max_waiting` logins queue for one; beyond
+/// that a login is refused at once with 429 and `Retry-After: 1`, without counting as a
+/// failure of its username.
+#[tokio::test]
+async fn password_checks_run_in_bounded_slots_with_a_bounded_queue() {
+    let config = AuthConfig {
+        login: LoginLimits {
+            max_concurrent: 1,
+            max_waiting: 1,
+            failures: RateLimit {
+                per_second: 1.0 / 60.0,
+                burst: 1,
+            },
+        },
+        ..AuthConfig::default()
+    };
+    let f = Fixture::with_config(config).await;
+    f.user(&f.root, "alice", "acme", "events:read")
+        .await
+        .unwrap();
+    let gate = &f.auth.inner.login_gate;
+
+    // The only slot is busy: one login waits for it...
+    let busy = gate.slots().acquire_owned().await.unwrap();
+    let waiting = tokio::spawn({
+        let auth = f.auth.clone();
+        async move { auth.login("alice", PASSWORD).await }
+    });
+    for _ in 0..1000 {
+        if gate.waiting() == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(gate.waiting(), 1);
+
+    // ...and the next is turned away at once.
+    let err = f.auth.login("carol", PASSWORD).await.unwrap_err();
+    assert_eq!(retry_after(err), Duration::from_secs(1));
+
+    drop(busy);
+    waiting.await.unwrap().unwrap();
+    assert_eq!(gate.waiting(), 0);
+
+    // The turned-away login did not spend carol's single failure: she still gets her attempt.
+    assert_eq!(
+        f.auth.login("carol", PASSWORD).await.unwrap_err().code(),
+        "unauthenticated"
+    );
+    assert_eq!(
+        f.auth.login("carol", PASSWORD).await.unwrap_err().code(),
+        "rate_limited"
+    );
+}
+
+/// Regression: an admin of one tenant creating a user got `409 user "bob" already exists` when
+/// another tenant had a user `bob`, learning of that tenant's users. Usernames are global, so
+/// the name stays taken, but the answer is the same whichever tenant holds it.
+#[tokio::test]
+async fn a_taken_username_does_not_say_which_tenant_has_it() {
+    let f = Fixture::new().await;
+    f.user(&f.root, "bob", "globex", "events:read")
+        .await
+        .unwrap();
+    f.user(&f.root, "ann", "acme", "events:read").await.unwrap();
+    let acme_admin = f.principal("acme", "admin").await;
+
+    let elsewhere = f
+        .user(&acme_admin, "bob", "acme", "events:read")
+        .await
+        .unwrap_err();
+    let own_tenant = f
+        .user(&acme_admin, "ann", "acme", "events:read")
+        .await
+        .unwrap_err();
+    for err in [&elsewhere, &own_tenant] {
+        assert_eq!((err.code(), err.http_status()), ("conflict", 409));
+        assert_eq!(err.to_string(), "username is not available");
+    }
+    // The other tenant's user is untouched and still invisible to this admin.
+    assert!(
+        f.auth
+            .list_users(&acme_admin)
+            .unwrap()
+            .iter()
+            .all(|u| u.username != "bob")
+    );
+    f.auth.login("bob", PASSWORD).await.unwrap();
 }
