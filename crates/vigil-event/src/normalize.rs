@@ -598,15 +598,18 @@ impl<'a> LimitCheck<'a, '_> {
     }
 }
 
-/// False for an integer outside ±[`MAX_SAFE_INTEGER`]. Floats are always accepted: they are
-/// doubles already, and their canonical form is exact.
+/// False for an integer outside ±[`MAX_SAFE_INTEGER`], including one too large for 64 bits,
+/// which the JSON parser has already turned into a double (`18446744073709551617` arrives as
+/// `1.8446744073709552e19`): a whole double beyond the exact range may stand for many different
+/// integers, so two different events could share a digest. Fractional doubles are exact.
 fn is_safe_number(n: &serde_json::Number) -> bool {
     if let Some(u) = n.as_u64() {
         u <= MAX_SAFE_INTEGER
     } else if let Some(i) = n.as_i64() {
         i.unsigned_abs() <= MAX_SAFE_INTEGER
     } else {
-        true
+        n.as_f64()
+            .is_none_or(|f| f.fract() != 0.0 || f.abs() <= MAX_SAFE_INTEGER as f64)
     }
 }
 
@@ -1051,12 +1054,28 @@ mod tests {
                 errors[0].message
             );
         }
-        // The edges of the range, doubles of any size, and the same value as a string are fine.
+        // Regression: an integer too large for 64 bits reaches us as a double, and so would a
+        // whole double beyond 2^53: either stands for many integers, so two different events
+        // could share a content digest (same id → "duplicate" instead of 409). Refused too.
+        for n in [
+            json!(1.8446744073709552e19),
+            json!(1e300),
+            json!(9_007_199_254_740_993.0),
+            json!(-1e20),
+        ] {
+            assert_eq!(
+                errs(json!({"type": "x", "details": {"n": n}})),
+                err("details.n", "invalid_field"),
+                "{n}"
+            );
+        }
+        // The edges of the range, fractions, and the same value as a string are fine.
         for n in [
             json!(9_007_199_254_740_991u64),
             json!(-9_007_199_254_740_991i64),
-            json!(1e300),
-            json!(9_007_199_254_740_993.0),
+            json!(9_007_199_254_740_991.0),
+            json!(12.5),
+            json!(1e-300),
             json!("9007199254740993"),
         ] {
             ok(json!({"type": "x", "details": {"n": n}}));

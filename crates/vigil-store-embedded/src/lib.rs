@@ -71,7 +71,7 @@ use memtable::Memtable;
 use segment::{Sealed, SegmentView};
 use writer::{Command, Writer};
 
-/// Tuning of the embedded store. Every field is a `vigil serve` option.
+/// Tuning of the embedded store. Every field but `queue_depth` is a `vigil serve` option.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbeddedConfig {
     pub data_dir: PathBuf,
@@ -143,6 +143,8 @@ pub(crate) struct Shared {
     /// Set after a failed write or fsync: nothing more is acknowledged until restart.
     pub poisoned: AtomicBool,
     pub stopping: AtomicBool,
+    /// Consecutive failed seal attempts: past a few, the store reports itself not ready.
+    pub seal_failures: std::sync::atomic::AtomicU32,
     /// Held for the life of the store: one process per data directory.
     _lock: File,
 }
@@ -483,10 +485,13 @@ impl EmbeddedStore {
             })),
             poisoned: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            seal_failures: std::sync::atomic::AtomicU32::new(0),
             _lock: lock,
         });
 
-        let (seal_tx, seal_rx) = std::sync::mpsc::sync_channel(64);
+        // Unbounded on purpose: it holds handles to memtables that are in memory anyway, and the
+        // writer must never block on a sealer that keeps failing.
+        let (seal_tx, seal_rx) = std::sync::mpsc::channel();
         let sealer = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -626,7 +631,14 @@ impl Store for EmbeddedStore {
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        self.check_writable()
+        self.check_writable()?;
+        let failures = self.shared.seal_failures.load(Ordering::SeqCst);
+        if failures >= seal::UNREADY_AFTER_FAILURES {
+            return Err(StoreError::Unavailable(format!(
+                "sealing has failed {failures} times in a row; events stay in the log and memory until it succeeds"
+            )));
+        }
+        Ok(())
     }
 
     async fn load_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

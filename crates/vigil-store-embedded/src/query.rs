@@ -394,6 +394,10 @@ pub(crate) fn to_stored(rec: OwnedRecord) -> StoredEvent {
     }
 }
 
+/// Most event bytes one query page reads from the log, whatever its `limit`: bounds the memory
+/// of a page of large events (the HTTP layer cuts its responses smaller still).
+pub(crate) const MAX_PAGE_READ_BYTES: usize = 32 * 1024 * 1024;
+
 /// An event's order key, segment index and doc id.
 type Ranked = ((i64, u64), usize, u32);
 
@@ -453,6 +457,9 @@ pub(crate) fn execute(
                     heap.pop();
                     heap.push(Reverse((key, si, doc)));
                 }
+                if heap.len() >= want {
+                    floor.set(heap.peek().map(|Reverse((worst, _, _))| *worst));
+                }
                 true
             })
         })?;
@@ -461,13 +468,23 @@ pub(crate) fn execute(
     best.sort_unstable_by_key(|r| Reverse(r.0));
     let more = best.len() > query.limit;
     best.truncate(query.limit);
+    // Read the winners in order, but stop once a page holds MAX_PAGE_READ_BYTES: a page of
+    // large events then ends early and its cursor resumes after the last one read.
     let mut events = Vec::with_capacity(best.len());
+    let mut bytes = 0usize;
+    let mut cut = false;
     for (_, si, doc) in &best {
+        if bytes >= MAX_PAGE_READ_BYTES {
+            cut = true;
+            break;
+        }
         if let Some(seg) = segments.get(*si) {
-            events.push(to_stored(seg.with(|v| v.read(*doc))?));
+            let e = to_stored(seg.with(|v| v.read(*doc))?);
+            bytes += e.canonical.len();
+            events.push(e);
         }
     }
-    let next_cursor = if more {
+    let next_cursor = if more || cut {
         events.last().map(|e| Cursor {
             order,
             time: e.time,

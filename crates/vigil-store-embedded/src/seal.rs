@@ -16,6 +16,9 @@ use crate::memtable::Memtable;
 use crate::record::Record;
 use crate::segment::{self, DocRef, Docs, IndexMeta, Sealed, SegmentView, TenantTail};
 
+/// Consecutive seal failures after which `/readyz` reports the store unavailable.
+pub(crate) const UNREADY_AFTER_FAILURES: u32 = 3;
+
 /// Seals memtables strictly in order (a failed seal is retried, with back-off, before any newer
 /// segment is sealed: the log's segments never go sealed out of order), and merges after each.
 pub(crate) fn run(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<Arc<RwLock<Memtable>>>) {
@@ -23,6 +26,9 @@ pub(crate) fn run(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<Arc<RwLock<
     while let Ok(mem) = rx.recv() {
         let mut backoff = std::time::Duration::from_millis(500);
         while !seal_one(&shared, &mem) {
+            shared
+                .seal_failures
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if stopping() {
                 return;
             }
@@ -33,6 +39,9 @@ pub(crate) fn run(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<Arc<RwLock<
             }
             backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
         }
+        shared
+            .seal_failures
+            .store(0, std::sync::atomic::Ordering::SeqCst);
         // Merge until nothing is due (each step is bounded by the merge size limit).
         loop {
             if stopping() || !merge_once(&shared) {

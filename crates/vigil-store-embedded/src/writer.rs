@@ -46,7 +46,7 @@ pub(crate) struct Writer {
     pub active: Arc<RwLock<Memtable>>,
     pub tenants: HashMap<String, TenantState>,
     pub segment_started: Instant,
-    pub seal_tx: std::sync::mpsc::SyncSender<Arc<RwLock<Memtable>>>,
+    pub seal_tx: std::sync::mpsc::Sender<Arc<RwLock<Memtable>>>,
     pub sealer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -112,7 +112,7 @@ impl Writer {
     fn stop(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         // Closing the channel ends the sealer after its current segment.
-        let (tx, _) = std::sync::mpsc::sync_channel(1);
+        let (tx, _) = std::sync::mpsc::channel();
         drop(std::mem::replace(&mut self.seal_tx, tx));
         if let Some(h) = self.sealer.take() {
             let _ = h.join();

@@ -250,6 +250,15 @@ impl Settings {
                 );
             }
         }
+        if self.max_segment_events < 4 * self.segment_max_events {
+            bail!(
+                "max_segment_events ({}) must be at least 4 × segment_max_events ({}): merging \
+                 combines runs of 4 sealed segments, so a smaller limit would never merge and the \
+                 number of segments would grow without bound",
+                self.max_segment_events,
+                self.segment_max_events
+            );
+        }
         if self.max_commit_events == 0 {
             bail!("max_commit_events must be at least 1");
         }
@@ -513,7 +522,7 @@ mod tests {
     fn store_and_request_tuning_options_reach_their_components() {
         let file = r#"
             request_timeout = "5s"
-            max_segment_events = 1000000
+            max_segment_events = 2000000
             max_commit_events = 512
             [limits]
             max_page_bytes = 1048576
@@ -529,7 +538,7 @@ mod tests {
         assert_eq!(api.max_schemas_per_tenant, 50);
         assert_eq!(api.max_schema_bytes, 4096);
         let store = s.store_config();
-        assert_eq!(store.max_segment_events, 1_000_000);
+        assert_eq!(store.max_segment_events, 2_000_000);
         assert_eq!(store.max_commit_events, 1024, "flag beats file");
 
         for (argv, name) in [
