@@ -59,6 +59,33 @@ impl Postings {
     }
 }
 
+/// Distinct term bytes stored end to end; a term id indexes `ends`.
+#[derive(Debug, Default)]
+struct TermArena {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl TermArena {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Stores a term and returns its id.
+    fn push(&mut self, term: &[u8]) -> u32 {
+        self.bytes.extend_from_slice(term);
+        self.ends.push(self.bytes.len());
+        (self.ends.len() - 1) as u32
+    }
+
+    fn get(&self, id: u32) -> Option<&[u8]> {
+        let i = id as usize;
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { *self.ends.get(i - 1)? };
+        self.bytes.get(start..end)
+    }
+}
+
 /// The index of one unsealed segment.
 #[derive(Debug)]
 pub(crate) struct Memtable {
@@ -66,12 +93,14 @@ pub(crate) struct Memtable {
     pub id: u64,
     wal: WalReader,
     docs: Vec<DocMeta>,
-    terms: Vec<Box<[u8]>>,
+    /// Every distinct term's bytes, end to end: one growing buffer instead of one allocation
+    /// per term (a segment holds over a million distinct terms).
+    terms: TermArena,
     postings: Vec<Postings>,
     table: HashTable<u32>,
     hasher: foldhash::fast::RandomState,
     /// Term ids of each path, for range and prefix scans.
-    by_path: HashMap<Box<[u8]>, Vec<u32>>,
+    by_path: HashMap<Box<[u8]>, Vec<u32>, foldhash::fast::RandomState>,
     tenants: Vec<String>,
     time_range: Option<(i64, i64)>,
     /// Time bounds of every run of `BLOCK_DOCS` docs, as sealed segments keep them.
@@ -84,11 +113,11 @@ impl Memtable {
             id,
             wal: WalReader::open(wal_path)?,
             docs: Vec::new(),
-            terms: Vec::new(),
+            terms: TermArena::default(),
             postings: Vec::new(),
             table: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
-            by_path: HashMap::new(),
+            by_path: HashMap::default(),
             tenants: Vec::new(),
             time_range: None,
             blocks: Vec::new(),
@@ -151,20 +180,17 @@ impl Memtable {
     fn add_term(&mut self, term: &[u8], doc: u32) {
         let hash = self.hasher.hash_one(term);
         let terms = &self.terms;
-        if let Some(&id) = self.table.find(hash, |&id| {
-            terms.get(id as usize).is_some_and(|t| &**t == term)
-        }) {
+        if let Some(&id) = self.table.find(hash, |&id| terms.get(id) == Some(term)) {
             if let Some(p) = self.postings.get_mut(id as usize) {
                 p.push(doc);
             }
             return;
         }
-        let id = self.terms.len() as u32;
-        self.terms.push(term.into());
+        let id = self.terms.push(term);
         self.postings.push(Postings::One(doc));
         let (terms, hasher) = (&self.terms, &self.hasher);
         self.table.insert_unique(hash, id, |&id| {
-            hasher.hash_one(terms.get(id as usize).map(|t| &**t).unwrap_or_default())
+            hasher.hash_one(terms.get(id).unwrap_or_default())
         });
         let path = path_of(term);
         match self.by_path.get_mut(path) {
@@ -175,18 +201,17 @@ impl Memtable {
         }
     }
 
-    /// Every distinct term with its sorted doc ids, in term order (for sealing).
-    pub(crate) fn sorted_terms(&self) -> Vec<(&[u8], Vec<u32>)> {
-        let mut out: Vec<(&[u8], Vec<u32>)> = self
-            .terms
-            .iter()
+    /// Every distinct term with its ascending doc ids, in term order (for sealing). Borrows:
+    /// nothing is copied but the list itself.
+    pub(crate) fn sorted_terms(&self) -> Vec<(&[u8], &[u32])> {
+        let mut out: Vec<(&[u8], &[u32])> = (0..self.terms.len())
             .zip(&self.postings)
-            .map(|(t, p)| {
+            .map(|(id, p)| {
                 let docs = match p {
-                    Postings::One(d) => vec![*d],
-                    Postings::Many(v) => v.clone(),
+                    Postings::One(d) => std::slice::from_ref(d),
+                    Postings::Many(v) => v.as_slice(),
                 };
-                (&**t, docs)
+                (self.terms.get(id as u32).unwrap_or_default(), docs)
             })
             .collect();
         out.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -222,9 +247,10 @@ impl SegmentView for Memtable {
 
     fn lookup(&self, term: &[u8], out: &mut RoaringBitmap) {
         let hash = self.hasher.hash_one(term);
-        if let Some(&id) = self.table.find(hash, |&id| {
-            self.terms.get(id as usize).is_some_and(|t| &**t == term)
-        }) && let Some(p) = self.postings.get(id as usize)
+        if let Some(&id) = self
+            .table
+            .find(hash, |&id| self.terms.get(id) == Some(term))
+            && let Some(p) = self.postings.get(id as usize)
         {
             p.add_to(out);
         }
@@ -241,12 +267,10 @@ impl SegmentView for Memtable {
             return;
         };
         for &id in ids {
-            let (Some(term), Some(p)) =
-                (self.terms.get(id as usize), self.postings.get(id as usize))
-            else {
+            let (Some(term), Some(p)) = (self.terms.get(id), self.postings.get(id as usize)) else {
                 continue;
             };
-            if &**term >= lo && &**term < hi && keep(term) {
+            if term >= lo && term < hi && keep(term) {
                 p.add_to(out);
             }
         }
