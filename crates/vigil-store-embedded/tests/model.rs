@@ -85,26 +85,34 @@ fn arb_expr() -> impl Strategy<Value = String> {
     })
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A fresh store in its own directory (kept alive by the returned guard).
+fn open_store(segment_max_events: u64) -> (tempfile::TempDir, EmbeddedStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(EmbeddedConfig {
+        segment_max_events,
+        seal_interval: Duration::from_secs(3600),
+        ..EmbeddedConfig::new(dir.path())
+    })
+    .expect("open");
+    (dir, store)
+}
+
 fn check(
     events: Vec<Value>,
     exprs: Vec<String>,
     segment_max_events: u64,
 ) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(
-            EmbeddedStore::open(EmbeddedConfig {
-                segment_max_events,
-                seal_interval: Duration::from_secs(3600),
-                ..EmbeddedConfig::new(dir.path())
-            })
-            .expect("open"),
-        );
+    runtime().block_on(async {
+        let (_dir, store) = open_store(segment_max_events);
+        let store = Arc::new(store);
         let tenant = TenantId::parse("m").expect("tenant");
         let prepared: Vec<_> = events
             .iter()
@@ -217,19 +225,8 @@ fn check_tenants(
     segment_max_events: u64,
 ) -> Result<(), TestCaseError> {
     const TENANTS: [&str; 3] = ["t0", "t1", "t2"];
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = EmbeddedStore::open(EmbeddedConfig {
-            segment_max_events,
-            seal_interval: Duration::from_secs(3600),
-            ..EmbeddedConfig::new(dir.path())
-        })
-        .expect("open");
+    runtime().block_on(async {
+        let (_dir, store) = open_store(segment_max_events);
         let prepared: Vec<_> = events
             .iter()
             .enumerate()
