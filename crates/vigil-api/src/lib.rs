@@ -15,7 +15,8 @@
 //! - `ingest` — body → events → normalised, schema-checked, prepared batch (synchronous steps,
 //!   run on the blocking pool when large or when they meet a tenant's schema).
 //! - `export` — paging a query through the store as an NDJSON or CSV stream.
-//! - `schemas` — the per-tenant schema registry, persisted in the store's `schemas` document.
+//! - `schemas` — the per-tenant schema registry, persisted in the store's `schemas` document
+//!   and reloaded from it periodically, so processes sharing a store share the schemas.
 //! - `extract` — the authenticated caller, bounded bodies; `budget` — the bound on ingest bytes
 //!   in flight; `error` — one error enum, one JSON error shape; `metrics` — Prometheus counters
 //!   and histograms.
@@ -105,6 +106,10 @@ pub struct ApiConfig {
     /// 16 MiB). A page stops before the event that would exceed it (always holding at least
     /// one event) and its `next_cursor` continues after the last event included.
     pub max_page_bytes: usize,
+    /// How often the schema document is reloaded from the store (default 1 s, longer than
+    /// zero). Several vigil processes may share one store: a schema another process registers
+    /// or deletes is enforced here within this interval.
+    pub schema_refresh_interval: Duration,
 }
 
 impl Default for ApiConfig {
@@ -119,6 +124,7 @@ impl Default for ApiConfig {
             max_schema_bytes: 256 * 1024,
             max_inflight_bytes: 256 * 1024 * 1024,
             max_page_bytes: 16 * 1024 * 1024,
+            schema_refresh_interval: Duration::from_secs(1),
         }
     }
 }
@@ -152,8 +158,9 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// Loads the schema registry from `store` and installs the metrics recorder (once per
-    /// process). Fails when the stored schemas cannot be read or no longer compile.
+    /// Loads the schema registry from `store` (and starts reloading it every
+    /// `config.schema_refresh_interval`) and installs the metrics recorder (once per process).
+    /// Fails when the stored schemas cannot be read or no longer compile.
     pub async fn new(
         store: Arc<dyn Store>,
         auth: vigil_auth::Auth,
@@ -165,6 +172,7 @@ impl AppState {
             schemas::SchemaLimits {
                 max_per_tenant: config.max_schemas_per_tenant,
             },
+            config.schema_refresh_interval,
         )
         .await?;
         let ingest_budget = budget::InflightBudget::new(config.max_inflight_bytes);

@@ -5,22 +5,34 @@
 //! one meta document of the store (`schemas`), so a deployment has one place of truth; the
 //! compiled validators are kept in memory, because ingest consults them for every event.
 //!
+//! Several vigil processes may share one store. A change is applied to the latest stored
+//! document and saved with [`Store::save_meta_if`] only if nobody changed the document
+//! meanwhile (else applied again to the newer one), so concurrent changes on different nodes
+//! are all kept; and every process reloads the document every
+//! [`ApiConfig::schema_refresh_interval`](crate::ApiConfig::schema_refresh_interval), so a
+//! schema registered on one node is enforced on the others within that interval.
+//!
 //! A schema is tenant-supplied work for the server: compiling and applying one runs on the
 //! blocking pool (here and in `ingest`), a tenant has at most
 //! [`SchemaLimits::max_per_tenant`] of them, and a `pattern` may backtrack at most
 //! [`PATTERN_BACKTRACK_LIMIT`] steps per match.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
+use tokio::sync::oneshot;
 use vigil_event::{EventType, FieldError, FieldErrorCode, TenantId};
-use vigil_store::Store;
+use vigil_store::{MetaVersion, Store, StoreError};
 
 use crate::error::ApiError;
 
 /// Name of the store meta document holding every tenant's schemas.
 const META_NAME: &str = "schemas";
+/// Times a change is applied to the latest schema document and saved before giving up because
+/// other processes keep changing the document first.
+const MAX_ATTEMPTS: u32 = 16;
 /// Errors reported per failing event at most: a schema that rejects every field of a large
 /// event would otherwise make the error response larger than the request.
 const MAX_ERRORS_PER_EVENT: usize = 32;
@@ -132,11 +144,15 @@ pub(crate) struct SchemaRegistry {
 struct Registry {
     store: Arc<dyn Store>,
     limits: SchemaLimits,
-    /// Current snapshot per tenant; read on every ingest request, replaced by PUT and DELETE.
+    /// Current snapshot per tenant; read on every ingest request, replaced by PUT, DELETE and
+    /// reloads.
     tenants: RwLock<HashMap<TenantId, Arc<TenantSchemas>>>,
-    /// Serialises changes: each one rewrites the whole persisted document, so two concurrent
-    /// changes must not both start from the same old version.
-    write: Arc<tokio::sync::Mutex<()>>,
+    /// Serialises changes and reloads within this process, and holds the store version of the
+    /// document `tenants` was built from (`None`: no document yet). A change saves only if the
+    /// stored document is still that version; a reload rebuilds `tenants` only when it is not.
+    write: Arc<tokio::sync::Mutex<Option<MetaVersion>>>,
+    /// Dropped with the registry, which stops its refresh task at once.
+    _stop_refresh: oneshot::Sender<()>,
 }
 
 impl std::fmt::Debug for SchemaRegistry {
@@ -200,16 +216,35 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("schema task failed: {e}")))?
 }
 
-/// Compiles every schema of a stored document.
-fn compile_document(doc: Document) -> Result<HashMap<TenantId, Arc<TenantSchemas>>, ApiError> {
+/// Parses the stored document (compiling its schemas is [`compile_document`]'s part).
+fn parse_document(bytes: &[u8]) -> Result<Document, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::Internal(format!("stored schema document is corrupt: {e}")))
+}
+
+/// Compiles every schema of a stored document. A schema equal to the one `previous` holds
+/// for its tenant and type keeps its compiled validator: a reload after another node changed
+/// one schema compiles that one only.
+fn compile_document(
+    doc: Document,
+    previous: &HashMap<TenantId, Arc<TenantSchemas>>,
+) -> Result<HashMap<TenantId, Arc<TenantSchemas>>, ApiError> {
     let mut tenants = HashMap::new();
     for (tenant, types) in doc.tenants {
         let tenant_id = TenantId::parse(&tenant)
             .map_err(|e| ApiError::Internal(format!("stored schema document: {e}")))?;
+        let known = previous.get(&tenant_id);
         let mut set = TenantSchemas::default();
         for (ty, schema) in types {
             let event_type = EventType::parse(&ty)
                 .map_err(|e| ApiError::Internal(format!("stored schema document: {e}")))?;
+            if let Some(entry) = known
+                .and_then(|k| k.by_type.get(&event_type))
+                .filter(|e| *e.schema == schema)
+            {
+                set.by_type.insert(event_type, entry.clone());
+                continue;
+            }
             let validator = compile(&schema).map_err(|e| {
                 ApiError::Internal(format!(
                     "stored schema for {tenant}/{ty} does not compile: {e}"
@@ -232,25 +267,51 @@ impl SchemaRegistry {
     /// Loads and compiles every stored schema. Fails when one no longer compiles, rather than
     /// silently accepting events it was registered to refuse. Schemas stored before a lower
     /// [`SchemaLimits::max_per_tenant`] was configured are all kept.
+    ///
+    /// Then reloads the document every `refresh_interval` (longer than zero) in a background
+    /// task, which stops when the registry is dropped.
     pub(crate) async fn load(
         store: Arc<dyn Store>,
         limits: SchemaLimits,
+        refresh_interval: Duration,
     ) -> Result<Self, ApiError> {
-        let doc: Document = match store.load_meta(META_NAME).await? {
-            None => Document::default(),
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                ApiError::Internal(format!("stored schema document is corrupt: {e}"))
-            })?,
-        };
-        let tenants = blocking(move || compile_document(doc)).await?;
-        Ok(Self {
-            inner: Arc::new(Registry {
-                store,
-                limits,
-                tenants: RwLock::new(tenants),
-                write: Arc::new(tokio::sync::Mutex::new(())),
-            }),
+        if refresh_interval.is_zero() {
+            return Err(ApiError::Internal(
+                "schema_refresh_interval must be longer than zero".to_owned(),
+            ));
+        }
+        let latest = store.load_meta_versioned(META_NAME).await?;
+        let version = latest.as_ref().map(|(v, _)| *v);
+        let tenants = blocking(move || {
+            let doc = match latest {
+                None => Document::default(),
+                Some((_, bytes)) => parse_document(&bytes)?,
+            };
+            compile_document(doc, &HashMap::new())
         })
+        .await?;
+        let (stop_refresh, stopped) = oneshot::channel();
+        let inner = Arc::new(Registry {
+            store,
+            limits,
+            tenants: RwLock::new(tenants),
+            write: Arc::new(tokio::sync::Mutex::new(version)),
+            _stop_refresh: stop_refresh,
+        });
+        spawn_refresh(Arc::downgrade(&inner), stopped, refresh_interval);
+        Ok(Self { inner })
+    }
+
+    /// Reloads the schema document now, if another process changed it, rather than at the
+    /// next periodic refresh. Returns whether anything changed. On error the schemas in
+    /// memory stay as they were.
+    pub(crate) async fn refresh(&self) -> Result<bool, ApiError> {
+        let mut version = self.inner.write.lock().await;
+        let changed = self.inner.catch_up(&mut version).await?;
+        if changed {
+            tracing::info!("schemas reloaded: the stored document was changed by another process");
+        }
+        Ok(changed)
     }
 
     /// The tenant's current schemas (possibly none).
@@ -300,7 +361,7 @@ impl SchemaRegistry {
             if created && set.by_type.len() >= max {
                 return Err(ApiError::TooManySchemas { limit: max });
             }
-            set.by_type.insert(event_type, entry);
+            set.by_type.insert(event_type.clone(), entry.clone());
             let outcome = if created {
                 PutOutcome::Created
             } else {
@@ -326,47 +387,67 @@ impl SchemaRegistry {
         .await
     }
 
-    /// Applies `change` to the tenant's set, saves the whole document, then publishes the new
-    /// set, all in a task of its own: a request dropped halfway (client gone, timeout) cannot
-    /// leave the document saved but not in force, nor the other way round. `change` returns
-    /// its result and whether it changed anything (nothing is saved when not).
-    async fn mutate<T, F>(&self, tenant: &TenantId, change: F) -> Result<T, ApiError>
+    /// Applies `change` to the tenant's set in the latest stored document, saves the whole
+    /// document if it is still the one the change started from, then publishes the new set.
+    /// When another process saved first, the newer document is loaded and `change` applied
+    /// again (at most [`MAX_ATTEMPTS`] times), so no process undoes another's change. All in a
+    /// task of its own: a request dropped halfway (client gone, timeout) cannot leave the
+    /// document saved but not in force, nor the other way round. `change` returns its result
+    /// and whether it changed anything (nothing is saved when not).
+    async fn mutate<T, F>(&self, tenant: &TenantId, mut change: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut TenantSchemas) -> Result<(T, bool), ApiError> + Send + 'static,
+        F: FnMut(&mut TenantSchemas) -> Result<(T, bool), ApiError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
         let tenant = tenant.clone();
         tokio::spawn(async move {
-            let _serialised = Arc::clone(&inner.write).lock_owned().await;
-            let mut next = (*inner.snapshot(&tenant)).clone();
-            let (out, changed) = change(&mut next)?;
-            if !changed {
+            let mut version = Arc::clone(&inner.write).lock_owned().await;
+            for attempt in 0..MAX_ATTEMPTS {
+                if attempt > 0 {
+                    vigil_store::shared::contention_pause(attempt).await;
+                }
+                inner.catch_up(&mut version).await?;
+                let mut next = (*inner.snapshot(&tenant)).clone();
+                let (out, changed) = change(&mut next)?;
+                if !changed {
+                    return Ok(out);
+                }
+                let others: Vec<(TenantId, Arc<TenantSchemas>)> = inner
+                    .tenants
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .filter(|(t, _)| **t != tenant)
+                    .map(|(t, s)| (t.clone(), Arc::clone(s)))
+                    .collect();
+                let next = Arc::new(next);
+                let written = Arc::clone(&next);
+                let key = tenant.clone();
+                let bytes = blocking(move || serialise(&others, &key, &written)).await?;
+                let Some(saved) = inner
+                    .store
+                    .save_meta_if(META_NAME, *version, &bytes)
+                    .await?
+                else {
+                    continue;
+                };
+                let mut tenants = inner
+                    .tenants
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if next.is_empty() {
+                    tenants.remove(&tenant);
+                } else {
+                    tenants.insert(tenant, next);
+                }
+                *version = Some(saved);
                 return Ok(out);
             }
-            let others: Vec<(TenantId, Arc<TenantSchemas>)> = inner
-                .tenants
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .filter(|(t, _)| **t != tenant)
-                .map(|(t, s)| (t.clone(), Arc::clone(s)))
-                .collect();
-            let next = Arc::new(next);
-            let written = Arc::clone(&next);
-            let key = tenant.clone();
-            let bytes = blocking(move || serialise(&others, &key, &written)).await?;
-            inner.store.save_meta(META_NAME, &bytes).await?;
-            let mut tenants = inner
-                .tenants
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            if next.is_empty() {
-                tenants.remove(&tenant);
-            } else {
-                tenants.insert(tenant, next);
-            }
-            Ok(out)
+            Err(ApiError::Store(StoreError::Unavailable(format!(
+                "the schema document changed {MAX_ATTEMPTS} times while a change was being \
+                 saved; nothing was changed, try again"
+            ))))
         })
         .await
         .map_err(|e| ApiError::Internal(format!("schema update task failed: {e}")))?
@@ -378,6 +459,47 @@ impl Registry {
         let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
         tenants.get(tenant).cloned().unwrap_or_default()
     }
+
+    /// Rebuilds the schemas from the stored document when its version differs from
+    /// `version`, the one in memory (the caller holds `write`, whose value it is). Returns
+    /// whether it did.
+    async fn catch_up(&self, version: &mut Option<MetaVersion>) -> Result<bool, ApiError> {
+        // Polled every second on every node: compare the version before reading the document.
+        if self.store.meta_version(META_NAME).await? == *version {
+            return Ok(false);
+        }
+        let latest = self.store.load_meta_versioned(META_NAME).await?;
+        let latest_version = latest.as_ref().map(|(v, _)| *v);
+        if latest_version == *version {
+            return Ok(false);
+        }
+        let previous = self
+            .tenants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let tenants = blocking(move || {
+            let doc = match latest {
+                None => Document::default(),
+                Some((_, bytes)) => parse_document(&bytes)?,
+            };
+            compile_document(doc, &previous)
+        })
+        .await?;
+        *self.tenants.write().unwrap_or_else(PoisonError::into_inner) = tenants;
+        *version = latest_version;
+        Ok(true)
+    }
+}
+
+/// Reloads the document every `every` until `stop` fires or the last handle is gone. A failed
+/// reload is logged and keeps what is in memory.
+fn spawn_refresh(inner: Weak<Registry>, stop: oneshot::Receiver<()>, every: Duration) {
+    vigil_store::shared::spawn_poll(inner, stop, every, |inner| async move {
+        if let Err(e) = (SchemaRegistry { inner }).refresh().await {
+            tracing::warn!(error = %e, code = e.code(), "reloading schemas from the store failed; keeping the ones in memory");
+        }
+    });
 }
 
 /// The persisted document: every other tenant's set as it is, and `tenant`'s new `set`.
@@ -517,5 +639,203 @@ mod tests {
         }
         assert!(compile(&json!(true)).is_ok());
         assert!(compile(&json!({"$ref": "https://example.com/schema.json"})).is_err());
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Several processes sharing one store
+
+    /// Two registries over one store, as two vigil processes sharing a database.
+    struct Nodes {
+        a: SchemaRegistry,
+        b: SchemaRegistry,
+        store: Arc<dyn Store>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Nodes {
+        async fn new(max_per_tenant: usize) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<dyn Store> = Arc::new(
+                vigil_store_embedded::EmbeddedStore::open(
+                    vigil_store_embedded::EmbeddedConfig::new(dir.path()),
+                )
+                .unwrap(),
+            );
+            let a = Self::node(&store, max_per_tenant).await;
+            let b = Self::node(&store, max_per_tenant).await;
+            Self {
+                a,
+                b,
+                store,
+                _dir: dir,
+            }
+        }
+
+        async fn node(store: &Arc<dyn Store>, max_per_tenant: usize) -> SchemaRegistry {
+            SchemaRegistry::load(
+                Arc::clone(store),
+                SchemaLimits { max_per_tenant },
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap()
+        }
+    }
+
+    fn tenant(name: &str) -> TenantId {
+        TenantId::parse(name).unwrap()
+    }
+
+    fn ty(name: &str) -> EventType {
+        EventType::parse(name).unwrap()
+    }
+
+    async fn put(node: &SchemaRegistry, t: &str, event_type: &str, schema: Value) -> PutOutcome {
+        node.put(&tenant(t), ty(event_type), Arc::new(schema))
+            .await
+            .unwrap()
+    }
+
+    fn types(node: &SchemaRegistry, t: &str) -> Vec<String> {
+        node.list(&tenant(t))
+            .into_iter()
+            .map(|(ty, _)| ty.as_str().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_schema_changed_on_one_node_applies_on_another_after_a_refresh() {
+        let nodes = Nodes::new(10).await;
+        assert!(!nodes.b.refresh().await.unwrap(), "nothing changed yet");
+        let schema = json!({"type": "object", "required": ["actor"]});
+        assert_eq!(
+            put(&nodes.a, "acme", "login.failed", schema.clone()).await,
+            PutOutcome::Created
+        );
+        assert!(nodes.b.get(&tenant("acme"), &ty("login.failed")).is_none());
+
+        assert!(nodes.b.refresh().await.unwrap());
+        assert_eq!(
+            nodes.b.get(&tenant("acme"), &ty("login.failed")).as_deref(),
+            Some(&schema)
+        );
+        let errors = nodes
+            .b
+            .for_tenant(&tenant("acme"))
+            .validate(&ty("login.failed"), &json!({"type": "login.failed"}))
+            .unwrap_err();
+        assert_eq!(errors[0].code, FieldErrorCode::SchemaViolation);
+        assert!(!nodes.b.refresh().await.unwrap());
+
+        assert!(
+            nodes
+                .a
+                .delete(&tenant("acme"), &ty("login.failed"))
+                .await
+                .unwrap()
+        );
+        assert!(nodes.b.refresh().await.unwrap());
+        assert!(nodes.b.for_tenant(&tenant("acme")).is_empty());
+    }
+
+    /// Regression: each process changed its own in-memory schemas and saved them whole, so a
+    /// schema registered on one node vanished from the store when another node, which had
+    /// not seen it, saved a change of its own. A change now starts from the latest stored
+    /// document, whatever the node holds in memory.
+    #[tokio::test]
+    async fn a_change_on_a_node_with_stale_schemas_keeps_the_other_nodes_changes() {
+        let nodes = Nodes::new(10).await;
+        put(&nodes.a, "acme", "a", json!(true)).await;
+        put(&nodes.b, "acme", "b", json!(true)).await;
+        put(&nodes.b, "globex", "c", json!(true)).await;
+        put(&nodes.a, "acme", "d", json!(true)).await;
+        // `b` never held `d` in memory, yet deletes it.
+        assert!(nodes.b.delete(&tenant("acme"), &ty("d")).await.unwrap());
+
+        nodes.a.refresh().await.unwrap();
+        let fresh = Nodes::node(&nodes.store, 10).await;
+        for node in [&nodes.a, &nodes.b, &fresh] {
+            assert_eq!(types(node, "acme"), ["a", "b"]);
+            assert_eq!(types(node, "globex"), ["c"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_schema_limit_counts_schemas_registered_on_other_nodes() {
+        let nodes = Nodes::new(2).await;
+        put(&nodes.a, "acme", "a", json!(true)).await;
+        put(&nodes.b, "acme", "b", json!(true)).await;
+        let err = nodes
+            .a
+            .put(&tenant("acme"), ty("c"), Arc::new(json!(true)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ApiError::TooManySchemas { limit: 2 }),
+            "{err}"
+        );
+        assert_eq!(types(&nodes.a, "acme"), ["a", "b"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_changes_on_two_nodes_are_all_kept() {
+        let nodes = Arc::new(Nodes::new(100).await);
+        let tasks: Vec<_> = (0..24)
+            .map(|i| {
+                let nodes = Arc::clone(&nodes);
+                tokio::spawn(async move {
+                    let node = if i % 2 == 0 { &nodes.a } else { &nodes.b };
+                    put(
+                        node,
+                        "acme",
+                        &format!("t{i:02}"),
+                        json!({"properties": {"n": {"const": i}}}),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), PutOutcome::Created);
+        }
+        nodes.a.refresh().await.unwrap();
+        nodes.b.refresh().await.unwrap();
+        let want: Vec<String> = (0..24).map(|i| format!("t{i:02}")).collect();
+        let fresh = Nodes::node(&nodes.store, 100).await;
+        for node in [&nodes.a, &nodes.b, &fresh] {
+            assert_eq!(types(node, "acme"), want);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_the_schemas_in_memory() {
+        let nodes = Nodes::new(10).await;
+        let schema = json!({"required": ["details"]});
+        put(&nodes.a, "acme", "x", schema.clone()).await;
+        nodes.b.refresh().await.unwrap();
+
+        nodes
+            .store
+            .save_meta(META_NAME, b"{not json")
+            .await
+            .unwrap();
+        let err = nodes.b.refresh().await.unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+        assert_eq!(
+            nodes.b.get(&tenant("acme"), &ty("x")).as_deref(),
+            Some(&schema)
+        );
+        // A change cannot start from a document it cannot read: nothing is saved.
+        let err = nodes
+            .b
+            .put(&tenant("acme"), ty("y"), Arc::new(json!(true)))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+        assert_eq!(
+            nodes.store.load_meta(META_NAME).await.unwrap().as_deref(),
+            Some(&b"{not json"[..])
+        );
+        assert_eq!(types(&nodes.b, "acme"), ["x"]);
     }
 }

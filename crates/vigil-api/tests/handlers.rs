@@ -128,8 +128,8 @@ struct TestStore {
     inner: Arc<dyn Store>,
     append_delay: Duration,
     query_delay: Duration,
-    /// While `false`, a save of the `schemas` document writes it, signals `schemas_saved`,
-    /// then waits for this to turn `true` before returning.
+    /// While `false`, a save of the `schemas` document (plain or conditional) writes it,
+    /// signals `schemas_saved`, then waits for this to turn `true` before returning.
     schema_saves_open: tokio::sync::watch::Sender<bool>,
     schemas_saved: tokio::sync::Notify,
 }
@@ -181,16 +181,56 @@ impl Store for TestStore {
 
     async fn save_meta(&self, name: &str, bytes: &[u8]) -> Result<(), vigil_store::StoreError> {
         self.inner.save_meta(name, bytes).await?;
+        self.held_after_save(name).await;
+        Ok(())
+    }
+
+    async fn load_meta_versioned(
+        &self,
+        name: &str,
+    ) -> Result<Option<(vigil_store::MetaVersion, Vec<u8>)>, vigil_store::StoreError> {
+        self.inner.load_meta_versioned(name).await
+    }
+
+    async fn save_meta_if(
+        &self,
+        name: &str,
+        expected: Option<vigil_store::MetaVersion>,
+        bytes: &[u8],
+    ) -> Result<Option<vigil_store::MetaVersion>, vigil_store::StoreError> {
+        let saved = self.inner.save_meta_if(name, expected, bytes).await?;
+        if saved.is_some() {
+            self.held_after_save(name).await;
+        }
+        Ok(saved)
+    }
+
+    async fn shutdown(&self) -> Result<(), vigil_store::StoreError> {
+        self.inner.shutdown().await
+    }
+}
+
+impl TestStore {
+    /// Holds a save of the `schemas` document that was just written while the gate is shut.
+    async fn held_after_save(&self, name: &str) {
         if name == "schemas" && !*self.schema_saves_open.borrow() {
             self.schemas_saved.notify_one();
             let mut open = self.schema_saves_open.subscribe();
             let _ = open.wait_for(|open| *open).await;
         }
-        Ok(())
     }
+}
 
-    async fn shutdown(&self) -> Result<(), vigil_store::StoreError> {
-        self.inner.shutdown().await
+/// Repeats `request` until its answer satisfies `done`, for changes another node applies
+/// periodically; gives the last answer after 10 s without one.
+async fn eventually(request: impl AsyncFn() -> Resp, done: impl Fn(&Resp) -> bool) -> Resp {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = request().await;
+        if done(&r) || tokio::time::Instant::now() >= deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -834,6 +874,82 @@ async fn schemas_survive_a_restart() {
         .post_events(&key, &json!({"type": "login.failed", "actor": {"id": "u"}}))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+}
+
+/// Two vigil processes sharing one store (a PostgreSQL database in production): keys and
+/// schemas created, replaced or revoked through one are in force on the other once it has
+/// reloaded them, every refresh interval, without a restart.
+#[tokio::test]
+async fn nodes_sharing_a_store_apply_each_others_keys_and_schemas() {
+    let refresh = Duration::from_millis(20);
+    let config = ApiConfig {
+        schema_refresh_interval: refresh,
+        ..ApiConfig::default()
+    };
+    let auth_config = AuthConfig {
+        refresh_interval: refresh,
+        ..AuthConfig::default()
+    };
+    let a = spawn_app_with(config.clone(), auth_config.clone()).await;
+    let b = app_over(Arc::clone(&a.store), config, auth_config).await;
+    assert!(b.root.is_empty(), "the first node created the root key");
+
+    let key = a
+        .key(
+            "acme",
+            "w",
+            &["schemas:write", "events:write", "events:read"],
+        )
+        .await;
+    let schema = json!({"type": "object", "required": ["actor"]});
+    assert_eq!(
+        a.put_schema(&key, "login.failed", &schema).await.status,
+        StatusCode::CREATED
+    );
+    let unfit = json!({"type": "login.failed"});
+    eventually(
+        async || b.post_events(&key, &unfit).await,
+        |r| r.status == StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await
+    .assert(422, "schema_violation");
+    let r = b
+        .post_events(&key, &json!({"type": "login.failed", "actor": {"id": "u"}}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+
+    // The other way round: a schema registered on `b` is enforced on `a`.
+    assert_eq!(
+        b.put_schema(&key, "account.created", &schema).await.status,
+        StatusCode::CREATED
+    );
+    let unfit = json!({"type": "account.created"});
+    eventually(
+        async || a.post_events(&key, &unfit).await,
+        |r| r.status == StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await
+    .assert(422, "schema_violation");
+    let r = a.get(&key, "/v1/schemas").await;
+    assert_eq!(r.json()["schemas"].as_array().unwrap().len(), 2);
+
+    let id = key.split('_').nth(1).unwrap();
+    let r = a
+        .call(
+            Method::DELETE,
+            &format!("/v1/keys/{id}"),
+            Some(&a.root),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    eventually(
+        async || b.get(&key, "/v1/schemas").await,
+        |r| r.status == StatusCode::UNAUTHORIZED,
+    )
+    .await
+    .assert(401, "unauthenticated");
 }
 
 // ---------------------------------------------------------------------------------------------

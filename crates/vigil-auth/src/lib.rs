@@ -18,10 +18,14 @@
 //! - **Scopes** `events:write`, `events:read`, `schemas:write`, `admin` (manages its own
 //!   tenant's credentials and implies the others there) and `root` (every tenant; only root
 //!   grants root). Nothing else is implied.
-//! - **Persistence**: keys, users and the JWT secret are one JSON document saved with
-//!   [`vigil_store::Store::save_meta`] under the name `auth`; a change is acknowledged only once
-//!   saved. The first start creates a root key ([`Auth::bootstrap_root_key`]) in the
-//!   [`SYSTEM_TENANT`] tenant.
+//! - **Persistence**: keys, users and the JWT secret are one JSON document kept in the store
+//!   under the name `auth`; a change is acknowledged only once saved. Several vigil processes
+//!   may share one store: a change is applied to the latest document and saved with
+//!   [`vigil_store::Store::save_meta_if`] only if nobody changed it meanwhile (else applied
+//!   again), and every process reloads the document every [`AuthConfig::refresh_interval`]
+//!   (1 s), so credentials created or revoked on one node take effect on the others within
+//!   it. The first start creates a root key ([`Auth::bootstrap_root_key`]) in the
+//!   [`SYSTEM_TENANT`] tenant; of several processes starting at once, exactly one does.
 //!
 //! ```
 //! use std::sync::Arc;

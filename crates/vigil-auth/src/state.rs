@@ -1,5 +1,5 @@
 //! The credential document: keys, users and the JWT secret, saved as one JSON document
-//! through `Store::save_meta("auth", …)`.
+//! through `Store::save_meta_if("auth", …)`.
 
 use std::collections::BTreeMap;
 

@@ -576,6 +576,13 @@ impl<'a> LimitCheck<'a, '_> {
                         self.limits.max_string_bytes
                     );
                     self.error(FieldErrorCode::StringTooLong, message);
+                } else if s.contains('\0') {
+                    // U+0000 cannot be stored or queried in every backend (PostgreSQL's jsonb
+                    // refuses it), and no audit field needs it: refused on every store alike.
+                    self.error(
+                        FieldErrorCode::InvalidField,
+                        "string contains a NUL character".to_owned(),
+                    );
                 }
             }
             Value::Number(n) => {
@@ -974,6 +981,28 @@ mod tests {
         assert_eq!(
             errs(json!({"type": "x", "actor": 1, "user_id": "u"})),
             err("actor", "invalid_field")
+        );
+    }
+
+    #[test]
+    fn strings_holding_nul_are_refused_where_they_are() {
+        let errors = normalize(
+            json!({"type": "x", "details": {"note": "a\u{0}b", "ok": "fine"}}),
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            (
+                errors[0].path.as_str(),
+                errors[0].code,
+                errors[0].message.as_str()
+            ),
+            (
+                "details.note",
+                FieldErrorCode::InvalidField,
+                "string contains a NUL character"
+            )
         );
     }
 

@@ -63,7 +63,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use vigil_event::{EventId, Hash, Prepared, TenantId, Timestamp, chain_hash, leaf_hash};
 use vigil_query::{Expr, Query};
-use vigil_store::{Appended, Page, Store, StoreError, StoredEvent};
+use vigil_store::{Appended, MetaVersion, Page, Store, StoreError, StoredEvent, content_version};
 
 pub use error::EmbeddedError;
 use error::Result;
@@ -194,6 +194,11 @@ impl Shared {
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Command>,
+    /// Held by every meta document write until the file is replaced (even when the caller
+    /// stops waiting), so [`Store::save_meta_if`] compares and replaces as one step: two
+    /// concurrent changes of a document cannot both start from one version and one silently
+    /// undo the other. The directory lock keeps other processes out.
+    meta_writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -538,7 +543,11 @@ impl EmbeddedStore {
                 .map_err(EmbeddedError::io("starting ticker thread", &dir))?;
         }
         tracing::info!(dir = %dir.display(), segments = sealed_ids.len() + wal_ids.len(), "event store open");
-        Ok(Self { shared, tx })
+        Ok(Self {
+            shared,
+            tx,
+            meta_writes: Arc::new(tokio::sync::Mutex::new(())),
+        })
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
@@ -643,25 +652,56 @@ impl Store for EmbeddedStore {
 
     async fn load_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.meta_path(name)?;
-        tokio::task::spawn_blocking(move || match fs::read(&path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::Internal(format!(
-                "reading {}: {e}",
-                path.display()
-            ))),
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
+        tokio::task::spawn_blocking(move || read_meta(&path))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
     }
 
     async fn save_meta(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.meta_path(name)?;
         let bytes = bytes.to_vec();
-        tokio::task::spawn_blocking(move || write_private_atomic(&path, &bytes))
-            .await
-            .map_err(|e| StoreError::Internal(e.to_string()))?
-            .map_err(StoreError::from)
+        let writing = Arc::clone(&self.meta_writes).lock_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let _writing = writing;
+            write_private_atomic(&path, &bytes)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+        .map_err(StoreError::from)
+    }
+
+    /// Versions are [`content_version`]s, as [`save_meta_if`](Store::save_meta_if) returns.
+    async fn load_meta_versioned(
+        &self,
+        name: &str,
+    ) -> Result<Option<(MetaVersion, Vec<u8>)>, StoreError> {
+        Ok(self
+            .load_meta(name)
+            .await?
+            .map(|bytes| (content_version(&bytes), bytes)))
+    }
+
+    async fn save_meta_if(
+        &self,
+        name: &str,
+        expected: Option<MetaVersion>,
+        bytes: &[u8],
+    ) -> Result<Option<MetaVersion>, StoreError> {
+        let path = self.meta_path(name)?;
+        let bytes = bytes.to_vec();
+        let writing = Arc::clone(&self.meta_writes).lock_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let _writing = writing;
+            // Every write holds the lock, so the file read here stays the latest until ours.
+            let current = read_meta(&path)?.map(|old| content_version(&old));
+            if current != expected {
+                return Ok(None);
+            }
+            write_private_atomic(&path, &bytes)?;
+            Ok(Some(content_version(&bytes)))
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {
@@ -670,6 +710,18 @@ impl Store for EmbeddedStore {
             let _ = rx.await;
         }
         Ok(())
+    }
+}
+
+/// A meta document's bytes; `None` when it was never saved. Blocking.
+fn read_meta(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::Internal(format!(
+            "reading {}: {e}",
+            path.display()
+        ))),
     }
 }
 

@@ -15,6 +15,9 @@ use vigil_event::{EventId, Hash, Prepared, TenantId, Timestamp};
 use vigil_query::{Cursor, Expr, Query};
 
 #[cfg(feature = "testsuite")]
+pub mod model;
+pub mod shared;
+#[cfg(feature = "testsuite")]
 pub mod testsuite;
 
 /// The outcome of appending one event.
@@ -86,6 +89,17 @@ impl StoreError {
     }
 }
 
+/// The version of a meta document: a number that changes whenever its content does. Opaque;
+/// only ever compared for equality.
+pub type MetaVersion = u64;
+
+/// A version derived from the content itself (the first 8 bytes of its SHA-256 leaf hash):
+/// what backends without a stored version counter use.
+pub fn content_version(bytes: &[u8]) -> MetaVersion {
+    let h = vigil_event::leaf_hash(bytes);
+    u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+}
+
 /// An event store. Implementations are cheap to share (`Arc<dyn Store>`).
 #[async_trait]
 pub trait Store: Send + Sync + Debug + 'static {
@@ -120,6 +134,46 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     /// Replaces a named document durably (atomic: readers see the old or the new one whole).
     async fn save_meta(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
+
+    /// [`load_meta`](Store::load_meta) with the document's version, for read-modify-write
+    /// through [`save_meta_if`](Store::save_meta_if) and for noticing changes made by other
+    /// processes sharing the store.
+    async fn load_meta_versioned(
+        &self,
+        name: &str,
+    ) -> Result<Option<(MetaVersion, Vec<u8>)>, StoreError> {
+        Ok(self
+            .load_meta(name)
+            .await?
+            .map(|bytes| (content_version(&bytes), bytes)))
+    }
+
+    /// The document's current version alone (`None`: it does not exist): what processes
+    /// sharing a store poll to notice a change without reading the document each time.
+    async fn meta_version(&self, name: &str) -> Result<Option<MetaVersion>, StoreError> {
+        Ok(self.load_meta_versioned(name).await?.map(|(v, _)| v))
+    }
+
+    /// Saves `bytes` only if the document is still at version `expected` (`None`: it does not
+    /// exist yet). Returns the new version, or `Ok(None)` when the document changed meanwhile:
+    /// the caller reloads and applies its change again.
+    ///
+    /// The default compares and saves in two steps, which is enough for a store owned by one
+    /// process whose callers serialise their changes to a document; a store several processes
+    /// share (PostgreSQL) makes the compare and the save one atomic step.
+    async fn save_meta_if(
+        &self,
+        name: &str,
+        expected: Option<MetaVersion>,
+        bytes: &[u8],
+    ) -> Result<Option<MetaVersion>, StoreError> {
+        let current = self.load_meta_versioned(name).await?.map(|(v, _)| v);
+        if current != expected {
+            return Ok(None);
+        }
+        self.save_meta(name, bytes).await?;
+        Ok(Some(content_version(bytes)))
+    }
 
     /// Waits until everything acknowledged is durable and stops background work.
     async fn shutdown(&self) -> Result<(), StoreError>;

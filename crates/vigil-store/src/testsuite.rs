@@ -54,6 +54,7 @@ macro_rules! store_conformance_suite {
             tenants_are_isolated,
             chain_links_every_event,
             meta_documents_round_trip,
+            meta_versions_guard_concurrent_changes,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -562,4 +563,83 @@ pub async fn meta_documents_round_trip(h: &Harness) {
         s.load_meta("conformance").await.expect("load").as_deref(),
         Some(&b"{\"v\":2}"[..])
     );
+}
+
+/// `save_meta_if` is a compare-and-swap on the version `load_meta_versioned` reports: several
+/// vigil processes change the credential and schema documents through it, and a change made
+/// from a stale version must be refused rather than undo another process's change.
+pub async fn meta_versions_guard_concurrent_changes(h: &Harness) {
+    let s = &*h.store;
+    let name = "conformance-cas";
+    let load = || async { s.load_meta_versioned(name).await.expect("load") };
+    assert_eq!(load().await, None);
+
+    let v1 = s
+        .save_meta_if(name, None, b"{\"v\":1}")
+        .await
+        .expect("save")
+        .expect("a missing document is created with expected None");
+    assert_eq!(load().await, Some((v1, b"{\"v\":1}".to_vec())));
+    assert_eq!(
+        s.save_meta_if(name, None, b"{\"v\":0}")
+            .await
+            .expect("save"),
+        None,
+        "expected None but the document exists"
+    );
+    assert_eq!(load().await, Some((v1, b"{\"v\":1}".to_vec())));
+
+    let v2 = s
+        .save_meta_if(name, Some(v1), b"{\"v\":2}")
+        .await
+        .expect("save")
+        .expect("saved at the current version");
+    assert_ne!(v2, v1);
+    assert_eq!(load().await, Some((v2, b"{\"v\":2}".to_vec())));
+    assert_eq!(
+        s.load_meta(name).await.expect("load").as_deref(),
+        Some(&b"{\"v\":2}"[..])
+    );
+    assert_eq!(
+        s.save_meta_if(name, Some(v1), b"{\"v\":3}")
+            .await
+            .expect("save"),
+        None,
+        "a stale version is refused"
+    );
+    assert_eq!(load().await, Some((v2, b"{\"v\":2}".to_vec())));
+
+    // Writers racing from one version: exactly one wins, and the document is the winner's.
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&h.store);
+            tokio::spawn(async move {
+                let bytes = format!("{{\"racer\":{i}}}").into_bytes();
+                let saved = store
+                    .save_meta_if(name, Some(v2), &bytes)
+                    .await
+                    .expect("save");
+                saved.map(|v| (v, bytes))
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for racer in racers {
+        winners.extend(racer.await.expect("racer task"));
+    }
+    assert_eq!(winners.len(), 1, "exactly one racer saves");
+    let (v3, bytes) = winners.remove(0);
+    assert_eq!(load().await, Some((v3, bytes)));
+
+    // A plain save is a change too: versions read before it are stale afterwards.
+    s.save_meta(name, b"{\"v\":4}").await.expect("save");
+    let (v4, _) = load().await.expect("exists");
+    assert_ne!(v4, v3);
+    assert_eq!(
+        s.save_meta_if(name, Some(v3), b"{\"v\":5}")
+            .await
+            .expect("save"),
+        None
+    );
+    assert_eq!(load().await, Some((v4, b"{\"v\":4}".to_vec())));
 }

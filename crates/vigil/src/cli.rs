@@ -55,7 +55,7 @@ pub enum Command {
     Reindex(ReindexArgs),
     /// Exchange the API key in VIGIL_TOKEN for a short-lived JWT.
     Token(TokenArgs),
-    /// Measure ingest throughput and latency of a running server.
+    /// Measure ingest or query throughput and latency of a running server.
     Bench(BenchArgs),
 }
 
@@ -112,6 +112,43 @@ pub struct ServeArgs {
         value_name = "DIR"
     )]
     pub data_dir: PathBuf,
+    /// Where events, credentials and schemas live: `embedded` (the data directory) or a
+    /// PostgreSQL URL `postgres://user:password@host:port/database` shared by several nodes.
+    #[arg(
+        long,
+        env = "VIGIL_STORE",
+        default_value = "embedded",
+        hide_env_values = true,
+        value_name = "embedded|URL"
+    )]
+    pub store: String,
+    /// PostgreSQL: connections per node.
+    #[arg(
+        long,
+        env = "VIGIL_POSTGRES_POOL_SIZE",
+        default_value_t = 16,
+        value_name = "N"
+    )]
+    pub postgres_pool_size: usize,
+    /// PostgreSQL: longest a statement may run before it is cancelled (503 for the request).
+    #[arg(long, env = "VIGIL_POSTGRES_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub postgres_statement_timeout: Duration,
+    /// PostgreSQL: daily partitions kept created ahead of today.
+    #[arg(
+        long,
+        env = "VIGIL_POSTGRES_PARTITIONS_AHEAD",
+        default_value_t = 3,
+        value_name = "DAYS"
+    )]
+    pub postgres_partitions_ahead: u32,
+    /// PostgreSQL: how long an append retries a lost connection or restarting server before
+    /// answering 503.
+    #[arg(long, env = "VIGIL_POSTGRES_RETRY_FOR", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub postgres_retry_for: Duration,
+    /// PostgreSQL: drop whole daily partitions older than this (90d, 1y, …) [default: keep
+    /// everything].
+    #[arg(long, env = "VIGIL_RETENTION", value_parser = parse_duration, value_name = "DURATION")]
+    pub retention: Option<Duration>,
     /// Configuration file [default: ./vigil.toml when present].
     #[arg(long, env = "VIGIL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -183,6 +220,10 @@ pub struct ServeArgs {
     /// Lifetime of the JWTs POST /v1/auth/token issues (15m, 1h, …).
     #[arg(long, env = "VIGIL_JWT_TTL", default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
     pub jwt_ttl: Duration,
+    /// How often credentials and schemas are reloaded from the store, so keys, users and
+    /// schemas changed through another vigil process sharing it take effect here.
+    #[arg(long, env = "VIGIL_META_REFRESH_INTERVAL", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub meta_refresh_interval: Duration,
     /// Requests per second allowed per credential (token bucket) [default: unlimited].
     #[arg(long, env = "VIGIL_RATE_LIMIT", value_name = "PER_SEC")]
     pub rate_limit: Option<f64>,
@@ -495,6 +536,10 @@ pub enum BenchMode {
     Batch,
     /// POST one event per request.
     Single,
+    /// GET /v1/events with --query, one page per request.
+    Query,
+    /// GET /v1/events/count with --query.
+    Count,
 }
 
 #[derive(Debug, Args)]
@@ -507,12 +552,33 @@ pub struct BenchArgs {
     /// Stop after this long.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Duration,
-    /// Stop after this many events (whichever comes first with --duration).
+    /// Batch and single: stop after this many events (whichever comes first with --duration).
     #[arg(long, value_name = "N")]
     pub events: Option<u64>,
     /// Events per request in batch mode.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub batch_size: u64,
+    /// Makes the run reproducible. Ingest: the same seed and --events send the same events,
+    /// ids included (bench-s<SEED>-0, -1, …), whatever --connections, so two servers get the
+    /// same data set; sent again to the same server they are duplicates. Query and count: the
+    /// same {rand} values, in the same order [default: random, ids unique to the run].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Query and count: URL parameters of each request, as after `?` in the URL
+    /// (`actor.id=u-17&limit=10`, `q=severity>=7 AND type:login.failed`); values are written
+    /// plainly and encoded when sent (`%XX` escapes are decoded, so `%26` is a literal `&`).
+    /// A `{rand}` in a value becomes a random number below --pool, drawn per request
+    /// [default: no parameters, the newest page].
+    #[arg(long, value_name = "PARAMS", value_parser = crate::bench::QueryTemplate::parse)]
+    pub query: Option<crate::bench::QueryTemplate>,
+    /// Query and count: stop after this many requests (whichever comes first with --duration)
+    /// [default: 400].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
+    /// Query and count: the range of {rand} in --query, 0 to N-1 [default: 5000, the actors
+    /// bench events come from: u-0 … u-4999].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pool: Option<u64>,
     /// Allow a target that is not on this machine (loopback only by default).
     #[arg(long)]
     pub allow_remote: bool,

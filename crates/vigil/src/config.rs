@@ -34,8 +34,19 @@ const MAX_SEGMENT_EVENTS_LIMIT: u64 = u32::MAX as u64;
 pub struct FileConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub store: Option<String>,
+    pub postgres_pool_size: Option<usize>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub postgres_statement_timeout: Option<Duration>,
+    pub postgres_partitions_ahead: Option<u32>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub postgres_retry_for: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub retention: Option<Duration>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub jwt_ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub meta_refresh_interval: Option<Duration>,
     pub rate_limit: Option<f64>,
     pub rate_burst: Option<u32>,
     #[serde(default, deserialize_with = "de_opt_duration")]
@@ -75,8 +86,26 @@ pub struct FileLimits {
 pub struct Settings {
     pub listen: String,
     pub data_dir: PathBuf,
+    /// `embedded` or a PostgreSQL URL (printed with its password masked).
+    #[serde(serialize_with = "ser_store")]
+    pub store: String,
+    pub postgres_pool_size: usize,
+    #[serde(serialize_with = "ser_duration")]
+    pub postgres_statement_timeout: Duration,
+    pub postgres_partitions_ahead: u32,
+    #[serde(serialize_with = "ser_duration")]
+    pub postgres_retry_for: Duration,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_duration"
+    )]
+    pub retention: Option<Duration>,
     #[serde(serialize_with = "ser_duration")]
     pub jwt_ttl: Duration,
+    /// How often credentials and schemas are reloaded from the store (changes made through
+    /// other processes sharing it).
+    #[serde(serialize_with = "ser_duration")]
+    pub meta_refresh_interval: Duration,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -175,7 +204,20 @@ impl Settings {
         let settings = Self {
             listen: layer!(listen, file.listen),
             data_dir: layer!(data_dir, file.data_dir),
+            store: layer!(store, file.store),
+            postgres_pool_size: layer!(postgres_pool_size, file.postgres_pool_size),
+            postgres_statement_timeout: layer!(
+                postgres_statement_timeout,
+                file.postgres_statement_timeout
+            ),
+            postgres_partitions_ahead: layer!(
+                postgres_partitions_ahead,
+                file.postgres_partitions_ahead
+            ),
+            postgres_retry_for: layer!(postgres_retry_for, file.postgres_retry_for),
+            retention: layer_opt!(retention, file.retention),
             jwt_ttl: layer!(jwt_ttl, file.jwt_ttl),
+            meta_refresh_interval: layer!(meta_refresh_interval, file.meta_refresh_interval),
             rate_limit: layer_opt!(rate_limit, file.rate_limit),
             rate_burst: layer_opt!(rate_burst, file.rate_burst),
             request_timeout: layer!(request_timeout, file.request_timeout),
@@ -259,6 +301,36 @@ impl Settings {
                 self.segment_max_events
             );
         }
+        if self.store != "embedded"
+            && !(self.store.starts_with("postgres://") || self.store.starts_with("postgresql://"))
+        {
+            bail!(
+                "store must be `embedded` or a PostgreSQL URL (postgres://user@host:port/database), \
+                 not {:?}",
+                vigil_store_postgres::redact_url(&self.store)
+            );
+        }
+        match self.backend() {
+            Backend::Embedded if self.retention.is_some() => bail!(
+                "retention applies to the PostgreSQL store (it drops whole daily partitions); \
+                 the embedded store keeps every event"
+            ),
+            Backend::Postgres(_) => {
+                if self.postgres_pool_size < 2 {
+                    bail!("postgres_pool_size must be at least 2 (one writer, one reader)");
+                }
+                if self.postgres_statement_timeout.is_zero() {
+                    bail!("postgres_statement_timeout must be longer than zero");
+                }
+                if self
+                    .retention
+                    .is_some_and(|r| r < Duration::from_secs(86_400))
+                {
+                    bail!("retention must be at least 1d: partitions hold whole days");
+                }
+            }
+            Backend::Embedded => {}
+        }
         if self.max_commit_events == 0 {
             bail!("max_commit_events must be at least 1");
         }
@@ -267,6 +339,9 @@ impl Settings {
         }
         if self.request_timeout.is_zero() {
             bail!("request_timeout must be longer than zero");
+        }
+        if self.meta_refresh_interval.is_zero() {
+            bail!("meta_refresh_interval must be longer than zero");
         }
         if self.jwt_ttl < Duration::from_secs(1) {
             bail!("jwt_ttl must be at least 1s");
@@ -299,6 +374,7 @@ impl Settings {
             max_schema_bytes: l.max_schema_bytes,
             max_inflight_bytes: l.max_inflight_bytes,
             max_page_bytes: l.max_page_bytes,
+            schema_refresh_interval: self.meta_refresh_interval,
         }
     }
 
@@ -320,6 +396,7 @@ impl Settings {
                 per_second,
                 burst: self.rate_burst.unwrap_or_else(|| default_burst(per_second)),
             }),
+            refresh_interval: self.meta_refresh_interval,
             ..vigil_auth::AuthConfig::default()
         }
     }
@@ -333,6 +410,26 @@ impl Settings {
         config
     }
 
+    /// Which store `store` names.
+    pub fn backend(&self) -> Backend<'_> {
+        if self.store == "embedded" {
+            Backend::Embedded
+        } else {
+            Backend::Postgres(&self.store)
+        }
+    }
+
+    pub fn postgres_config(&self, url: &str) -> vigil_store_postgres::PgConfig {
+        vigil_store_postgres::PgConfig {
+            pool_size: self.postgres_pool_size,
+            statement_timeout: self.postgres_statement_timeout,
+            partitions_ahead: self.postgres_partitions_ahead,
+            retry_for: self.postgres_retry_for,
+            retention: self.retention,
+            ..vigil_store_postgres::PgConfig::new(url)
+        }
+    }
+
     /// The settings as `vigil.toml` text.
     pub fn to_toml(&self) -> anyhow::Result<String> {
         toml::to_string(self).context("rendering the configuration as toml")
@@ -343,6 +440,26 @@ impl Settings {
 fn default_burst(per_second: f64) -> u32 {
     // `as` saturates; the rate is validated positive and finite before this runs.
     (per_second.ceil() as u32).max(1)
+}
+
+/// The store a configuration names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend<'a> {
+    /// Segment log in the data directory.
+    Embedded,
+    /// PostgreSQL at this URL.
+    Postgres(&'a str),
+}
+
+fn ser_store<S: Serializer>(store: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&vigil_store_postgres::redact_url(store))
+}
+
+fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_duration(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -564,6 +681,22 @@ mod tests {
     }
 
     #[test]
+    fn the_meta_refresh_interval_reaches_credentials_and_schemas() {
+        let s = resolve(&[], "").unwrap();
+        assert_eq!(s.meta_refresh_interval, Duration::from_secs(1));
+        let s = resolve(&[], "meta_refresh_interval = \"250ms\"").unwrap();
+        assert_eq!(s.auth_config().refresh_interval, Duration::from_millis(250));
+        assert_eq!(
+            s.api_config().schema_refresh_interval,
+            Duration::from_millis(250)
+        );
+        let err = resolve(&["--meta-refresh-interval", "0s"], "")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("meta_refresh_interval"), "{err}");
+    }
+
+    #[test]
     fn printed_config_reads_back_as_the_same_settings() {
         let s = resolve(
             &[
@@ -587,5 +720,57 @@ mod tests {
         let again = resolve(&[], &text).unwrap();
         assert_eq!(again, s, "{text}");
         assert_eq!(again.auth_config().rate_limit.unwrap().burst, 3);
+    }
+
+    #[test]
+    fn the_store_is_embedded_or_a_postgres_url_whose_password_never_prints() {
+        let s = resolve(&[], "").unwrap();
+        assert_eq!(s.backend(), Backend::Embedded);
+        let s = resolve(
+            &[
+                "--store",
+                "postgres://vigil:s3cret@db:5432/vigil",
+                "--retention",
+                "90d",
+            ],
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            s.backend(),
+            Backend::Postgres("postgres://vigil:s3cret@db:5432/vigil")
+        );
+        assert_eq!(s.postgres_config("postgres://x@y/z").retention, s.retention);
+        let text = s.to_toml().unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("postgres://vigil:***@db:5432/vigil"),
+            "{text}"
+        );
+        let from_file = resolve(
+            &[],
+            "store = \"postgresql://db/vigil\"\npostgres_pool_size = 4",
+        )
+        .unwrap();
+        assert_eq!(
+            from_file.backend(),
+            Backend::Postgres("postgresql://db/vigil")
+        );
+        assert_eq!(from_file.postgres_pool_size, 4);
+
+        let err = |argv: &[&str]| resolve(argv, "").unwrap_err().to_string();
+        assert!(err(&["--store", "mysql://u:pw@h/db"]).starts_with("store must be"));
+        assert!(!err(&["--store", "mysql://u:pw@h/db"]).contains("pw"));
+        assert!(
+            err(&["--retention", "30d"]).starts_with("retention applies to the PostgreSQL store")
+        );
+        assert!(
+            err(&["--store", "postgres://h/db", "--retention", "1h"])
+                .starts_with("retention must be at least 1d")
+        );
+        assert!(
+            err(&["--store", "postgres://h/db", "--postgres-pool-size", "1"])
+                .starts_with("postgres_pool_size must be at least 2")
+        );
     }
 }

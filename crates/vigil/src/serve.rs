@@ -1,10 +1,10 @@
 //! `vigil serve`: open the store, bootstrap credentials, serve HTTP until SIGINT/SIGTERM.
 //!
-//! This is the only place that names a concrete backend (the embedded store).
+//! This is the only place that names a concrete backend (the embedded store or PostgreSQL).
 
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,9 +15,10 @@ use tracing_subscriber::EnvFilter;
 use vigil_auth::Auth;
 use vigil_store::Store;
 use vigil_store_embedded::EmbeddedStore;
+use vigil_store_postgres::{PgStore, redact_url};
 
 use crate::cli::LogFormat;
-use crate::config::Settings;
+use crate::config::{Backend, Settings};
 
 /// Name of the file, in the data directory, that receives the root admin key on first start.
 pub const ADMIN_KEY_FILE: &str = "admin.key";
@@ -30,21 +31,43 @@ pub async fn run(settings: Settings, config_file: Option<PathBuf>) -> anyhow::Re
         tracing::info!(path = %path.display(), "configuration file read");
     }
 
-    let data_dir = settings.data_dir.clone();
-    let store_config = settings.store_config();
-    let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(store_config))
-        .await
-        .context("opening the data directory")?
-        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
-    tracing::info!(data_dir = %data_dir.display(), "store open");
-
+    let store = open_store(&settings).await?;
     let result = serve_store(&settings, Arc::clone(&store)).await;
     let stopped = store.shutdown().await.context("flushing the store");
     result?;
     stopped?;
     tracing::info!("vigil stopped");
     Ok(())
+}
+
+/// Opens the store the settings name: the embedded log in the data directory, or PostgreSQL.
+async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    match settings.backend() {
+        Backend::Embedded => {
+            let data_dir = settings.data_dir.clone();
+            let store_config = settings.store_config();
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(store_config))
+                .await
+                .context("opening the data directory")?
+                .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+            tracing::info!(data_dir = %data_dir.display(), "store open");
+            Ok(Arc::new(store))
+        }
+        Backend::Postgres(url) => {
+            // The data directory still holds the root admin key written on first start.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&settings.data_dir)
+                .with_context(|| {
+                    format!("creating data directory {}", settings.data_dir.display())
+                })?;
+            let store = PgStore::connect(settings.postgres_config(url))
+                .await
+                .with_context(|| format!("opening the PostgreSQL store at {}", redact_url(url)))?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Result<()> {

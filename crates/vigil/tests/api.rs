@@ -1,6 +1,10 @@
 //! The HTTP API through a real port: payload shapes, every error code, authorisation,
 //! pagination under concurrent writes and idempotent retries.
+//!
+//! Every test runs once per store (`embedded::…` and `postgres::…`) with the same assertions:
+//! nothing in the API may behave differently between backends.
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
@@ -9,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::{TestApp, all_events};
+use common::{Backend, TestApp, all_events};
 use serde_json::{Value, json};
 use vigil_client::{ClientError, NewKey, NewUser, Order, QueryParams};
 
@@ -40,9 +44,17 @@ fn time_of(event: &Value) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-#[tokio::test]
-async fn legacy_payload_shapes_are_accepted_and_queryable_by_each_field() {
-    let app = TestApp::spawn().await;
+on_every_backend!(
+    legacy_payload_shapes_are_accepted_and_queryable_by_each_field,
+    every_error_code_over_http,
+    rate_limits_answer_429_with_retry_after,
+    credentials_are_confined_to_their_tenant_and_scopes,
+    cursor_pagination_is_stable_under_concurrent_writes,
+    retries_are_idempotent,
+);
+
+async fn legacy_payload_shapes_are_accepted_and_queryable_by_each_field(backend: Backend) {
+    let app = TestApp::spawn_on(backend, &[]).await;
     let client = app
         .tenant_client("legacy", &["events:write", "events:read"])
         .await;
@@ -166,20 +178,22 @@ async fn legacy_payload_shapes_are_accepted_and_queryable_by_each_field() {
     assert_eq!(got.events[0]["id"], "leg-2");
 }
 
-#[tokio::test]
-async fn every_error_code_over_http() {
-    let app = TestApp::spawn_with(&[
-        "--max-body-bytes",
-        "16384",
-        "--max-batch-events",
-        "5",
-        "--max-event-bytes",
-        "2048",
-        "--max-depth",
-        "4",
-        "--max-query-limit",
-        "50",
-    ])
+async fn every_error_code_over_http(backend: Backend) {
+    let app = TestApp::spawn_on(
+        backend,
+        &[
+            "--max-body-bytes",
+            "16384",
+            "--max-batch-events",
+            "5",
+            "--max-event-bytes",
+            "2048",
+            "--max-depth",
+            "4",
+            "--max-query-limit",
+            "50",
+        ],
+    )
     .await;
     let client = app
         .tenant_client("acme", &["events:write", "events:read", "schemas:write"])
@@ -438,9 +452,8 @@ async fn every_error_code_over_http() {
     app.anonymous().readyz().await.expect("readyz");
 }
 
-#[tokio::test]
-async fn rate_limits_answer_429_with_retry_after() {
-    let app = TestApp::spawn_with(&["--rate-limit", "0.5", "--rate-burst", "2"]).await;
+async fn rate_limits_answer_429_with_retry_after(backend: Backend) {
+    let app = TestApp::spawn_on(backend, &["--rate-limit", "0.5", "--rate-burst", "2"]).await;
     let client = app.tenant_client("acme", &["events:read"]).await;
     let mut outcomes = Vec::new();
     for _ in 0..3 {
@@ -470,9 +483,8 @@ async fn rate_limits_answer_429_with_retry_after() {
         .expect("separate budget");
 }
 
-#[tokio::test]
-async fn credentials_are_confined_to_their_tenant_and_scopes() {
-    let app = TestApp::spawn().await;
+async fn credentials_are_confined_to_their_tenant_and_scopes(backend: Backend) {
+    let app = TestApp::spawn_on(backend, &[]).await;
     let acme_writer = app.tenant_client("acme", &["events:write"]).await;
     let acme_reader = app.tenant_client("acme", &["events:read"]).await;
     let globex = app
@@ -613,9 +625,8 @@ async fn credentials_are_confined_to_their_tenant_and_scopes() {
 
 /// Paging with cursors while a writer appends: every event that existed when paging began is
 /// seen exactly once, and no event is ever seen twice.
-#[tokio::test]
-async fn cursor_pagination_is_stable_under_concurrent_writes() {
-    let app = TestApp::spawn().await;
+async fn cursor_pagination_is_stable_under_concurrent_writes(backend: Backend) {
+    let app = TestApp::spawn_on(backend, &[]).await;
     let client = app
         .tenant_client("acme", &["events:write", "events:read"])
         .await;
@@ -735,9 +746,8 @@ async fn cursor_pagination_is_stable_under_concurrent_writes() {
     assert_eq!(everything.len(), initial.len() + written.len());
 }
 
-#[tokio::test]
-async fn retries_are_idempotent() {
-    let app = TestApp::spawn().await;
+async fn retries_are_idempotent(backend: Backend) {
+    let app = TestApp::spawn_on(backend, &[]).await;
     let client = app
         .tenant_client("acme", &["events:write", "events:read"])
         .await;

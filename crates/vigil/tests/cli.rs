@@ -550,6 +550,145 @@ async fn bench_is_bounded_and_loopback_only() {
 }
 
 #[tokio::test]
+async fn bench_sends_a_seeded_data_set_and_measures_queries_on_it() {
+    let app = TestApp::spawn().await;
+    let key = app
+        .create_key("bench", &["events:write", "events:read"])
+        .await;
+    let reader = Client::new(&app.url, Some(key.clone())).unwrap();
+    let bench = |args: &[&str]| {
+        let mut cmd = app.cli(&key);
+        cmd.arg("bench").args(args).args(["-o", "json"]);
+        run_cli(cmd)
+    };
+
+    let (status, stdout, stderr) = bench(&[
+        "--seed",
+        "7",
+        "--events",
+        "600",
+        "--batch-size",
+        "100",
+        "--connections",
+        "3",
+    ])
+    .await;
+    assert!(status.success(), "{stderr}");
+    let report = json_out(&stdout);
+    assert_eq!(
+        (report["events"].clone(), report["seed"].clone()),
+        (json!(600), json!(7))
+    );
+    assert_eq!(reader.count(&QueryParams::new()).await.unwrap(), 600);
+    assert_eq!(
+        reader.get_event("bench-s7-599").await.unwrap()["id"],
+        "bench-s7-599"
+    );
+
+    // The same seed split differently over connections and requests sends the very same
+    // events: the server finds every one a duplicate, not a conflicting id.
+    let (status, stdout, stderr) =
+        bench(&["--seed", "7", "--events", "600", "--batch-size", "250"]).await;
+    assert!(status.success(), "{stderr}");
+    let report = json_out(&stdout);
+    assert_eq!(report["errors"], json!({}), "{stderr}");
+    assert_eq!(report["events"], 600);
+    assert_eq!(reader.count(&QueryParams::new()).await.unwrap(), 600);
+
+    let severe = QueryParams::new().q("severity>=7 AND actor.ip:10.*");
+    let page_size = reader
+        .query(&severe.clone().limit(10))
+        .await
+        .unwrap()
+        .events
+        .len();
+    assert!(page_size > 0);
+    let (status, stdout, stderr) = bench(&[
+        "--mode",
+        "query",
+        "--query",
+        "q=severity>=7 AND actor.ip:10.*&limit=10",
+        "--requests",
+        "25",
+        "--connections",
+        "2",
+    ])
+    .await;
+    assert!(status.success(), "{stderr}");
+    let report = json_out(&stdout);
+    assert_eq!(report["mode"], "query");
+    assert_eq!(report["query"], "q=severity>=7 AND actor.ip:10.*&limit=10");
+    assert_eq!(report["requests"], 25);
+    assert_eq!(report["errors"], json!({}));
+    assert_eq!(report["events"], 25 * page_size);
+
+    let matching = reader.count(&severe).await.unwrap();
+    let (status, stdout, stderr) = bench(&[
+        "--mode",
+        "count",
+        "--query",
+        "q=severity>=7 AND actor.ip:10.*",
+        "--requests",
+        "8",
+    ])
+    .await;
+    assert!(status.success(), "{stderr}");
+    let report = json_out(&stdout);
+    assert_eq!(
+        (report["requests"].clone(), report["errors"].clone()),
+        (json!(8), json!({}))
+    );
+    assert_eq!(report["events"], 8 * matching);
+
+    let (status, stdout, stderr) = bench(&[
+        "--mode",
+        "count",
+        "--query",
+        "actor.id=u-{rand}",
+        "--pool",
+        "3",
+        "--requests",
+        "12",
+    ])
+    .await;
+    assert!(status.success(), "{stderr}");
+    let report = json_out(&stdout);
+    assert_eq!(
+        (report["requests"].clone(), report["errors"].clone()),
+        (json!(12), json!({}))
+    );
+    let mut most = 0;
+    for n in 0..3 {
+        most = most.max(
+            reader
+                .count(&QueryParams::new().filter("actor.id", format!("u-{n}")))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(report["events"].as_u64().unwrap() <= 12 * most);
+
+    // A query the server refuses is counted, by code, for every request.
+    let (status, stdout, stderr) = bench(&[
+        "--mode",
+        "query",
+        "--query",
+        "q=severity>>7",
+        "--requests",
+        "3",
+    ])
+    .await;
+    assert!(status.success(), "{stderr}");
+    let report = json_out(&stdout);
+    assert_eq!(report["errors"], json!({"invalid_query": 3}));
+    assert_eq!(report["events"], 0);
+    assert!(
+        stderr.contains("3 request(s) failed with invalid_query"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn reindex_rebuilds_a_stopped_directory_and_refuses_a_running_one() {
     let dir = TestDir::new();
     let app = TestApp::start(&dir, &["--segment-max-events", "100"])

@@ -1,15 +1,28 @@
-//! What survives: graceful restarts, `kill -9` at random moments, and a torn log tail.
+//! What survives: graceful restarts, `kill -9` at random moments, a torn log tail, and (on
+//! PostgreSQL) the database server crashing under load.
+//!
+//! Restarts and `kill -9` run on both stores; a restarted server is given the same data
+//! directory and, on PostgreSQL, the same database. Data-directory exclusivity and log-file
+//! damage are about the embedded store's files and run on it only.
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{PATIENCE, TestApp, TestDir, all_events};
+use common::{Backend, PATIENCE, TestApp, TestDir, all_events};
 use serde_json::{Value, json};
-use vigil_client::{Client, QueryParams};
+use vigil_client::{Client, ClientError, QueryParams};
+use vigil_store_postgres::testing::PrivateServer;
+
+on_every_backend!(
+    a_restart_keeps_every_event_exactly,
+    kill_dash_nine_loses_nothing_acknowledged,
+);
 
 /// The newest write-ahead file of a data directory (`log/<id>.wal`, highest id).
 fn newest_wal(data_dir: &std::path::Path) -> PathBuf {
@@ -47,9 +60,10 @@ fn seqs(events: &[Value]) -> Vec<u64> {
     seqs
 }
 
-#[tokio::test]
-async fn a_restart_keeps_every_event_exactly_and_the_directory_is_exclusive() {
-    let dir = TestDir::new();
+/// A graceful stop and a start over the same data (directory, and database on PostgreSQL):
+/// the same events with the same seqs and hashes, the same root key, and the log goes on.
+async fn a_restart_keeps_every_event_exactly(backend: Backend) {
+    let dir = TestDir::on(backend).await;
     let app = TestApp::start(&dir, &["--segment-max-events", "100"])
         .await
         .expect("first start");
@@ -65,16 +79,6 @@ async fn a_restart_keeps_every_event_exactly_and_the_directory_is_exclusive() {
     }
     let before = all_events(&client, QueryParams::new()).await;
     assert_eq!(seqs(&before), (1..=250).collect::<Vec<_>>());
-
-    let second = TestApp::start(&dir, &[])
-        .await
-        .expect_err("a second server on the same directory must not start");
-    assert!(second.status.is_some_and(|s| !s.success()), "{second:?}");
-    assert!(
-        second.stderr.contains("in use"),
-        "unclear error: {}",
-        second.stderr
-    );
 
     let root_key = app.root_key.clone();
     let status = app.stop().await;
@@ -116,16 +120,37 @@ async fn a_restart_keeps_every_event_exactly_and_the_directory_is_exclusive() {
     assert_eq!(key_files.len(), 1, "no second root key was made");
 }
 
-/// `kill -9` at a random moment while several writers post: after a restart every acknowledged
-/// event is there and each tenant's seqs are gap-free. Rounds from `VIGIL_KILL_ROUNDS` (5).
+/// An embedded data directory belongs to one process: a second server over it refuses to start
+/// and says why, and the first one goes on serving.
 #[tokio::test]
-async fn kill_dash_nine_loses_nothing_acknowledged() {
+async fn an_embedded_data_directory_serves_one_server_at_a_time() {
+    let dir = TestDir::new();
+    let app = TestApp::start(&dir, &[]).await.expect("first start");
+    let second = TestApp::start(&dir, &[])
+        .await
+        .expect_err("a second server on the same directory must not start");
+    assert!(second.status.is_some_and(|s| !s.success()), "{second:?}");
+    assert!(
+        second.stderr.contains("in use"),
+        "unclear error: {}",
+        second.stderr
+    );
+    app.client()
+        .list_keys()
+        .await
+        .expect("the first server still serves");
+}
+
+/// `kill -9` at a random moment while several writers post: after a restart every acknowledged
+/// event is there, none twice, and each tenant's seqs are gap-free. Rounds from
+/// `VIGIL_KILL_ROUNDS` (5).
+async fn kill_dash_nine_loses_nothing_acknowledged(backend: Backend) {
     let rounds: u32 = std::env::var("VIGIL_KILL_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let tenants = ["alpha", "beta"];
-    let dir = TestDir::new();
+    let dir = TestDir::on(backend).await;
     let args = ["--segment-max-events", "400"];
     let mut keys: BTreeMap<&str, String> = BTreeMap::new();
     let mut acked: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -183,6 +208,122 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
     assert!(total > 0, "no write was ever acknowledged");
 }
 
+/// PostgreSQL only: the database server crashes (an immediate stop, recovered from its WAL on
+/// the next start) while clients write through vigil, which keeps running. While the database
+/// is down `/readyz` and the writes that cannot wait for it answer 503, nothing else; once it is
+/// back writes flow again, and every acknowledged event is there, none twice, seqs gap-free.
+#[tokio::test]
+async fn a_database_crash_under_load_loses_nothing_acknowledged() {
+    let server = Arc::new(
+        tokio::task::spawn_blocking(PrivateServer::start)
+            .await
+            .expect("starting a private PostgreSQL server"),
+    );
+    let dir = TestDir::with_store(&server.url());
+    let app = TestApp::start(&dir, &["--postgres-retry-for", "1s"])
+        .await
+        .unwrap_or_else(|f| panic!("start failed: {f:?}"));
+    let tenants = ["alpha", "beta"];
+    let mut keys: BTreeMap<&str, String> = BTreeMap::new();
+    for t in tenants {
+        keys.insert(t, app.create_key(t, &["events:write", "events:read"]).await);
+    }
+
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let refusals: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let tenant = tenants[w % tenants.len()];
+        let client = Client::new(&app.url, Some(keys[tenant].clone())).unwrap();
+        let (acked, refusals, stop) =
+            (Arc::clone(&acked), Arc::clone(&refusals), Arc::clone(&stop));
+        writers.push(tokio::spawn(async move {
+            for k in 0..100_000u32 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let size = rand::random_range(1..20);
+                let events: Vec<Value> = (0..size)
+                    .map(|i| json!({"id": format!("w{w}-{k}-{i}"), "type": "db.crash.test"}))
+                    .collect();
+                match client.ingest(&events).await {
+                    Ok(ack) => {
+                        let mut acked = acked.lock().unwrap();
+                        for e in ack.events {
+                            acked.push((tenant.to_owned(), e.id));
+                        }
+                    }
+                    Err(e) => refusals.lock().unwrap().push(describe(&e)),
+                }
+            }
+        }));
+    }
+    let acked_count = || acked.lock().unwrap().len();
+    wait_until("writes before the crash", || acked_count() > 200).await;
+
+    let crashing = Arc::clone(&server);
+    tokio::task::spawn_blocking(move || crashing.crash())
+        .await
+        .unwrap();
+    let (status, code) = match app.anonymous().readyz().await {
+        Err(ClientError::Api { status, code, .. }) => (status, code),
+        other => panic!("readyz with the database down: {other:?}"),
+    };
+    assert_eq!(status, 503, "readyz with the database down: {code}");
+    let restarting = Arc::clone(&server);
+    tokio::task::spawn_blocking(move || restarting.restart())
+        .await
+        .unwrap();
+    let after_restart = acked_count();
+    wait_until("writes after the restart", || {
+        acked_count() > after_restart + 200
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        tokio::time::timeout(PATIENCE, w)
+            .await
+            .expect("a writer hung")
+            .unwrap();
+    }
+    app.anonymous()
+        .readyz()
+        .await
+        .expect("ready once the database is back");
+
+    let refusals = refusals.lock().unwrap().clone();
+    assert!(
+        refusals.iter().all(|r| r.starts_with("503 ")),
+        "writes were refused otherwise than with 503: {refusals:?}\n{}",
+        app.log()
+    );
+    let mut by_tenant: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (tenant, id) in acked.lock().unwrap().drain(..) {
+        by_tenant.entry(tenant).or_default().insert(id);
+    }
+    verify(&app, &keys, &by_tenant, 0).await;
+}
+
+/// Polls `done` until it holds; panics after [`PATIENCE`].
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    tokio::time::timeout(PATIENCE, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("waited too long for {what}"));
+}
+
+/// `"<status> <code>"` of an API refusal; anything else as it is.
+fn describe(error: &ClientError) -> String {
+    match error {
+        ClientError::Api { status, code, .. } => format!("{status} {code}"),
+        other => format!("{other}"),
+    }
+}
+
 async fn verify(
     app: &TestApp,
     keys: &BTreeMap<&str, String>,
@@ -193,6 +334,11 @@ async fn verify(
         let client = Client::new(&app.url, Some(key.clone())).unwrap();
         let events = all_events(&client, QueryParams::new()).await;
         let present: BTreeSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+        assert_eq!(
+            present.len(),
+            events.len(),
+            "round {round}, tenant {tenant}: an event is stored twice"
+        );
         let lost: Vec<&String> = acked
             .get(*tenant)
             .into_iter()
@@ -218,8 +364,8 @@ async fn verify(
     }
 }
 
-/// A damaged last record (bit rot or a torn write) costs that record only: the server starts,
-/// drops the tail and serves everything before it.
+/// Embedded only: a damaged last record (bit rot or a torn write) costs that record only: the
+/// server starts, drops the tail and serves everything before it.
 #[tokio::test]
 async fn a_torn_log_tail_is_dropped_and_the_rest_served() {
     let dir = TestDir::new();

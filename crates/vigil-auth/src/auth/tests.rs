@@ -1,10 +1,11 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tokio::sync::Notify;
 use vigil_event::{EventId, Prepared, Timestamp};
 use vigil_query::{Expr, Query};
 use vigil_store::{Appended, Page, StoreError, StoredEvent};
@@ -13,16 +14,45 @@ use super::*;
 use crate::KEY_PREFIX;
 use crate::clock::ManualClock;
 
-/// Keeps meta documents in a map; has no events. `fail_saves` makes `save_meta` fail.
+/// Keeps meta documents in a map; has no events. Behaves like a store several processes
+/// share: every save takes a new version from a counter, `save_meta_if` compares and saves
+/// atomically, and each meta call first yields, as a round trip to a database would, so
+/// concurrent changes interleave.
 #[derive(Debug, Default)]
 struct MemStore {
-    meta: Mutex<HashMap<String, Vec<u8>>>,
+    meta: Mutex<HashMap<String, (MetaVersion, Vec<u8>)>>,
+    last_version: AtomicU64,
+    /// Makes every save fail.
     fail_saves: AtomicBool,
+    /// Makes every load fail.
+    fail_loads: AtomicBool,
+    /// `save_meta_if` calls refused because the document had changed.
+    refused: AtomicUsize,
+    /// Set by [`MemStore::hold_next_save`]: the next `save_meta_if` signals the first and waits
+    /// for the second before it compares.
+    hold: Mutex<Option<(Arc<Notify>, oneshot::Receiver<()>)>>,
 }
 
 impl MemStore {
     fn document(&self) -> Option<Vec<u8>> {
-        self.meta.lock().unwrap().get(META_NAME).cloned()
+        self.meta
+            .lock()
+            .unwrap()
+            .get(META_NAME)
+            .map(|(_, bytes)| bytes.clone())
+    }
+
+    /// Holds the next conditional save before its compare: returns a signal that it got
+    /// there and the sender that lets it go on.
+    fn hold_next_save(&self) -> (Arc<Notify>, oneshot::Sender<()>) {
+        let reached = Arc::new(Notify::new());
+        let (release, held) = oneshot::channel();
+        *self.hold.lock().unwrap() = Some((Arc::clone(&reached), held));
+        (reached, release)
+    }
+
+    fn next_version(&self) -> MetaVersion {
+        self.last_version.fetch_add(1, Ordering::SeqCst) + 1
     }
 }
 
@@ -54,17 +84,56 @@ impl Store for MemStore {
         Err(no_events())
     }
     async fn load_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.meta.lock().unwrap().get(name).cloned())
+        Ok(self
+            .load_meta_versioned(name)
+            .await?
+            .map(|(_, bytes)| bytes))
     }
     async fn save_meta(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        tokio::task::yield_now().await;
         if self.fail_saves.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("disk full".into()));
         }
+        let version = self.next_version();
         self.meta
             .lock()
             .unwrap()
-            .insert(name.to_owned(), bytes.to_vec());
+            .insert(name.to_owned(), (version, bytes.to_vec()));
         Ok(())
+    }
+    async fn load_meta_versioned(
+        &self,
+        name: &str,
+    ) -> Result<Option<(MetaVersion, Vec<u8>)>, StoreError> {
+        tokio::task::yield_now().await;
+        if self.fail_loads.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("connection refused".into()));
+        }
+        Ok(self.meta.lock().unwrap().get(name).cloned())
+    }
+    async fn save_meta_if(
+        &self,
+        name: &str,
+        expected: Option<MetaVersion>,
+        bytes: &[u8],
+    ) -> Result<Option<MetaVersion>, StoreError> {
+        tokio::task::yield_now().await;
+        let hold = self.hold.lock().unwrap().take();
+        if let Some((reached, release)) = hold {
+            reached.notify_one();
+            let _ = release.await;
+        }
+        if self.fail_saves.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("disk full".into()));
+        }
+        let mut meta = self.meta.lock().unwrap();
+        if meta.get(name).map(|(v, _)| *v) != expected {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Ok(None);
+        }
+        let version = self.next_version();
+        meta.insert(name.to_owned(), (version, bytes.to_vec()));
+        Ok(Some(version))
     }
     async fn shutdown(&self) -> Result<(), StoreError> {
         Err(no_events())
@@ -891,6 +960,18 @@ async fn bad_config_and_corrupt_documents_refuse_to_open() {
         );
     }
 
+    let no_refresh = AuthConfig {
+        refresh_interval: Duration::ZERO,
+        ..AuthConfig::default()
+    };
+    assert_eq!(
+        Auth::open(store.clone(), no_refresh)
+            .await
+            .unwrap_err()
+            .code(),
+        "invalid_config"
+    );
+
     store
         .save_meta(META_NAME, b"{\"version\":1}")
         .await
@@ -1076,4 +1157,233 @@ async fn a_taken_username_does_not_say_which_tenant_has_it() {
             .all(|u| u.username != "bob")
     );
     f.auth.login("bob", PASSWORD).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several processes sharing one store
+
+/// A key of `tenant` named `name` with `events:write`, created through `auth`.
+async fn create_on(auth: &Auth, by: &Principal, name: &str) -> CreatedKey {
+    auth.create_key(
+        by,
+        NewKey {
+            name: name.to_owned(),
+            tenant: tenant_id("acme"),
+            scopes: Scopes::from([Scope::EventsWrite]),
+            expires_at: None,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn key_ids(auth: &Auth, root: &Principal) -> Vec<String> {
+    let mut ids: Vec<String> = auth
+        .list_keys(root)
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn credentials_changed_on_one_node_apply_on_another_after_a_refresh() {
+    let f = Fixture::new().await;
+    let other = f.reopen().await;
+    assert!(!other.refresh().await.unwrap(), "nothing changed yet");
+
+    let key = f.key(&f.root, "acme", "events:write").await.unwrap();
+    f.user(&f.root, "alice", "acme", "events:read")
+        .await
+        .unwrap();
+    assert!(other.refresh().await.unwrap());
+    assert_eq!(
+        other.authenticate(&key.key).unwrap(),
+        f.auth.authenticate(&key.key).unwrap()
+    );
+    let alice = other.login("alice", PASSWORD).await.unwrap();
+    let key_token = other
+        .issue_token(&other.authenticate(&key.key).unwrap())
+        .unwrap();
+    // One JWT secret for both: tokens minted on one node work on the other.
+    assert_eq!(f.auth.authenticate(&alice.token).unwrap().name, "alice");
+    assert_eq!(
+        f.auth.authenticate(&key_token.token).unwrap().name,
+        key.name
+    );
+    assert!(!other.refresh().await.unwrap());
+
+    f.auth.revoke_key(&f.root, &key.id).await.unwrap();
+    f.auth.delete_user(&f.root, "alice").await.unwrap();
+    assert!(other.refresh().await.unwrap());
+    assert_invalid_credential(other.authenticate(&key.key));
+    assert_invalid_credential(other.authenticate(&key_token.token));
+    assert_invalid_credential(other.authenticate(&alice.token));
+    assert_eq!(
+        other.login("alice", PASSWORD).await.unwrap_err().code(),
+        "unauthenticated"
+    );
+}
+
+/// Regression: each process changed its own in-memory copy of the credential document and
+/// saved the whole copy, so a key created on one node vanished when another node, which had
+/// not seen it, saved its own change; and a node could not revoke a key it had not loaded.
+/// A change now starts from the latest stored document, whatever the node holds in memory.
+#[tokio::test]
+async fn a_change_on_a_node_with_stale_credentials_keeps_the_other_nodes_changes() {
+    let f = Fixture::new().await;
+    let other = f.reopen().await;
+    let first = create_on(&f.auth, &f.root, "first").await;
+    let second = create_on(&other, &f.root, "second").await;
+
+    let reopened = f.reopen().await;
+    for auth in [&other, &reopened] {
+        assert!(auth.authenticate(&first.key).is_ok());
+        assert!(auth.authenticate(&second.key).is_ok());
+    }
+    // The node that made `first` never saw `second` in memory, yet can revoke it.
+    f.auth.revoke_key(&f.root, &second.id).await.unwrap();
+    assert!(other.refresh().await.unwrap());
+    assert_invalid_credential(other.authenticate(&second.key));
+    assert!(other.authenticate(&first.key).is_ok());
+    assert_eq!(key_ids(&f.reopen().await, &f.root).len(), 2, "root + first");
+}
+
+#[tokio::test]
+async fn a_change_that_loses_the_race_is_applied_again_to_the_newer_document() {
+    let f = Fixture::new().await;
+    let other = f.reopen().await;
+    let (reached, release) = f.store.hold_next_save();
+    let slow = tokio::spawn({
+        let (auth, root) = (f.auth.clone(), f.root.clone());
+        async move { create_on(&auth, &root, "slow").await }
+    });
+    reached.notified().await;
+    // Saved while the slow change waits between reading the document and saving it.
+    let fast = create_on(&other, &f.root, "fast").await;
+    release.send(()).unwrap();
+    let slow = slow.await.unwrap();
+
+    assert_eq!(f.store.refused.load(Ordering::SeqCst), 1);
+    // The slow node picked up the fast key while applying its change again.
+    assert!(f.auth.authenticate(&fast.key).is_ok());
+    assert!(f.auth.authenticate(&slow.key).is_ok());
+    let reopened = f.reopen().await;
+    assert!(reopened.authenticate(&fast.key).is_ok());
+    assert!(reopened.authenticate(&slow.key).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_on_two_nodes_are_all_kept() {
+    let f = Fixture::new().await;
+    let other = f.reopen().await;
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let auth = if i % 2 == 0 {
+                f.auth.clone()
+            } else {
+                other.clone()
+            };
+            let root = f.root.clone();
+            tokio::spawn(async move { create_on(&auth, &root, &format!("k{i}")).await })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for task in tasks {
+        created.push(task.await.unwrap());
+    }
+    f.auth.refresh().await.unwrap();
+    other.refresh().await.unwrap();
+    let reopened = f.reopen().await;
+    for auth in [&f.auth, &other, &reopened] {
+        assert_eq!(key_ids(auth, &f.root).len(), 33, "root + 32");
+        for key in &created {
+            assert!(auth.authenticate(&key.key).is_ok(), "{} lost", key.name);
+        }
+    }
+}
+
+#[tokio::test]
+async fn nodes_starting_together_on_an_empty_store_share_one_secret_and_one_root_key() {
+    let store = Arc::new(MemStore::default());
+    let clock = Arc::new(ManualClock::new());
+    let open = || Auth::open_with_clock(store.clone(), AuthConfig::default(), clock.clone());
+    let (a, b) = tokio::join!(open(), open());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        store.refused.load(Ordering::SeqCst),
+        1,
+        "both tried to create the document"
+    );
+
+    let (from_a, from_b) = tokio::join!(a.bootstrap_root_key(), b.bootstrap_root_key());
+    let mut root_keys: Vec<String> = [from_a.unwrap(), from_b.unwrap()]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(root_keys.len(), 1, "exactly one node creates the root key");
+    let root_key = root_keys.remove(0);
+    a.refresh().await.unwrap();
+    b.refresh().await.unwrap();
+    for auth in [&a, &b] {
+        let root = auth.authenticate(&root_key).unwrap();
+        assert_eq!(key_ids(auth, &root).len(), 1);
+        assert_eq!(auth.bootstrap_root_key().await.unwrap(), None);
+    }
+    let token = a.issue_token(&a.authenticate(&root_key).unwrap()).unwrap();
+    assert_eq!(b.authenticate(&token.token).unwrap().name, "root");
+}
+
+#[tokio::test]
+async fn a_failed_refresh_keeps_the_credentials_in_memory() {
+    let f = Fixture::new().await;
+    let other = f.reopen().await;
+    let key = f.key(&f.root, "acme", "events:write").await.unwrap();
+
+    f.store.fail_loads.store(true, Ordering::SeqCst);
+    let err = other.refresh().await.unwrap_err();
+    assert_eq!(err.code(), "store_unavailable");
+    assert!(other.authenticate(&f.root_key).is_ok());
+    let err = f.key(&f.root, "acme", "events:read").await.unwrap_err();
+    assert_eq!(err.code(), "store_unavailable");
+    f.store.fail_loads.store(false, Ordering::SeqCst);
+    assert!(other.refresh().await.unwrap());
+    assert!(other.authenticate(&key.key).is_ok());
+
+    // A document that does not parse is refused; what was loaded before stays in force.
+    f.store
+        .save_meta(META_NAME, b"{\"version\":1}")
+        .await
+        .unwrap();
+    let err = other.refresh().await.unwrap_err();
+    assert_eq!(err.code(), "internal");
+    assert!(other.authenticate(&key.key).is_ok());
+    assert!(other.authenticate(&f.root_key).is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_background_refresh_applies_other_nodes_changes_and_stops_with_the_last_clone() {
+    let f = Fixture::new().await;
+    let other = f.reopen().await;
+    let key = f.key(&f.root, "acme", "events:write").await.unwrap();
+    assert_invalid_credential(other.authenticate(&key.key));
+    tokio::time::sleep(AuthConfig::default().refresh_interval * 2).await;
+    assert!(other.authenticate(&key.key).is_ok());
+
+    f.auth.revoke_key(&f.root, &key.id).await.unwrap();
+    tokio::time::sleep(AuthConfig::default().refresh_interval * 2).await;
+    assert_invalid_credential(other.authenticate(&key.key));
+
+    let metrics = tokio::runtime::Handle::current().metrics();
+    assert_eq!(metrics.num_alive_tasks(), 2, "one refresh task per node");
+    let clone = other.clone();
+    drop(other);
+    tokio::task::yield_now().await;
+    assert_eq!(metrics.num_alive_tasks(), 2, "a clone keeps it running");
+    drop(clone);
+    drop(f);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(metrics.num_alive_tasks(), 0);
 }

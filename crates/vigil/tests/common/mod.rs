@@ -1,5 +1,6 @@
 //! Black-box test harness: runs the real `vigil` binary on port 0 over a temporary data
-//! directory and talks to it through `vigil_client`.
+//! directory, on the embedded store or on a throwaway PostgreSQL database, and talks to it
+//! through `vigil_client`.
 //!
 //! Server logs go to a file in the test directory (shown when a start fails), or to the test's
 //! stderr when `TEST_LOG` is set.
@@ -15,6 +16,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 use vigil_client::{Client, NewKey, Order, QueryParams};
+use vigil_store_postgres::testing::TestDatabase;
 
 /// Generous bound on anything that should take a moment (start-up, shutdown): it only guards
 /// against hangs, never measures.
@@ -22,19 +24,89 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_vigil");
 
+/// Where a test server keeps events, credentials and schemas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The log in the data directory (`--store embedded`, the default).
+    Embedded,
+    /// A fresh database on the test PostgreSQL server (`--store postgres://…`).
+    Postgres,
+}
+
+/// Turns each named `async fn name(backend: Backend)` into one `#[tokio::test]` per backend,
+/// `embedded::name` and `postgres::name`, so every backend answers to the same assertions.
+/// Needs `#[macro_use] mod common;`.
+#[allow(unused_macros)] // not every test binary runs per backend
+macro_rules! on_every_backend {
+    ($($test:ident),+ $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test($crate::common::Backend::Embedded).await;
+                }
+            )+
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test($crate::common::Backend::Postgres).await;
+                }
+            )+
+        }
+    };
+}
+
 /// A temporary home for one or more servers in turn: `data/` is the data directory, the
 /// directory itself the servers' working directory (so no stray `vigil.toml` or `.env` is read).
+/// With PostgreSQL it also holds the store URL every server started over it is given, so a
+/// restart finds the same database.
 #[derive(Debug)]
 pub struct TestDir {
     dir: tempfile::TempDir,
     starts: AtomicUsize,
+    /// `--store` for every server started over this directory; `None`: embedded.
+    store_url: Option<String>,
+    /// The database behind `store_url` when this directory made it: dropped with the
+    /// directory, so after every server over it (declared later, dropped first).
+    _database: Option<TestDatabase>,
 }
 
 impl TestDir {
+    /// A directory for the embedded store.
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("creating a temp dir"),
             starts: AtomicUsize::new(0),
+            store_url: None,
+            _database: None,
+        }
+    }
+
+    /// A directory for `backend`; with PostgreSQL, over a fresh empty database that lives as
+    /// long as the directory.
+    pub async fn on(backend: Backend) -> Self {
+        match backend {
+            Backend::Embedded => Self::new(),
+            Backend::Postgres => {
+                let database = TestDatabase::create().await;
+                Self {
+                    store_url: Some(database.url().to_owned()),
+                    _database: Some(database),
+                    ..Self::new()
+                }
+            }
+        }
+    }
+
+    /// A directory whose servers use the PostgreSQL database at `url`, which the caller owns
+    /// (and must keep for as long as servers run over this directory).
+    pub fn with_store(url: &str) -> Self {
+        Self {
+            store_url: Some(url.to_owned()),
+            ..Self::new()
         }
     }
 
@@ -62,7 +134,8 @@ pub struct StartFailure {
     pub stderr: String,
 }
 
-/// One running `vigil serve`. Killed on drop.
+/// One running `vigil serve`. Killed (and reaped) on drop, before the directory and database
+/// it may own go.
 #[derive(Debug)]
 pub struct TestApp {
     pub url: String,
@@ -72,27 +145,35 @@ pub struct TestApp {
     /// Kept open so the server's stdout never hits a closed pipe.
     _stdout: BufReader<ChildStdout>,
     log: Option<PathBuf>,
-    /// Owns the directory when the app made it itself ([`TestApp::spawn`]).
+    /// Owns the directory (and its database) when the app made it itself
+    /// ([`TestApp::spawn_on`]).
     _owned: Option<TestDir>,
 }
 
 impl TestApp {
-    /// A fresh server over a fresh data directory.
+    /// A fresh server over a fresh data directory, on the embedded store.
     pub async fn spawn() -> Self {
         Self::spawn_with(&[]).await
     }
 
-    /// A fresh server with extra `serve` options.
+    /// A fresh server on the embedded store with extra `serve` options.
     pub async fn spawn_with(args: &[&str]) -> Self {
-        let dir = TestDir::new();
+        Self::spawn_on(Backend::Embedded, args).await
+    }
+
+    /// A fresh server on `backend` (a fresh data directory, and with PostgreSQL a fresh
+    /// database) with extra `serve` options.
+    pub async fn spawn_on(backend: Backend, args: &[&str]) -> Self {
+        let dir = TestDir::on(backend).await;
         let mut app = Self::start(&dir, args)
             .await
-            .unwrap_or_else(|f| panic!("server did not start: {f:?}"));
+            .unwrap_or_else(|f| panic!("server did not start on {backend:?}: {f:?}"));
         app._owned = Some(dir);
         app
     }
 
-    /// Starts a server over `dir` (which may hold data from an earlier server).
+    /// Starts a server over `dir` (which may hold data from an earlier server), on the store
+    /// `dir` names.
     pub async fn start(dir: &TestDir, args: &[&str]) -> Result<Self, StartFailure> {
         let n = dir.starts.fetch_add(1, Ordering::Relaxed);
         let data_dir = dir.data_dir();
@@ -101,8 +182,11 @@ impl TestApp {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
-            .arg(&data_dir)
-            .args(args)
+            .arg(&data_dir);
+        if let Some(url) = &dir.store_url {
+            cmd.arg("--store").arg(url);
+        }
+        cmd.args(args)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -252,6 +336,18 @@ impl TestApp {
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok())
             .unwrap_or_default()
+    }
+}
+
+impl Drop for TestApp {
+    /// SIGKILL and wait for the process to be gone, so a database this app owns is dropped
+    /// only once nothing of the server can still touch it.
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 

@@ -1,0 +1,770 @@
+//! vigil's PostgreSQL store: the events in the database an operator already runs.
+//!
+//! Same [`Store`] contract as the embedded store, for deployments where several stateless vigil
+//! nodes share one database:
+//! - **append** ([`writer`]): one writer task per node commits everything queued as one
+//!   transaction — tenant heads locked (`SELECT … FOR UPDATE`, so seq stays gap-free and the
+//!   chain linear across nodes), ids checked, events and ids streamed in with binary `COPY`,
+//!   heads moved, committed with `synchronous_commit` on. A reply means committed.
+//! - **query** ([`sql`]): the query language compiled to parameterised SQL over envelope
+//!   columns and `fields`, the event flattened to `{"path": [scalars]}` under a GIN index;
+//!   newest first on `(tenant, time_ns, seq)`, cursors as keyset pagination.
+//! - **layout** ([`schema`]): embedded, versioned migrations applied at start; events
+//!   partitioned by UTC day, created ahead and on demand; retention drops whole partitions;
+//!   credentials and schemas in `vigil_meta` with compare-and-swap versions.
+//!
+//! # Example
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use vigil_event::{normalize, Limits, TenantId, Timestamp};
+//! use vigil_store::Store;
+//! use vigil_store_postgres::{PgConfig, PgStore};
+//!
+//! let store = PgStore::connect(PgConfig::new("postgres://vigil@127.0.0.1/vigil")).await.unwrap();
+//! let tenant = TenantId::parse("acme").unwrap();
+//! let event = normalize(serde_json::json!({"type": "login.failed", "severity": 8}), &Limits::default())
+//!     .unwrap()
+//!     .prepare(&tenant, Timestamp::now(), "docs");
+//! let appended = store.append(vec![event]).await.unwrap();
+//! store.shutdown().await.unwrap();
+//! # }
+//! ```
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod error;
+mod row;
+mod schema;
+mod sql;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod writer;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures::TryStreamExt;
+use serde_json::{Map, Value};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+use vigil_event::{EventId, Prepared, TenantId, Timestamp};
+use vigil_query::{Cursor, Expr, Order, Query};
+use vigil_store::{Appended, MetaVersion, Page, Store, StoreError, StoredEvent};
+
+pub use error::PgError;
+
+use crate::error::Result;
+use crate::row::Derived;
+use crate::schema::{NANOS_PER_DAY, day_of};
+use crate::sql::{Param, Sql, compile};
+use crate::writer::{Job, WriterConfig, to_hash, to_i64, to_seq};
+
+/// The days that have a partition (maintenance's view; writes never need it).
+type Partitions = Arc<Mutex<BTreeSet<i64>>>;
+
+/// How to reach and use the database. Every field has a default ([`PgConfig::new`]).
+#[derive(Clone)]
+pub struct PgConfig {
+    /// `postgres://user:password@host:port/database?…` (libpq URL or key=value form). Holds a
+    /// password: never printed (`Debug` redacts it).
+    pub url: String,
+    /// Connections per node. The writer uses one at a time; queries the rest.
+    pub pool_size: usize,
+    /// Limit on establishing a connection, and on waiting for a free one.
+    pub connect_timeout: Duration,
+    /// `statement_timeout` of every connection: a statement running longer is cancelled and
+    /// the request answered 503.
+    pub statement_timeout: Duration,
+    /// Daily partitions kept created ahead of today.
+    pub partitions_ahead: u32,
+    /// Drop partitions whose whole day is older than this. `None` keeps everything.
+    pub retention: Option<Duration>,
+    /// Upper bound on events per write transaction (a group of queued appends).
+    pub max_group_events: usize,
+    /// How long an append keeps retrying transient database failures (connection lost,
+    /// server restarting) before answering 503.
+    pub retry_for: Duration,
+    /// How often partitions ahead are created and retention applied.
+    pub maintenance_interval: Duration,
+}
+
+impl PgConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            partitions_ahead: 3,
+            retention: None,
+            max_group_events: 20_000,
+            retry_for: Duration::from_secs(10),
+            maintenance_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+impl fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("url", &redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("partitions_ahead", &self.partitions_ahead)
+            .field("retention", &self.retention)
+            .field("max_group_events", &self.max_group_events)
+            .field("retry_for", &self.retry_for)
+            .field("maintenance_interval", &self.maintenance_interval)
+            .finish()
+    }
+}
+
+/// The URL with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    if url.contains("password") {
+        // A password as a URL parameter (`?password=…`) or in key=value form: drop everything
+        // after the host rather than parse it.
+        let shown = url.split(['?', ' ']).next().unwrap_or("");
+        let shown = if shown.contains("password") {
+            ""
+        } else {
+            shown
+        };
+        return format!("{} (with password)", redact_userinfo(shown));
+    }
+    redact_userinfo(url)
+}
+
+fn redact_userinfo(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.rsplit_once('@')
+    {
+        let user = userinfo.split(':').next().unwrap_or("");
+        let masked = if userinfo.contains(':') {
+            format!("{user}:***")
+        } else {
+            user.to_owned()
+        };
+        return format!("{scheme}://{masked}@{host}");
+    }
+    url.to_owned()
+}
+
+/// The PostgreSQL store. Cheap to share behind an `Arc`.
+pub struct PgStore {
+    /// Queries, meta documents, maintenance.
+    pool: Pool,
+    /// The writer's own connection, so reads can never starve writes.
+    write_pool: Pool,
+    /// `None` once shut down.
+    jobs: StdMutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    maintenance: JoinHandle<()>,
+    partitions: Partitions,
+    config: PgConfig,
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most event bytes one query reads before it ends the page early (with a cursor to go on),
+/// whatever the `limit`: bounds a page's memory as the embedded store does.
+const MAX_PAGE_READ_BYTES: usize = 32 * 1024 * 1024;
+
+/// Rows fetched per round trip when a filter has to be confirmed event by event.
+const CONFIRM_CHUNK: i64 = 1_000;
+
+impl PgStore {
+    /// Connects, applies migrations, creates the partitions ahead and starts the writer.
+    pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
+        Self::connect_inner(config).await.map_err(|e| match e {
+            e if e.is_transient() => StoreError::Unavailable(e.to_string()),
+            e => StoreError::Internal(e.to_string()),
+        })
+    }
+
+    async fn connect_inner(config: PgConfig) -> Result<Self> {
+        if config.pool_size < 2 {
+            return Err(PgError::Config(
+                "pool_size must be at least 2 (one writer, one reader)".into(),
+            ));
+        }
+        let mut pg: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|e| PgError::Config(format!("invalid database URL: {e}")))?;
+        pg.connect_timeout(config.connect_timeout);
+        // Durability does not depend on the server's or the role's defaults: a commit returns
+        // once the WAL is flushed. A transaction left idle (a node cut off mid-write) releases
+        // its tenant locks after a minute instead of blocking other nodes for hours.
+        let options = format!(
+            "{} -c statement_timeout={} -c synchronous_commit=on \
+             -c idle_in_transaction_session_timeout=60000",
+            pg.get_options().unwrap_or(""),
+            config.statement_timeout.as_millis()
+        );
+        pg.options(options.trim());
+        if pg.get_application_name().is_none() {
+            pg.application_name("vigil");
+        }
+        let build = |size: usize| {
+            let manager = Manager::from_config(
+                pg.clone(),
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(size)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(config.connect_timeout))
+                .create_timeout(Some(config.connect_timeout))
+                .build()
+                .map_err(|e| PgError::Config(e.to_string()))
+        };
+        let pool = build(config.pool_size - 1)?;
+        let write_pool = build(1)?;
+
+        let mut client = pool.get().await?;
+        schema::migrate(&mut client).await?;
+        let existing = schema::existing_partitions(&**client).await?;
+        drop(client);
+        let partitions: Partitions = Arc::new(Mutex::new(existing));
+        maintain(&pool, &partitions, &config).await?;
+
+        let (tx, rx) = mpsc::channel(1024);
+        let writer = tokio::spawn(writer::run(
+            write_pool.clone(),
+            WriterConfig {
+                max_group_events: config.max_group_events,
+                retry_for: config.retry_for,
+            },
+            rx,
+        ));
+        let maintenance = {
+            let (pool, partitions, config) =
+                (pool.clone(), Arc::clone(&partitions), config.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(config.maintenance_interval);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = maintain(&pool, &partitions, &config).await {
+                        tracing::warn!(error = %e, "partition maintenance failed; retrying later");
+                    }
+                }
+            })
+        };
+        tracing::info!(database = %redact_url(&config.url), "postgres store ready");
+        Ok(Self {
+            pool,
+            write_pool,
+            jobs: StdMutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            maintenance,
+            partitions,
+            config,
+        })
+    }
+
+    /// Drops every partition whose whole day lies before `before` (retention), with the id
+    /// entries of its events. Returns the dropped partitions' names.
+    pub async fn drop_partitions_before(
+        &self,
+        before: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut client = self.pool.get().await.map_err(PgError::from)?;
+        let dropped = schema::drop_partitions_before(&mut client, before.as_nanos()).await?;
+        *self.partitions.lock().await = schema::existing_partitions(&**client).await?;
+        Ok(dropped)
+    }
+
+    /// One maintenance round now (it also runs every `maintenance_interval`): creates the
+    /// partitions ahead, moving rows the default partition holds for those days into them, and
+    /// applies retention.
+    pub async fn run_maintenance(&self) -> Result<(), StoreError> {
+        Ok(maintain(&self.pool, &self.partitions, &self.config).await?)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Rows of `tenant` matching `filter`, in `order`, after `after`, at most `limit`.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch(
+        &self,
+        tenant: &TenantId,
+        filter: &Expr,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        order: Order,
+        after: Option<(i64, u64)>,
+        limit: i64,
+        now: Timestamp,
+    ) -> Result<(Vec<StoredEvent>, bool)> {
+        let mut sql = Sql::default();
+        let t = sql.bind(Param::Text(tenant.as_str().to_owned()));
+        let predicate = compile(filter, now, &mut sql);
+        let mut text = format!(
+            "SELECT seq, time_ns, canonical, hash FROM vigil_events WHERE tenant = {t} AND {}",
+            predicate.text
+        );
+        push_range(&mut sql, &mut text, from, to, order, after);
+        let dir = match order {
+            Order::Desc => "DESC",
+            Order::Asc => "ASC",
+        };
+        let lim = sql.bind(Param::Int(limit));
+        text.push_str(&format!(" ORDER BY time_ns {dir}, seq {dir} LIMIT {lim}"));
+        let client = self.client().await?;
+        let rows = client.query_raw(&text, sql.refs()).await?;
+        let mut rows = std::pin::pin!(rows);
+        let mut events = Vec::new();
+        let mut bytes = 0;
+        // Stop reading at the byte cap: the caller resumes after the last row it got.
+        while bytes < MAX_PAGE_READ_BYTES
+            && let Some(r) = rows.try_next().await?
+        {
+            let canonical: Vec<u8> = r.get(2);
+            bytes += canonical.len();
+            events.push(StoredEvent {
+                seq: to_seq(r.get(0))?,
+                time: Timestamp::from_nanos(r.get(1)),
+                canonical,
+                hash: to_hash(r.get(3))?,
+            });
+        }
+        Ok((events, bytes >= MAX_PAGE_READ_BYTES))
+    }
+
+    async fn query_inner(&self, tenant: &TenantId, q: &Query) -> Result<Page> {
+        let now = Timestamp::now();
+        let limit = q.limit;
+        let want = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+        let mut after = q.cursor.map(|c| (c.time.as_nanos(), c.seq));
+        let exact = compile(&q.filter, now, &mut Sql::default()).exact;
+        let mut out: Vec<StoredEvent> = Vec::new();
+        // True when the page ends early at the byte cap: more may follow.
+        let mut cut = false;
+        if exact {
+            (out, cut) = self
+                .fetch(tenant, &q.filter, q.from, q.to, q.order, after, want, now)
+                .await?;
+        } else {
+            // Confirm each candidate; fetch on until `want` matched, the byte cap is reached
+            // or no candidates are left.
+            let chunk = want.max(CONFIRM_CHUNK);
+            let mut bytes = 0;
+            loop {
+                let (rows, chunk_cut) = self
+                    .fetch(tenant, &q.filter, q.from, q.to, q.order, after, chunk, now)
+                    .await?;
+                let exhausted = !chunk_cut && i64::try_from(rows.len()).unwrap_or(0) < chunk;
+                if let Some(last) = rows.last() {
+                    after = Some((last.time.as_nanos(), last.seq));
+                }
+                for ev in confirm_all(&q.filter, rows, now).await? {
+                    bytes += ev.canonical.len();
+                    out.push(ev);
+                    if out.len() > limit {
+                        break;
+                    }
+                    if bytes >= MAX_PAGE_READ_BYTES {
+                        cut = true;
+                        break;
+                    }
+                }
+                if exhausted || cut || out.len() > limit {
+                    break;
+                }
+            }
+        }
+        let next_cursor = if out.len() > limit || cut {
+            out.truncate(limit);
+            out.last().map(|e| Cursor {
+                order: q.order,
+                time: e.time,
+                seq: e.seq,
+            })
+        } else {
+            None
+        };
+        Ok(Page {
+            events: out,
+            next_cursor,
+        })
+    }
+
+    async fn count_inner(
+        &self,
+        tenant: &TenantId,
+        filter: &Expr,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<u64> {
+        let now = Timestamp::now();
+        let mut sql = Sql::default();
+        let t = sql.bind(Param::Text(tenant.as_str().to_owned()));
+        let predicate = compile(filter, now, &mut sql);
+        if predicate.exact {
+            let mut text = format!(
+                "SELECT count(*) FROM vigil_events WHERE tenant = {t} AND {}",
+                predicate.text
+            );
+            push_range(&mut sql, &mut text, from, to, Order::Asc, None);
+            let client = self.client().await?;
+            let n: i64 = client.query_one(&text, &sql.refs()).await?.get(0);
+            return Ok(u64::try_from(n).unwrap_or(0));
+        }
+        let mut after = None;
+        let mut n = 0u64;
+        loop {
+            let (rows, cut) = self
+                .fetch(
+                    tenant,
+                    filter,
+                    from,
+                    to,
+                    Order::Asc,
+                    after,
+                    CONFIRM_CHUNK,
+                    now,
+                )
+                .await?;
+            let done = !cut && i64::try_from(rows.len()).unwrap_or(0) < CONFIRM_CHUNK;
+            if let Some(last) = rows.last() {
+                after = Some((last.time.as_nanos(), last.seq));
+            }
+            n += confirm_all(filter, rows, now).await?.len() as u64;
+            if done {
+                return Ok(n);
+            }
+        }
+    }
+
+    async fn get_inner(&self, tenant: &TenantId, id: &EventId) -> Result<Option<StoredEvent>> {
+        let client = self.client().await?;
+        let Some(at) = client
+            .query_opt(
+                "SELECT seq, time_ns FROM vigil_event_ids WHERE tenant = $1 AND id = $2",
+                &[&tenant.as_str(), &id.as_str()],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (seq, time): (i64, i64) = (at.get(0), at.get(1));
+        let row = client
+            .query_opt(
+                "SELECT canonical, hash FROM vigil_events
+                  WHERE tenant = $1 AND time_ns = $2 AND seq = $3",
+                &[&tenant.as_str(), &time, &seq],
+            )
+            .await?;
+        // The id entry outlives its event only between a retention drop and the id cleanup.
+        row.map(|r| {
+            Ok(StoredEvent {
+                seq: to_seq(seq)?,
+                time: Timestamp::from_nanos(time),
+                canonical: r.get(0),
+                hash: to_hash(r.get(1))?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn load_meta_inner(&self, name: &str) -> Result<Option<(MetaVersion, Vec<u8>)>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT version, doc FROM vigil_meta WHERE name = $1",
+                &[&name],
+            )
+            .await?;
+        Ok(row.map(|r| {
+            let version: i64 = r.get(0);
+            (version.unsigned_abs(), r.get(1))
+        }))
+    }
+
+    async fn save_meta_if_inner(
+        &self,
+        name: &str,
+        expected: Option<MetaVersion>,
+        bytes: &[u8],
+    ) -> Result<Option<MetaVersion>> {
+        let client = self.client().await?;
+        let row = match expected {
+            None => {
+                client
+                    .query_opt(
+                        "INSERT INTO vigil_meta (name, version, doc) VALUES ($1, 1, $2)
+                         ON CONFLICT (name) DO NOTHING RETURNING version",
+                        &[&name, &bytes],
+                    )
+                    .await?
+            }
+            Some(v) => {
+                let v = i64::try_from(v).unwrap_or(-1);
+                client
+                    .query_opt(
+                        "UPDATE vigil_meta SET doc = $2, version = version + 1, updated_at = now()
+                          WHERE name = $1 AND version = $3 RETURNING version",
+                        &[&name, &bytes, &v],
+                    )
+                    .await?
+            }
+        };
+        Ok(row.map(|r| r.get::<_, i64>(0).unsigned_abs()))
+    }
+}
+
+/// Appends the time range and the cursor position to a `WHERE` clause.
+fn push_range(
+    sql: &mut Sql,
+    text: &mut String,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    order: Order,
+    after: Option<(i64, u64)>,
+) {
+    if let Some(from) = from {
+        let p = sql.bind(Param::Int(from.as_nanos()));
+        text.push_str(&format!(" AND time_ns >= {p}"));
+    }
+    if let Some(to) = to {
+        let p = sql.bind(Param::Int(to.as_nanos()));
+        text.push_str(&format!(" AND time_ns < {p}"));
+    }
+    if let Some((time, seq)) = after {
+        let t = sql.bind(Param::Int(time));
+        let s = sql.bind(Param::Int(to_i64(seq)));
+        // The plain bound lets the planner prune partitions; the row comparison is the
+        // exact keyset position.
+        let (bound, row) = match order {
+            Order::Desc => ("<=", "<"),
+            Order::Asc => (">=", ">"),
+        };
+        text.push_str(&format!(
+            " AND time_ns {bound} {t} AND (time_ns, seq) {row} ({t}, {s})"
+        ));
+    }
+}
+
+/// The candidates `filter` really matches, checked off the async runtime (JSON parsing).
+async fn confirm_all(
+    filter: &Expr,
+    rows: Vec<StoredEvent>,
+    now: Timestamp,
+) -> Result<Vec<StoredEvent>> {
+    let filter = filter.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut kept = Vec::with_capacity(rows.len());
+        for ev in rows {
+            if confirm(&filter, &ev, now)? {
+                kept.push(ev);
+            }
+        }
+        Ok(kept)
+    })
+    .await
+    .map_err(|e| PgError::Corrupt(format!("confirming events failed: {e}")))?
+}
+
+fn confirm(filter: &Expr, ev: &StoredEvent, now: Timestamp) -> Result<bool> {
+    let event: Map<String, Value> = serde_json::from_slice(&ev.canonical)
+        .map_err(|e| PgError::Corrupt(format!("event seq {} is not JSON: {e}", ev.seq)))?;
+    Ok(filter.matches(&event, now))
+}
+
+/// Creates the partitions for today and the days ahead; applies retention. The database work
+/// runs without holding the partition list (only maintenance and retention use it).
+async fn maintain(pool: &Pool, partitions: &Partitions, config: &PgConfig) -> Result<()> {
+    let today = day_of(Timestamp::now().as_nanos());
+    let ahead: BTreeSet<i64> =
+        (today..=today.saturating_add(i64::from(config.partitions_ahead))).collect();
+    let missing = !ahead.is_subset(&*partitions.lock().await);
+    let mut client = pool.get().await?;
+    if missing {
+        let now = schema::create_partitions(&mut client, &ahead).await?;
+        *partitions.lock().await = now;
+    }
+    if let Some(keep) = config.retention {
+        let keep_ns = i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX);
+        let cutoff = Timestamp::now().as_nanos().saturating_sub(keep_ns);
+        // Whole days only: a day goes when its last instant is older than the cutoff.
+        let cutoff = cutoff
+            .div_euclid(NANOS_PER_DAY)
+            .saturating_mul(NANOS_PER_DAY);
+        schema::drop_partitions_before(&mut client, cutoff).await?;
+        *partitions.lock().await = schema::existing_partitions(&**client).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn append(&self, events: Vec<Prepared>) -> Result<Vec<Appended>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sender = self
+            .jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("the store is shutting down".into()))?;
+        // Flattening every event is CPU work: off the async runtime for anything but a few.
+        let (events, derived) = if events.len() > 16 {
+            tokio::task::spawn_blocking(move || derive_all(events))
+                .await
+                .map_err(|e| StoreError::Internal(format!("deriving columns failed: {e}")))?
+        } else {
+            derive_all(events)
+        };
+        let derived = derived?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(Job {
+                events,
+                derived,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?
+    }
+
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        Ok(self.get_inner(tenant, id).await?)
+    }
+
+    async fn query(&self, tenant: &TenantId, query: &Query) -> Result<Page, StoreError> {
+        Ok(self.query_inner(tenant, query).await?)
+    }
+
+    async fn count(
+        &self,
+        tenant: &TenantId,
+        filter: &Expr,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<u64, StoreError> {
+        Ok(self.count_inner(tenant, filter, from, to).await?)
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        if self
+            .jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_none()
+        {
+            return Err(StoreError::Unavailable("the store is shut down".into()));
+        }
+        if let Some(writer) = self.writer.lock().await.as_ref()
+            && writer.is_finished()
+        {
+            return Err(StoreError::Unavailable("the writer stopped".into()));
+        }
+        let client = self.client().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(PgError::from)?;
+        Ok(())
+    }
+
+    async fn load_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.load_meta_inner(name).await?.map(|(_, doc)| doc))
+    }
+
+    async fn save_meta(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO vigil_meta (name, version, doc) VALUES ($1, 1, $2)
+                 ON CONFLICT (name) DO UPDATE
+                   SET doc = EXCLUDED.doc, version = vigil_meta.version + 1, updated_at = now()",
+                &[&name, &bytes],
+            )
+            .await
+            .map_err(PgError::from)?;
+        Ok(())
+    }
+
+    async fn load_meta_versioned(
+        &self,
+        name: &str,
+    ) -> Result<Option<(MetaVersion, Vec<u8>)>, StoreError> {
+        Ok(self.load_meta_inner(name).await?)
+    }
+
+    async fn save_meta_if(
+        &self,
+        name: &str,
+        expected: Option<MetaVersion>,
+        bytes: &[u8],
+    ) -> Result<Option<MetaVersion>, StoreError> {
+        Ok(self.save_meta_if_inner(name, expected, bytes).await?)
+    }
+
+    async fn meta_version(&self, name: &str) -> Result<Option<MetaVersion>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT version FROM vigil_meta WHERE name = $1", &[&name])
+            .await
+            .map_err(PgError::from)?;
+        Ok(row.map(|r| r.get::<_, i64>(0).unsigned_abs()))
+    }
+
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        // Closing the queue lets the writer finish what is queued, then stop.
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(writer) = self.writer.lock().await.take() {
+            let _ = writer.await;
+        }
+        self.maintenance.abort();
+        self.pool.close();
+        self.write_pool.close();
+        Ok(())
+    }
+}
+
+fn derive_all(events: Vec<Prepared>) -> (Vec<Prepared>, Result<Vec<Derived>, StoreError>) {
+    let derived = events
+        .iter()
+        .map(|e| {
+            Derived::of(&e.canonical_bytes(0))
+                .ok_or_else(|| StoreError::Internal("an event is not a JSON object".into()))
+        })
+        .collect();
+    (events, derived)
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.maintenance.abort();
+    }
+}

@@ -1,0 +1,422 @@
+//! Group commit into PostgreSQL.
+//!
+//! Appends queue to one writer task, which takes everything queued (up to
+//! `max_group_events`) as one group and writes it in one transaction:
+//!
+//! 1. lock the head row of every tenant in the group (`vigil_tenants`, in tenant order, so two
+//!    nodes never deadlock): the lock serialises writers of a tenant across nodes, and the row
+//!    holds the last seq and chain hash;
+//! 2. look up every id of the group (`vigil_event_ids`) and decide, request by request, which
+//!    events are new, which are duplicates (same id and content) and which requests conflict
+//!    (same id, other content: that request fails whole, the others go on);
+//! 3. assign seqs and chain hashes, `COPY … (FORMAT binary)` the events and their ids in;
+//! 4. move the heads and commit. With `synchronous_commit` on (the default, never changed
+//!    here), the commit returns once the WAL is flushed: only then are requests answered.
+//!
+//! A transient failure (connection lost, server restarting, deadlock) retries the whole group
+//! from step 1 with back-off; nothing of a failed attempt is visible. If the connection broke
+//! during COMMIT the outcome is unknown; the retry then finds the group's ids already stored
+//! with the same content and answers with their seqs, so nothing is lost or written twice.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
+use vigil_event::{Hash, Prepared, chain_hash, leaf_hash};
+use vigil_store::{Appended, Conflict, StoreError};
+
+use crate::error::{PgError, Result};
+use crate::row::{Derived, RawJsonb};
+
+pub(crate) type Reply = oneshot::Sender<Result<Vec<Appended>, StoreError>>;
+
+/// One append call waiting for its group.
+pub(crate) struct Job {
+    pub events: Vec<Prepared>,
+    /// The indexed columns of each event, derived by the caller (in event order).
+    pub derived: Vec<Derived>,
+    pub reply: Reply,
+}
+
+/// How the writer task behaves.
+#[derive(Debug, Clone)]
+pub(crate) struct WriterConfig {
+    pub max_group_events: usize,
+    /// How long a group keeps retrying transient failures before its requests get 503.
+    pub retry_for: Duration,
+}
+
+pub(crate) async fn run(pool: Pool, config: WriterConfig, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut count = first.events.len();
+        let mut group = vec![first];
+        while count < config.max_group_events {
+            match rx.try_recv() {
+                Ok(job) => {
+                    count += job.events.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let mut outcome = commit_with_retry(&pool, &config, &group).await;
+        if matches!(&outcome, Err(e) if !e.is_transient()) && group.len() > 1 {
+            // Something in the group fails for good: commit each request on its own, so only
+            // the one that carries it fails.
+            let mut results = Vec::with_capacity(group.len());
+            for job in &group {
+                let one = commit_with_retry(&pool, &config, std::slice::from_ref(job)).await;
+                results.push(match one {
+                    Ok(mut r) => r.pop().unwrap_or_else(|| Ok(Vec::new())),
+                    Err(e) => {
+                        tracing::warn!(error = %e, events = job.events.len(), "append failed");
+                        Err(e.into())
+                    }
+                });
+            }
+            outcome = Ok(results);
+        }
+        metrics::histogram!("vigil_commit_seconds").record(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(results) => {
+                let mut written = 0u64;
+                for (job, result) in group.into_iter().zip(results) {
+                    if let Ok(appended) = &result {
+                        written += appended.iter().filter(|a| !a.duplicate).count() as u64;
+                    }
+                    let _ = job.reply.send(result);
+                }
+                metrics::counter!("vigil_store_events_appended_total").increment(written);
+                metrics::histogram!("vigil_commit_group_events").record(count as f64);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, events = count, "append group failed");
+                let err: StoreError = e.into();
+                for job in group {
+                    let _ = job.reply.send(Err(clone_error(&err)));
+                }
+            }
+        }
+    }
+}
+
+fn clone_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Conflict(c) => StoreError::Conflict(c.clone()),
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Internal(m) => StoreError::Internal(m.clone()),
+    }
+}
+
+async fn commit_with_retry(
+    pool: &Pool,
+    config: &WriterConfig,
+    group: &[Job],
+) -> Result<Vec<Result<Vec<Appended>, StoreError>>> {
+    let deadline = Instant::now() + config.retry_for;
+    let mut backoff = Duration::from_millis(50);
+    // Seqs this group gave its new ids in attempts whose outcome is unknown.
+    let mut attempted: HashMap<(String, String), u64> = HashMap::new();
+    loop {
+        match commit(pool, group, &mut attempted).await {
+            Err(e) if e.is_transient() && Instant::now() + backoff < deadline => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "append failed, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// An event the group writes, with its position and derived columns.
+struct NewEvent<'a> {
+    ev: &'a Prepared,
+    derived: &'a Derived,
+    seq: u64,
+    hash: Hash,
+    canonical: Vec<u8>,
+}
+
+/// What was stored under an id before this group.
+#[derive(Clone, Copy)]
+struct Prior {
+    seq: u64,
+    digest: Hash,
+}
+
+async fn commit(
+    pool: &Pool,
+    group: &[Job],
+    attempted: &mut HashMap<(String, String), u64>,
+) -> Result<Vec<Result<Vec<Appended>, StoreError>>> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+
+    // 1. Lock the heads, in tenant order.
+    let tenants: BTreeSet<&str> = group
+        .iter()
+        .flat_map(|j| j.events.iter().map(|e| e.tenant.as_str()))
+        .collect();
+    let tenant_list: Vec<&str> = tenants.iter().copied().collect();
+    tx.execute(
+        "INSERT INTO vigil_tenants (tenant, seq, hash)
+         SELECT t, 0, $2 FROM unnest($1::text[]) AS t ORDER BY t
+         ON CONFLICT (tenant) DO NOTHING",
+        &[&tenant_list, &vec![0u8; 32]],
+    )
+    .await?;
+    let mut heads: HashMap<String, (u64, Hash)> = HashMap::new();
+    for row in tx
+        .query(
+            "SELECT tenant, seq, hash FROM vigil_tenants WHERE tenant = ANY($1)
+             ORDER BY tenant FOR UPDATE",
+            &[&tenant_list],
+        )
+        .await?
+    {
+        let seq: i64 = row.get(1);
+        heads.insert(row.get(0), (to_seq(seq)?, to_hash(row.get(2))?));
+    }
+
+    // 2. What is already stored under the group's ids.
+    let (id_tenants, ids): (Vec<&str>, Vec<&str>) = group
+        .iter()
+        .flat_map(|j| j.events.iter().map(|e| (e.tenant.as_str(), e.id.as_str())))
+        .unzip();
+    let mut stored: HashMap<(String, String), Prior> = HashMap::new();
+    for row in tx
+        .query(
+            "SELECT i.tenant, i.id, i.seq, i.digest
+               FROM vigil_event_ids i
+               JOIN unnest($1::text[], $2::text[]) AS k(tenant, id)
+                 ON i.tenant = k.tenant AND i.id = k.id",
+            &[&id_tenants, &ids],
+        )
+        .await?
+    {
+        let seq: i64 = row.get(2);
+        stored.insert(
+            (row.get(0), row.get(1)),
+            Prior {
+                seq: to_seq(seq)?,
+                digest: to_hash(row.get(3))?,
+            },
+        );
+    }
+
+    // 3. Decide each request, assign seqs and hashes.
+    let mut fresh: HashMap<(&str, &str), Prior> = HashMap::new();
+    let mut results = Vec::with_capacity(group.len());
+    let mut rows: Vec<NewEvent<'_>> = Vec::new();
+    for job in group {
+        let mut conflicts = Vec::new();
+        let mut local: HashMap<(&str, &str), Hash> = HashMap::new();
+        for (i, ev) in job.events.iter().enumerate() {
+            let key = (ev.tenant.as_str(), ev.id.as_str());
+            let prior = fresh
+                .get(&key)
+                .map(|p| p.digest)
+                .or_else(|| local.get(&key).copied())
+                .or_else(|| {
+                    stored
+                        .get(&(key.0.to_owned(), key.1.to_owned()))
+                        .map(|p| p.digest)
+                });
+            match prior {
+                Some(digest) if digest != ev.content_digest => conflicts.push(Conflict {
+                    index: i,
+                    id: ev.id.clone(),
+                }),
+                Some(_) => {}
+                None => {
+                    local.insert(key, ev.content_digest);
+                }
+            }
+        }
+        if !conflicts.is_empty() {
+            results.push(Err(StoreError::Conflict(conflicts)));
+            continue;
+        }
+        let mut appended = Vec::with_capacity(job.events.len());
+        for (ev, derived) in job.events.iter().zip(&job.derived) {
+            let key = (ev.tenant.as_str(), ev.id.as_str());
+            let owned_key = (key.0.to_owned(), key.1.to_owned());
+            if let Some(p) = fresh.get(&key) {
+                appended.push(Appended {
+                    id: ev.id.clone(),
+                    seq: p.seq,
+                    duplicate: true,
+                });
+                continue;
+            }
+            if let Some(p) = stored.get(&owned_key) {
+                // Committed by an earlier attempt of this very group whose outcome was unknown
+                // (same seq as that attempt gave it): new to the caller, not a duplicate. Later
+                // copies of the id in the group are duplicates of it, as on a first attempt.
+                let ours = attempted.get(&owned_key) == Some(&p.seq);
+                if ours {
+                    fresh.insert(key, *p);
+                }
+                appended.push(Appended {
+                    id: ev.id.clone(),
+                    seq: p.seq,
+                    duplicate: !ours,
+                });
+                continue;
+            }
+            let head = heads
+                .get_mut(key.0)
+                .ok_or_else(|| PgError::Corrupt(format!("no head row for tenant {}", key.0)))?;
+            let seq = head.0 + 1;
+            let canonical = ev.canonical_bytes(seq);
+            let hash = chain_hash(&head.1, &leaf_hash(&canonical));
+            *head = (seq, hash);
+            fresh.insert(
+                key,
+                Prior {
+                    seq,
+                    digest: ev.content_digest,
+                },
+            );
+            rows.push(NewEvent {
+                ev,
+                derived,
+                seq,
+                hash,
+                canonical,
+            });
+            appended.push(Appended {
+                id: ev.id.clone(),
+                seq,
+                duplicate: false,
+            });
+        }
+        results.push(Ok(appended));
+    }
+
+    if !rows.is_empty() {
+        copy_events(&tx, &rows).await?;
+        copy_ids(&tx, &rows).await?;
+        let mut t: Vec<&str> = Vec::with_capacity(heads.len());
+        let mut s: Vec<i64> = Vec::with_capacity(heads.len());
+        let mut h: Vec<&[u8]> = Vec::with_capacity(heads.len());
+        for (tenant, (seq, hash)) in &heads {
+            t.push(tenant);
+            s.push(to_i64(*seq));
+            h.push(hash);
+        }
+        tx.execute(
+            "UPDATE vigil_tenants AS h SET seq = u.seq, hash = u.hash
+               FROM unnest($1::text[], $2::int8[], $3::bytea[]) AS u(tenant, seq, hash)
+              WHERE h.tenant = u.tenant AND h.seq <> u.seq",
+            &[&t, &s, &h],
+        )
+        .await?;
+        for r in &rows {
+            attempted.insert(
+                (r.ev.tenant.as_str().to_owned(), r.ev.id.as_str().to_owned()),
+                r.seq,
+            );
+        }
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+async fn copy_events(tx: &tokio_postgres::Transaction<'_>, rows: &[NewEvent<'_>]) -> Result<()> {
+    let sink = tx
+        .copy_in(
+            "COPY vigil_events (tenant, seq, time_ns, received_ns, id, type, severity, actor,
+                                actor_multi, hash, canonical, fields)
+             FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    let types = [
+        Type::TEXT,
+        Type::INT8,
+        Type::INT8,
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT2,
+        Type::TEXT,
+        Type::BOOL,
+        Type::BYTEA,
+        Type::BYTEA,
+        Type::JSONB,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    tokio::pin!(writer);
+    let mut fields = Vec::with_capacity(1024);
+    for r in rows {
+        r.derived.fields(r.seq, &mut fields);
+        let derived = r.derived;
+        let severity = i16::from(r.ev.severity.get());
+        writer
+            .as_mut()
+            .write(&[
+                &r.ev.tenant.as_str(),
+                &to_i64(r.seq),
+                &r.ev.time.as_nanos(),
+                &r.ev.received_at.as_nanos(),
+                &r.ev.id.as_str(),
+                &r.ev.event_type.as_str(),
+                &severity,
+                &derived.actor,
+                &derived.actor_multi,
+                &r.hash.as_slice(),
+                &r.canonical.as_slice(),
+                &RawJsonb(&fields),
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+async fn copy_ids(tx: &tokio_postgres::Transaction<'_>, rows: &[NewEvent<'_>]) -> Result<()> {
+    let sink = tx
+        .copy_in(
+            "COPY vigil_event_ids (tenant, id, seq, time_ns, digest) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[Type::TEXT, Type::TEXT, Type::INT8, Type::INT8, Type::BYTEA],
+    );
+    tokio::pin!(writer);
+    for r in rows {
+        writer
+            .as_mut()
+            .write(&[
+                &r.ev.tenant.as_str(),
+                &r.ev.id.as_str(),
+                &to_i64(r.seq),
+                &r.ev.time.as_nanos(),
+                &r.ev.content_digest.as_slice(),
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+pub(crate) fn to_seq(v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| PgError::Corrupt(format!("negative seq {v}")))
+}
+
+pub(crate) fn to_i64(seq: u64) -> i64 {
+    // Seqs count events; they never approach 2^63.
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn to_hash(bytes: &[u8]) -> Result<Hash> {
+    bytes
+        .try_into()
+        .map_err(|_| PgError::Corrupt(format!("hash of {} bytes", bytes.len())))
+}

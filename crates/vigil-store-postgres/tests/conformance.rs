@@ -1,0 +1,23 @@
+//! The shared Store conformance suite against PostgreSQL, each check in its own database.
+
+use std::sync::Arc;
+
+use vigil_store::testsuite::Harness;
+use vigil_store_postgres::testing::TestDatabase;
+use vigil_store_postgres::{PgConfig, PgStore};
+
+async fn fresh() -> Harness {
+    let db = TestDatabase::create().await;
+    let store = PgStore::connect(PgConfig {
+        pool_size: 4,
+        ..PgConfig::new(db.url())
+    })
+    .await
+    .expect("connect");
+    Harness {
+        store: Arc::new(store),
+        guard: Box::new(db),
+    }
+}
+
+vigil_store::store_conformance_suite!(fresh);
