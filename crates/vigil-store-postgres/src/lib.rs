@@ -181,6 +181,20 @@ impl fmt::Debug for PgStore {
 /// whatever the `limit`: bounds a page's memory as the embedded store does.
 const MAX_PAGE_READ_BYTES: usize = 32 * 1024 * 1024;
 
+/// How a page is read (see `query_inner`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// In time order on the `(tenant, time_ns, seq)` index, filtering as it goes.
+    Ordered,
+    /// The newest (or oldest) this many rows in time order, then filtered.
+    Probe(i64),
+    /// By the filter's own indexes, then sorted.
+    Unordered,
+}
+
+/// Rows a filtered query reads in time order before it turns to the filter's indexes.
+const PROBE_ROWS: i64 = 2_000;
+
 /// Rows fetched per round trip when a filter has to be confirmed event by event.
 const CONFIRM_CHUNK: i64 = 1_000;
 
@@ -313,21 +327,46 @@ impl PgStore {
         after: Option<(i64, u64)>,
         limit: i64,
         now: Timestamp,
+        plan: Plan,
     ) -> Result<(Vec<StoredEvent>, bool)> {
         let mut sql = Sql::default();
         let t = sql.bind(Param::Text(tenant.as_str().to_owned()));
         let predicate = compile(filter, now, &mut sql);
-        let mut text = format!(
-            "SELECT seq, time_ns, canonical, hash FROM vigil_events WHERE tenant = {t} AND {}",
-            predicate.text
-        );
-        push_range(&mut sql, &mut text, from, to, order, after);
         let dir = match order {
             Order::Desc => "DESC",
             Order::Asc => "ASC",
         };
+        let mut text = String::new();
+        match plan {
+            Plan::Ordered | Plan::Unordered => {
+                text.push_str(&format!(
+                    "SELECT seq, time_ns, canonical, hash FROM vigil_events WHERE tenant = {t} AND {}",
+                    predicate.text
+                ));
+                push_range(&mut sql, &mut text, from, to, order, after);
+            }
+            Plan::Probe(rows) => {
+                // The newest `rows` rows in order (an index scan), filtered: a prefix of the
+                // answer whatever the filter's selectivity, pulled lazily until `limit` match.
+                text.push_str(&format!(
+                    "SELECT seq, time_ns, canonical, hash FROM
+                       (SELECT * FROM vigil_events WHERE tenant = {t}"
+                ));
+                push_range(&mut sql, &mut text, from, to, order, after);
+                let n = sql.bind(Param::Int(rows));
+                text.push_str(&format!(
+                    " ORDER BY time_ns {dir}, seq {dir} LIMIT {n}) AS newest WHERE {}",
+                    predicate.text
+                ));
+            }
+        }
         let lim = sql.bind(Param::Int(limit));
-        text.push_str(&format!(" ORDER BY time_ns {dir}, seq {dir} LIMIT {lim}"));
+        // `+ 0` keeps the planner off the time index's order: it then narrows by the filter's
+        // own indexes (GIN, actor, type) and sorts the few matches.
+        let zero = if plan == Plan::Unordered { " + 0" } else { "" };
+        text.push_str(&format!(
+            " ORDER BY time_ns{zero} {dir}, seq{zero} {dir} LIMIT {lim}"
+        ));
         let client = self.client().await?;
         let rows = client.query_raw(&text, sql.refs()).await?;
         let mut rows = std::pin::pin!(rows);
@@ -358,10 +397,62 @@ impl PgStore {
         let mut out: Vec<StoredEvent> = Vec::new();
         // True when the page ends early at the byte cap: more may follow.
         let mut cut = false;
-        if exact {
+        if exact && matches!(q.filter, Expr::All) {
             (out, cut) = self
-                .fetch(tenant, &q.filter, q.from, q.to, q.order, after, want, now)
+                .fetch(
+                    tenant,
+                    &q.filter,
+                    q.from,
+                    q.to,
+                    q.order,
+                    after,
+                    want,
+                    now,
+                    Plan::Ordered,
+                )
                 .await?;
+        } else if exact {
+            // PostgreSQL cannot estimate how selective a filter on `fields` is, so it picks
+            // the wrong plan either way round (walking the time index for a rare value, or
+            // sorting a third of the table for a common one). Decide by trying: the newest
+            // PROBE_ROWS rows answer any filter that is not rare; only if they hold too few
+            // matches does the query go to the filter's indexes for the rows after them.
+            (out, cut) = self
+                .fetch(
+                    tenant,
+                    &q.filter,
+                    q.from,
+                    q.to,
+                    q.order,
+                    after,
+                    want,
+                    now,
+                    Plan::Probe(PROBE_ROWS),
+                )
+                .await?;
+            let found = i64::try_from(out.len()).unwrap_or(i64::MAX);
+            if !cut
+                && found < want
+                && let Some(probed) = self
+                    .nth_position(tenant, q.from, q.to, q.order, after, PROBE_ROWS)
+                    .await?
+            {
+                let more;
+                (more, cut) = self
+                    .fetch(
+                        tenant,
+                        &q.filter,
+                        q.from,
+                        q.to,
+                        q.order,
+                        Some(probed),
+                        want - found,
+                        now,
+                        Plan::Unordered,
+                    )
+                    .await?;
+                out.extend(more);
+            }
         } else {
             // Confirm each candidate; fetch on until `want` matched, the byte cap is reached
             // or no candidates are left.
@@ -369,7 +460,17 @@ impl PgStore {
             let mut bytes = 0;
             loop {
                 let (rows, chunk_cut) = self
-                    .fetch(tenant, &q.filter, q.from, q.to, q.order, after, chunk, now)
+                    .fetch(
+                        tenant,
+                        &q.filter,
+                        q.from,
+                        q.to,
+                        q.order,
+                        after,
+                        chunk,
+                        now,
+                        Plan::Ordered,
+                    )
                     .await?;
                 let exhausted = !chunk_cut && i64::try_from(rows.len()).unwrap_or(0) < chunk;
                 if let Some(last) = rows.last() {
@@ -407,6 +508,34 @@ impl PgStore {
         })
     }
 
+    /// The position of the `n`-th event of `tenant` in the range after `after`, in `order`;
+    /// `None` when there are fewer.
+    async fn nth_position(
+        &self,
+        tenant: &TenantId,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        order: Order,
+        after: Option<(i64, u64)>,
+        n: i64,
+    ) -> Result<Option<(i64, u64)>> {
+        let mut sql = Sql::default();
+        let t = sql.bind(Param::Text(tenant.as_str().to_owned()));
+        let mut text = format!("SELECT time_ns, seq FROM vigil_events WHERE tenant = {t}");
+        push_range(&mut sql, &mut text, from, to, order, after);
+        let dir = match order {
+            Order::Desc => "DESC",
+            Order::Asc => "ASC",
+        };
+        let skip = sql.bind(Param::Int(n - 1));
+        text.push_str(&format!(
+            " ORDER BY time_ns {dir}, seq {dir} OFFSET {skip} LIMIT 1"
+        ));
+        let client = self.client().await?;
+        let row = client.query_opt(&text, &sql.refs()).await?;
+        row.map(|r| Ok((r.get(0), to_seq(r.get(1))?))).transpose()
+    }
+
     async fn count_inner(
         &self,
         tenant: &TenantId,
@@ -441,6 +570,7 @@ impl PgStore {
                     after,
                     CONFIRM_CHUNK,
                     now,
+                    Plan::Ordered,
                 )
                 .await?;
             let done = !cut && i64::try_from(rows.len()).unwrap_or(0) < CONFIRM_CHUNK;
