@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::output::OutputFormat;
 
@@ -57,6 +57,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Measure ingest or query throughput and latency of a running server.
     Bench(BenchArgs),
+    /// Produce realistic security events at a steady rate until stopped: the event daemon.
+    Generate(GenerateArgs),
 }
 
 /// Where the server is and who we are.
@@ -586,6 +588,63 @@ pub struct BenchArgs {
     pub client: ClientArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// `vigil generate`. The target is one of a group, so other transports can stand beside
+/// `--http`.
+#[derive(Debug, Args)]
+#[command(
+    group(ArgGroup::new("target").required(true).args(["http"])),
+    after_help = "Stops after --count events, or at SIGINT/SIGTERM: the request in flight \
+                  finishes (a second signal abandons it), then the summary is printed."
+)]
+pub struct GenerateArgs {
+    /// Send to the vigil server at URL: batches to POST /v1/events, authenticated with
+    /// VIGIL_TOKEN (a key with scope events:write).
+    #[arg(long, value_name = "URL")]
+    pub http: Option<String>,
+    /// Events per second (fractions allowed: 0.2 is one every five seconds); 0 sends as fast
+    /// as the target accepts.
+    #[arg(long, default_value_t = 100.0, value_parser = parse_rate, value_name = "N")]
+    pub rate: f64,
+    /// Stop after N events [default: run until SIGINT or SIGTERM].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Reproducible events: the same seed gives the same events with the same ids
+    /// (gen-s<SEED>-0, -1, …) whatever --rate and --batch-size, and without a `time`, so the
+    /// server stamps its receipt time and a re-run is recognised as duplicates [default:
+    /// random events, ids unique to the run, `time` set when generated].
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Tenant the events are for. Over HTTP the server files events under the credential's
+    /// tenant and this is not sent: it must name that tenant.
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+    /// Most events per request.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000), value_name = "N")]
+    pub batch_size: u64,
+    /// API key or JWT. Prefer the environment variable: command-line arguments are visible to
+    /// other users of the machine.
+    #[arg(
+        long,
+        env = "VIGIL_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// The summary printed at the end.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Events per second: a finite number, 0 or more.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!(
+            "expected events per second, 0 or more (0: as fast as possible), got {s:?}"
+        )),
+    }
 }
 
 /// A humantime duration (`15m`, `1h 30m`, `500ms`).

@@ -1,9 +1,9 @@
 //! `vigil`: the server and its command-line client in one binary.
 //!
 //! `main` only loads `.env`, parses the command line and hands off to a module per command:
-//! [`serve`] runs the server over the embedded store; [`events`], [`admin`], [`import`] and
-//! [`bench`] talk to a running server through `vigil_client`; `reindex` works offline on a data
-//! directory. Errors print as `error: <message> (<code>)` on stderr; the exit status is 2 for
+//! [`serve`] runs the server over the embedded store; [`events`], [`admin`], [`import`],
+//! [`bench`] and [`generate`] talk to a running server through `vigil_client`; `reindex` works
+//! offline on a data directory. Errors print as `error: <message> (<code>)` on stderr; the exit status is 2 for
 //! a usage error and 1 for any other failure.
 
 mod admin;
@@ -11,6 +11,7 @@ mod bench;
 mod cli;
 mod config;
 mod events;
+mod generate;
 mod import;
 mod output;
 mod serve;
@@ -128,6 +129,7 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         Command::Export(args) => events::export(args, &mut out).await,
         Command::Import(args) => import::run(args, &mut out).await,
         Command::Bench(args) => bench::run(args, &mut out).await,
+        Command::Generate(args) => generate::run(args, &mut out).await,
         Command::Reindex(args) => reindex(args, &mut out).await,
     };
     let flushed = out.flush().context("writing to stdout");

@@ -1,12 +1,12 @@
 //! The `vigil` command line against a real server: the quick start, admin commands, import and
-//! export, configuration layering, bench, and how errors are reported.
+//! export, configuration layering, bench, the event generator, and how errors are reported.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::io::Write;
 
-use common::{BIN, TestApp, TestDir, run_cli};
+use common::{BIN, PATIENCE, TestApp, TestDir, all_events, run_cli};
 use serde_json::{Value, json};
 use vigil_client::{Client, QueryParams};
 
@@ -726,4 +726,194 @@ async fn reindex_rebuilds_a_stopped_directory_and_refuses_a_running_one() {
             .unwrap(),
         1
     );
+}
+
+#[tokio::test]
+async fn generate_sends_a_seeded_stream_once_and_a_rerun_only_finds_duplicates() {
+    let app = TestApp::spawn().await;
+    let key = app
+        .create_key("acme", &["events:write", "events:read"])
+        .await;
+    let generate = || {
+        let mut cmd = app.cli(&key);
+        cmd.args(["generate", "--http", &app.url])
+            .args(["--count", "250", "--rate", "0", "--seed", "7", "-o", "json"]);
+        run_cli(cmd)
+    };
+
+    let (status, stdout, stderr) = generate().await;
+    assert!(status.success(), "{stderr}");
+    let summary = json_out(&stdout);
+    assert_eq!(
+        [
+            &summary["sent"],
+            &summary["accepted"],
+            &summary["duplicates"],
+            &summary["failed"]
+        ],
+        [&json!(250), &json!(250), &json!(0), &json!(0)],
+        "{summary}"
+    );
+    assert_eq!(summary["errors"], json!({}));
+    assert_eq!(summary["stopped_by"], "count");
+    assert_eq!(summary["seed"], 7);
+    assert_eq!(summary["requests"], 3, "batches of the default 100");
+    assert!(summary["seconds"].as_f64().unwrap() > 0.0);
+
+    let reader = Client::new(&app.url, Some(key.clone())).unwrap();
+    let events = all_events(&reader, QueryParams::new()).await;
+    let stored: BTreeSet<String> = events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    let want: BTreeSet<String> = (0..250).map(|i| format!("gen-s7-{i}")).collect();
+    assert_eq!(stored, want);
+    assert!(events.iter().all(|e| e["tenant"] == "acme"));
+    let types: BTreeSet<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(types.len() >= 5, "a mix of scenarios: {types:?}");
+    // Addresses come from pools (and a failure burst shares one), so asking for the most
+    // frequent address finds all of its several events.
+    let mut per_ip = std::collections::BTreeMap::<&str, u64>::new();
+    for e in &events {
+        *per_ip
+            .entry(e["actor"]["ip"].as_str().unwrap())
+            .or_default() += 1;
+    }
+    let (ip, n) = per_ip.into_iter().max_by_key(|(_, n)| *n).unwrap();
+    assert!(n >= 3, "{ip} occurs {n} times");
+    assert_eq!(
+        reader
+            .count(&QueryParams::new().filter("actor.ip", ip))
+            .await
+            .unwrap(),
+        n
+    );
+    let high = reader
+        .count(&QueryParams::new().q("severity>=8"))
+        .await
+        .unwrap();
+    let low = reader
+        .count(&QueryParams::new().q("severity<=3"))
+        .await
+        .unwrap();
+    assert!(low > high, "mostly low severities: {low} low, {high} high");
+
+    // The same seed again: the very same events, recognised as already stored.
+    let (status, stdout, stderr) = generate().await;
+    assert!(status.success(), "{stderr}");
+    let again = json_out(&stdout);
+    assert_eq!(
+        [&again["sent"], &again["accepted"], &again["duplicates"]],
+        [&json!(250), &json!(0), &json!(250)],
+        "{again}"
+    );
+    assert_eq!(again["errors"], json!({}));
+    assert_eq!(reader.count(&QueryParams::new()).await.unwrap(), 250);
+}
+
+#[tokio::test]
+async fn generate_runs_until_sigterm_and_then_prints_its_summary() {
+    let app = TestApp::spawn().await;
+    let key = app
+        .create_key("acme", &["events:write", "events:read"])
+        .await;
+    let reader = Client::new(&app.url, Some(key.clone())).unwrap();
+    let mut cmd = app.cli(&key);
+    cmd.args(["generate", "--http", &app.url, "--rate", "50", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("spawning vigil generate");
+
+    tokio::time::timeout(PATIENCE, async {
+        while reader.count(&QueryParams::new()).await.unwrap() < 20 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("events keep arriving while the generator runs");
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(sent.success());
+    let out = tokio::time::timeout(
+        PATIENCE,
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .expect("the generator stops after SIGTERM")
+    .expect("waiting task")
+    .expect("waiting for the generator");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+
+    let summary = json_out(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(summary["stopped_by"], "signal");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(summary["duplicates"], 0, "{summary}");
+    assert_eq!(summary["sent"], summary["accepted"], "{summary}");
+    let accepted = summary["accepted"].as_u64().unwrap();
+    assert!(accepted >= 20, "{summary}");
+    assert!(summary.get("seed").is_none());
+    // Everything the summary counts as accepted is stored, and nothing more.
+    assert_eq!(reader.count(&QueryParams::new()).await.unwrap(), accepted);
+    let newest = reader
+        .query(&QueryParams::new().limit(1))
+        .await
+        .unwrap()
+        .events;
+    let id = newest[0]["id"].as_str().unwrap();
+    assert!(id.starts_with("gen-"), "{id}");
+}
+
+#[tokio::test]
+async fn generate_waits_out_rate_limits_and_loses_nothing() {
+    let app = TestApp::spawn_with(&["--rate-limit", "4", "--rate-burst", "1"]).await;
+    // The limit holds for every credential, the root key included: one key does everything.
+    let key = app
+        .create_key("acme", &["events:write", "events:read"])
+        .await;
+    let mut cmd = app.cli(&key);
+    cmd.args(["generate", "--http", &app.url]).args([
+        "--count",
+        "40",
+        "--rate",
+        "0",
+        "--batch-size",
+        "10",
+        "-o",
+        "json",
+    ]);
+    let (status, stdout, stderr) = run_cli(cmd).await;
+    assert!(status.success(), "{stderr}");
+    let summary = json_out(&stdout);
+    assert_eq!(
+        [&summary["sent"], &summary["accepted"], &summary["failed"]],
+        [&json!(40), &json!(40), &json!(0)],
+        "{summary}"
+    );
+    let (requests, retries) = (
+        summary["requests"].as_u64().unwrap(),
+        summary["retries"].as_u64().unwrap(),
+    );
+    assert!(
+        retries > 0,
+        "four requests at once exceed one per burst: {summary}"
+    );
+    assert_eq!(requests, 4 + retries, "{summary}");
+
+    let reader = Client::new(&app.url, Some(key)).unwrap();
+    let stored = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match reader.count(&QueryParams::new()).await {
+                Err(e) if e.is_retryable() => {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await
+                }
+                other => return other.expect("count"),
+            }
+        }
+    })
+    .await
+    .expect("the rate limit lets the count through");
+    assert_eq!(stored, 40);
 }
