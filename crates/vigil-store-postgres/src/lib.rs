@@ -181,6 +181,18 @@ impl fmt::Debug for PgStore {
 /// whatever the `limit`: bounds a page's memory as the embedded store does.
 const MAX_PAGE_READ_BYTES: usize = 32 * 1024 * 1024;
 
+/// What a read asks for, besides its position, size and plan.
+#[derive(Debug, Clone, Copy)]
+struct Scan<'a> {
+    tenant: &'a TenantId,
+    filter: &'a Expr,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    order: Order,
+    /// Resolves relative times in the filter.
+    now: Timestamp,
+}
+
 /// How a page is read (see `query_inner`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan {
@@ -315,20 +327,23 @@ impl PgStore {
         Ok(self.pool.get().await?)
     }
 
-    /// Rows of `tenant` matching `filter`, in `order`, after `after`, at most `limit`.
-    #[allow(clippy::too_many_arguments)]
+    /// Rows of `scan` after `after`, at most `limit`, read as `plan` says. The flag is true
+    /// when reading stopped at the byte cap.
     async fn fetch(
         &self,
-        tenant: &TenantId,
-        filter: &Expr,
-        from: Option<Timestamp>,
-        to: Option<Timestamp>,
-        order: Order,
+        scan: &Scan<'_>,
         after: Option<(i64, u64)>,
         limit: i64,
-        now: Timestamp,
         plan: Plan,
     ) -> Result<(Vec<StoredEvent>, bool)> {
+        let Scan {
+            tenant,
+            filter,
+            from,
+            to,
+            order,
+            now,
+        } = *scan;
         let mut sql = Sql::default();
         let t = sql.bind(Param::Text(tenant.as_str().to_owned()));
         let predicate = compile(filter, now, &mut sql);
@@ -393,24 +408,20 @@ impl PgStore {
         let limit = q.limit;
         let want = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
         let mut after = q.cursor.map(|c| (c.time.as_nanos(), c.seq));
+        let scan = Scan {
+            tenant,
+            filter: &q.filter,
+            from: q.from,
+            to: q.to,
+            order: q.order,
+            now,
+        };
         let exact = compile(&q.filter, now, &mut Sql::default()).exact;
         let mut out: Vec<StoredEvent> = Vec::new();
         // True when the page ends early at the byte cap: more may follow.
         let mut cut = false;
         if exact && matches!(q.filter, Expr::All) {
-            (out, cut) = self
-                .fetch(
-                    tenant,
-                    &q.filter,
-                    q.from,
-                    q.to,
-                    q.order,
-                    after,
-                    want,
-                    now,
-                    Plan::Ordered,
-                )
-                .await?;
+            (out, cut) = self.fetch(&scan, after, want, Plan::Ordered).await?;
         } else if exact {
             // PostgreSQL cannot estimate how selective a filter on `fields` is, so it picks
             // the wrong plan either way round (walking the time index for a rare value, or
@@ -418,38 +429,16 @@ impl PgStore {
             // PROBE_ROWS rows answer any filter that is not rare; only if they hold too few
             // matches does the query go to the filter's indexes for the rows after them.
             (out, cut) = self
-                .fetch(
-                    tenant,
-                    &q.filter,
-                    q.from,
-                    q.to,
-                    q.order,
-                    after,
-                    want,
-                    now,
-                    Plan::Probe(PROBE_ROWS),
-                )
+                .fetch(&scan, after, want, Plan::Probe(PROBE_ROWS))
                 .await?;
             let found = i64::try_from(out.len()).unwrap_or(i64::MAX);
             if !cut
                 && found < want
-                && let Some(probed) = self
-                    .nth_position(tenant, q.from, q.to, q.order, after, PROBE_ROWS)
-                    .await?
+                && let Some(probed) = self.nth_position(&scan, after, PROBE_ROWS).await?
             {
                 let more;
                 (more, cut) = self
-                    .fetch(
-                        tenant,
-                        &q.filter,
-                        q.from,
-                        q.to,
-                        q.order,
-                        Some(probed),
-                        want - found,
-                        now,
-                        Plan::Unordered,
-                    )
+                    .fetch(&scan, Some(probed), want - found, Plan::Unordered)
                     .await?;
                 out.extend(more);
             }
@@ -459,19 +448,7 @@ impl PgStore {
             let chunk = want.max(CONFIRM_CHUNK);
             let mut bytes = 0;
             loop {
-                let (rows, chunk_cut) = self
-                    .fetch(
-                        tenant,
-                        &q.filter,
-                        q.from,
-                        q.to,
-                        q.order,
-                        after,
-                        chunk,
-                        now,
-                        Plan::Ordered,
-                    )
-                    .await?;
+                let (rows, chunk_cut) = self.fetch(&scan, after, chunk, Plan::Ordered).await?;
                 let exhausted = !chunk_cut && i64::try_from(rows.len()).unwrap_or(0) < chunk;
                 if let Some(last) = rows.last() {
                     after = Some((last.time.as_nanos(), last.seq));
@@ -512,13 +489,17 @@ impl PgStore {
     /// `None` when there are fewer.
     async fn nth_position(
         &self,
-        tenant: &TenantId,
-        from: Option<Timestamp>,
-        to: Option<Timestamp>,
-        order: Order,
+        scan: &Scan<'_>,
         after: Option<(i64, u64)>,
         n: i64,
     ) -> Result<Option<(i64, u64)>> {
+        let Scan {
+            tenant,
+            from,
+            to,
+            order,
+            ..
+        } = *scan;
         let mut sql = Sql::default();
         let t = sql.bind(Param::Text(tenant.as_str().to_owned()));
         let mut text = format!("SELECT time_ns, seq FROM vigil_events WHERE tenant = {t}");
@@ -557,21 +538,19 @@ impl PgStore {
             let n: i64 = client.query_one(&text, &sql.refs()).await?.get(0);
             return Ok(u64::try_from(n).unwrap_or(0));
         }
+        let scan = Scan {
+            tenant,
+            filter,
+            from,
+            to,
+            order: Order::Asc,
+            now,
+        };
         let mut after = None;
         let mut n = 0u64;
         loop {
             let (rows, cut) = self
-                .fetch(
-                    tenant,
-                    filter,
-                    from,
-                    to,
-                    Order::Asc,
-                    after,
-                    CONFIRM_CHUNK,
-                    now,
-                    Plan::Ordered,
-                )
+                .fetch(&scan, after, CONFIRM_CHUNK, Plan::Ordered)
                 .await?;
             let done = !cut && i64::try_from(rows.len()).unwrap_or(0) < CONFIRM_CHUNK;
             if let Some(last) = rows.last() {
