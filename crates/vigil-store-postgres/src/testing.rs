@@ -38,6 +38,7 @@ impl TestDatabase {
             .await
             .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL server at {admin}: {e}"));
         let driver = tokio::spawn(conn);
+        drop_orphans(&client).await;
         client
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .await
@@ -58,6 +59,36 @@ impl TestDatabase {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// Drops the test databases of processes that are gone. A database shared by a whole test
+/// binary lives in a `static`, which Rust never drops, and a killed test run drops nothing:
+/// their names carry the creating process id, so the next run clears them.
+async fn drop_orphans(client: &tokio_postgres::Client) {
+    let Ok(rows) = client
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE 'vigil\\_test\\_%'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let pid = name
+            .strip_prefix("vigil_test_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        // Another run may be clearing the same one: errors are harmless here.
+        let _ = client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await;
     }
 }
 
