@@ -98,6 +98,10 @@ pub enum ApiError {
     /// A store failure other than an id conflict (those become [`ApiError::IdConflict`]).
     #[error(transparent)]
     Store(StoreError),
+    /// Bus mode: NATS did not take the batch (unreachable, or no acknowledgement in time).
+    /// Some events may be in the stream; sending the same ids again is safe.
+    #[error(transparent)]
+    Bus(#[from] vigil_bus::BusError),
     #[error("request took longer than {}s", .0.as_secs_f64())]
     Timeout(Duration),
     /// The ingest budget (bytes of request bodies in flight) stayed full; nothing was read.
@@ -139,6 +143,7 @@ impl ApiError {
             Self::NotImplemented(_) => "not_implemented",
             Self::Auth(e) => e.code(),
             Self::Store(e) => e.code(),
+            Self::Bus(e) => e.code(),
             Self::Timeout(_) => "timeout",
             Self::Overloaded => "overloaded",
             Self::Internal(_) => "internal",
@@ -164,7 +169,10 @@ impl ApiError {
             Self::InvalidSchema(_) | Self::TooManySchemas { .. } => 422,
             Self::InvalidEvents { status, .. } => *status,
             Self::Auth(e) => e.http_status(),
-            Self::Store(StoreError::Unavailable(_)) | Self::Timeout(_) | Self::Overloaded => 503,
+            Self::Store(StoreError::Unavailable(_))
+            | Self::Bus(_)
+            | Self::Timeout(_)
+            | Self::Overloaded => 503,
             Self::Store(_) | Self::Internal(_) => 500,
             Self::NotImplemented(_) => 501,
         };
@@ -218,6 +226,10 @@ impl ApiError {
             Self::Store(StoreError::Unavailable(_))
             | Self::Auth(AuthError::Store(StoreError::Unavailable(_))) => {
                 "the store is unavailable, retry later".to_owned()
+            }
+            Self::Bus(_) => {
+                "the event bus (NATS) is unavailable, retry later with the same event ids"
+                    .to_owned()
             }
             Self::Timeout(_) | Self::Overloaded | Self::NotImplemented(_) => self.to_string(),
             _ => "internal server error".to_owned(),
@@ -276,6 +288,7 @@ impl IntoResponse for ApiError {
             }
             Self::Store(StoreError::Unavailable(_))
             | Self::Auth(AuthError::Store(StoreError::Unavailable(_)))
+            | Self::Bus(_)
             | Self::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }

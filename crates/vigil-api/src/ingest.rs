@@ -189,6 +189,27 @@ pub(crate) struct BatchContext {
     /// The credential's name: the default `source` of events that name none.
     pub default_source: String,
     pub received_at: Timestamp,
+    /// Whether the batch is published to NATS (bus mode) rather than appended to the store.
+    pub for_bus: bool,
+}
+
+/// A validated batch, in the form its destination takes.
+#[derive(Debug)]
+pub(crate) enum Ready {
+    /// Prepared for [`vigil_store::Store::append`].
+    Store(Vec<Prepared>),
+    /// Serialised for [`vigil_bus::Bus::publish`].
+    Bus(Vec<vigil_bus::OutgoingEvent>),
+}
+
+impl Ready {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Store(events) => events.len(),
+            Self::Bus(events) => events.len(),
+        }
+    }
 }
 
 /// Parses, normalises, schema-checks and prepares a request body, running each step where it
@@ -199,7 +220,7 @@ pub(crate) async fn prepare_body(
     max_events: usize,
     ctx: BatchContext,
     batch_len: &mut Option<usize>,
-) -> Result<Vec<Prepared>, ApiError> {
+) -> Result<Ready, ApiError> {
     if bytes.len() >= BLOCKING_MIN_BYTES {
         let (len, prepared) = blocking(move || {
             let values = parse_body(&bytes, format, max_events)?;
@@ -236,10 +257,7 @@ type Normalized = Vec<Result<Submitted, Vec<FieldError>>>;
 
 /// Normalises, schema-checks and prepares every event. Errors list every failing event and
 /// field, in batch order.
-pub(crate) fn prepare_batch(
-    values: Vec<Value>,
-    ctx: &BatchContext,
-) -> Result<Vec<Prepared>, ApiError> {
+pub(crate) fn prepare_batch(values: Vec<Value>, ctx: &BatchContext) -> Result<Ready, ApiError> {
     check_and_prepare(normalize_batch(values, &ctx.limits), ctx)
 }
 
@@ -257,10 +275,7 @@ fn meets_a_schema(normalized: &Normalized, schemas: &TenantSchemas) -> bool {
 
 /// Checks the normalised events against the tenant's schemas, then prepares them all; or
 /// lists every error of the batch, in batch order.
-fn check_and_prepare(
-    normalized: Normalized,
-    ctx: &BatchContext,
-) -> Result<Vec<Prepared>, ApiError> {
+fn check_and_prepare(normalized: Normalized, ctx: &BatchContext) -> Result<Ready, ApiError> {
     let total = normalized.len();
     let mut errors = Vec::new();
     let mut submitted = Vec::with_capacity(total);
@@ -291,10 +306,27 @@ fn check_and_prepare(
         }
         return Err(ApiError::invalid_events(total, errors));
     }
-    Ok(submitted
-        .into_iter()
-        .map(|s| s.prepare(&ctx.tenant, ctx.received_at, &ctx.default_source))
-        .collect())
+    if ctx.for_bus {
+        return Ok(Ready::Bus(
+            submitted
+                .into_iter()
+                .map(|s| {
+                    let (id, payload) = s.into_published();
+                    vigil_bus::OutgoingEvent {
+                        id,
+                        payload: payload.into(),
+                        default_source: Some(ctx.default_source.clone()),
+                    }
+                })
+                .collect(),
+        ));
+    }
+    Ok(Ready::Store(
+        submitted
+            .into_iter()
+            .map(|s| s.prepare(&ctx.tenant, ctx.received_at, &ctx.default_source))
+            .collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -420,6 +452,7 @@ mod tests {
             tenant: TenantId::parse("acme").unwrap(),
             default_source: "test".to_owned(),
             received_at: Timestamp::now(),
+            for_bus: false,
         }
     }
 

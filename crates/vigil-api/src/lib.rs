@@ -145,6 +145,8 @@ struct Inner {
     schemas: schemas::SchemaRegistry,
     /// Bytes of ingest bodies in flight, bounded by `config.max_inflight_bytes`.
     ingest_budget: budget::InflightBudget,
+    /// Bus mode: validated events are published here instead of appended to the store.
+    bus: Option<vigil_bus::Bus>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -166,6 +168,18 @@ impl AppState {
         auth: vigil_auth::Auth,
         config: ApiConfig,
     ) -> Result<Self, ApiError> {
+        Self::with_bus(store, auth, config, None).await
+    }
+
+    /// [`AppState::new`] in bus mode when `bus` is given: `POST /v1/events` validates, then
+    /// publishes to NATS JetStream and answers `202` once JetStream acknowledged every event (a
+    /// writer stores them); queries are still answered from `store`.
+    pub async fn with_bus(
+        store: Arc<dyn Store>,
+        auth: vigil_auth::Auth,
+        config: ApiConfig,
+        bus: Option<vigil_bus::Bus>,
+    ) -> Result<Self, ApiError> {
         metrics::handle();
         let schemas = schemas::SchemaRegistry::load(
             Arc::clone(&store),
@@ -183,6 +197,7 @@ impl AppState {
                 config,
                 schemas,
                 ingest_budget,
+                bus,
             }),
         })
     }
@@ -205,6 +220,42 @@ impl AppState {
 
     pub(crate) fn ingest_budget(&self) -> &budget::InflightBudget {
         &self.inner.ingest_budget
+    }
+
+    pub(crate) fn bus(&self) -> Option<&vigil_bus::Bus> {
+        self.inner.bus.as_ref()
+    }
+
+    /// How a writer running beside this API admits events from NATS: the same limits and the
+    /// same tenant schemas as `POST /v1/events`.
+    pub fn bus_admission(&self) -> std::sync::Arc<dyn vigil_bus::writer::Admission> {
+        std::sync::Arc::new(BusAdmission {
+            limits: self.inner.config.event_limits.clone(),
+            schemas: self.inner.schemas.clone(),
+        })
+    }
+}
+
+/// Admits events consumed from NATS like `POST /v1/events` admits them: normalised with the
+/// API's limits and checked against the tenant's registered schemas.
+#[derive(Debug)]
+struct BusAdmission {
+    limits: vigil_event::Limits,
+    schemas: schemas::SchemaRegistry,
+}
+
+impl vigil_bus::writer::Admission for BusAdmission {
+    fn admit(
+        &self,
+        inbound: vigil_bus::writer::Inbound<'_>,
+    ) -> Result<vigil_event::Prepared, vigil_bus::writer::Rejection> {
+        let mut submitted = vigil_bus::writer::parse_and_normalize(&inbound, &self.limits)?;
+        if !inbound.validated {
+            let tenant_schemas = self.schemas.for_tenant(inbound.tenant);
+            schemas::validate_body(&tenant_schemas, &submitted.event_type, &mut submitted.body)
+                .map_err(vigil_bus::writer::field_errors)?;
+        }
+        Ok(vigil_bus::writer::prepare(submitted, &inbound))
     }
 }
 

@@ -136,7 +136,8 @@ pub(crate) struct SchemaLimits {
     pub max_per_tenant: usize,
 }
 
-/// Every tenant's schemas, loaded from and saved to the store.
+/// Every tenant's schemas, loaded from and saved to the store. Clones share one registry.
+#[derive(Clone)]
 pub(crate) struct SchemaRegistry {
     inner: Arc<Registry>,
 }

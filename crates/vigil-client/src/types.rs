@@ -29,8 +29,10 @@ impl IngestResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ingested {
     pub id: String,
-    /// Position in the tenant's log; for a duplicate, the original's.
-    pub seq: u64,
+    /// Position in the tenant's log; for a duplicate, the original's. `None` when the server
+    /// runs in bus mode (`202 Accepted`): a writer assigns it when it stores the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     /// True when the id was already stored with the same content.
     #[serde(default)]
     pub duplicate: bool,

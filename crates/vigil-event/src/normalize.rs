@@ -621,6 +621,32 @@ fn is_safe_number(n: &serde_json::Number) -> bool {
 }
 
 impl Submitted {
+    /// The event as it is published to NATS for a writer to store: the body as normalised, with
+    /// an `id` (a fresh UUIDv7 when the client sent none; it is also the `Nats-Msg-Id`).
+    /// `time` and `source` stay absent when the client sent none: the writer takes JetStream's
+    /// receipt time (the same on every redelivery) and the default source the api node names
+    /// in a header, after the content digest, as a direct append does. Server-set fields
+    /// (`tenant`, `received_at`, `seq`, `hash`) are never part of it.
+    pub fn into_published(mut self) -> (EventId, Vec<u8>) {
+        let id = self.id.take().unwrap_or_else(|| {
+            let id = EventId::generate();
+            self.body
+                .insert("id".to_owned(), Value::String(id.as_str().to_owned()));
+            id
+        });
+        let bytes = serde_json::to_vec(&self.body).unwrap_or_default();
+        (id, bytes)
+    }
+
+    /// Gives an event that carries no `id` this one (body included).
+    pub fn set_default_id(&mut self, id: &EventId) {
+        if self.id.is_none() {
+            self.body
+                .insert("id".to_owned(), Value::String(id.as_str().to_owned()));
+            self.id = Some(id.clone());
+        }
+    }
+
     /// Applies server defaults and server-set fields: `id` (UUIDv7) if absent, `time` =
     /// `received_at` if absent, `severity` = 0 if absent, `source` = `default_source` (the
     /// credential's name) if absent; `tenant` and `received_at` from the server.
@@ -712,6 +738,29 @@ mod tests {
                 .map(|e| (e.path, e.code.as_str()))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn published_events_carry_an_id_and_normalise_to_the_same_event() {
+        let (id, bytes) = ok(json!({"type": "a.b", "actor": {"id": 7}})).into_published();
+        let again = ok(serde_json::from_slice(&bytes).unwrap());
+        assert_eq!(again.id.as_ref(), Some(&id));
+        assert_eq!(
+            again.source, None,
+            "the default source is applied by the writer"
+        );
+        assert_eq!(again.time, None, "the writer stamps the receipt time");
+        assert_eq!(again.body["actor"], json!({"id": "7"}));
+
+        let sent = json!({"type": "a.b", "id": "e-1", "source": "idp"});
+        let (id, bytes) = ok(sent.clone()).into_published();
+        assert_eq!(id.as_str(), "e-1");
+        let again = ok(serde_json::from_slice(&bytes).unwrap());
+        assert_eq!(
+            again.content_digest,
+            ok(sent).content_digest,
+            "the same event as when appended directly"
+        );
     }
 
     fn err(path: &str, code: &'static str) -> Vec<(String, &'static str)> {

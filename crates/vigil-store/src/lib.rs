@@ -16,6 +16,7 @@ use vigil_query::{Cursor, Expr, Query};
 
 #[cfg(feature = "testsuite")]
 pub mod model;
+mod page;
 pub mod shared;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;

@@ -30,8 +30,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server (HTTP API over the embedded store in --data-dir).
+    /// Run the server (HTTP API over the embedded store in --data-dir; with --nats, also the
+    /// writer and reader roles).
     Serve(Box<ServeArgs>),
+    /// Consume the NATS JetStream event stream into the store (`serve --roles writer`).
+    Writer(Box<ServeArgs>),
+    /// Answer queries over NATS from the store (`serve --roles reader`).
+    Reader(Box<ServeArgs>),
     /// Create, list and revoke API keys (scope `admin`).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -271,9 +276,77 @@ pub struct ServeArgs {
         value_name = "FILTER"
     )]
     pub log_level: String,
+    /// Distributed mode: how to reach NATS JetStream. With `--nats`, the api role publishes
+    /// events to JetStream and answers 202 once it acknowledged them; writers store them.
+    #[command(flatten)]
+    pub nats: crate::nats::NatsArgs,
+    /// What this process does, comma-separated: `api` (HTTP), `writer` (consume JetStream into
+    /// the store), `reader` (answer NATS queries) [default: all three with --nats, api without].
+    #[arg(
+        long,
+        env = "VIGIL_ROLES",
+        value_enum,
+        value_delimiter = ',',
+        value_name = "ROLES"
+    )]
+    pub roles: Vec<Role>,
+    /// NATS: copies of each stream message in a NATS cluster (1 on a single server, 3 to
+    /// survive the loss of a node).
+    #[arg(
+        long,
+        env = "VIGIL_NATS_REPLICAS",
+        default_value_t = 1,
+        value_name = "N"
+    )]
+    pub nats_replicas: usize,
+    /// NATS: most bytes of events waiting in the stream for a writer; beyond, ingest answers 503
+    /// [default: as much as the NATS server allows].
+    #[arg(long, env = "VIGIL_NATS_MAX_BYTES", value_name = "BYTES")]
+    pub nats_max_bytes: Option<u64>,
+    /// Writer: most events pulled from JetStream and appended with one store call.
+    #[arg(
+        long,
+        env = "VIGIL_WRITER_BATCH_SIZE",
+        default_value_t = 5_000,
+        value_name = "N"
+    )]
+    pub writer_batch_size: usize,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// A role of a vigil process (DESIGN §2).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The HTTP API.
+    Api,
+    /// Consumes the JetStream event stream into the store.
+    Writer,
+    /// Answers queries on NATS (`query.event.<tenant>`).
+    Reader,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Writer => "writer",
+            Self::Reader => "reader",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -444,7 +517,9 @@ pub struct QueryArgs {
     pub output: OutputArgs,
 }
 
+/// `vigil last`: over HTTP by default, over NATS (a reader answers) with `--nats`.
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("bus").args(["nats"]).requires("tenant")))]
 pub struct LastArgs {
     /// How many events.
     #[arg(short = 'n', long = "count", default_value_t = 10, value_name = "N")]
@@ -461,6 +536,14 @@ pub struct LastArgs {
     /// Exact-match filter `path=value`; repeatable.
     #[arg(long = "where", value_name = "PATH=VALUE", value_parser = parse_where)]
     pub filters: Vec<(String, String)>,
+    /// Whose events, over NATS (required with --nats). Over HTTP the credential names the
+    /// tenant, so this is refused there.
+    #[arg(long, value_name = "TENANT", requires = "nats")]
+    pub tenant: Option<String>,
+    /// Ask vigil's readers over NATS instead of a server over HTTP (--url and VIGIL_TOKEN are
+    /// then not used).
+    #[command(flatten)]
+    pub nats: crate::nats::NatsArgs,
     #[command(flatten)]
     pub client: ClientArgs,
     #[command(flatten)]
@@ -590,11 +673,10 @@ pub struct BenchArgs {
     pub output: OutputArgs,
 }
 
-/// `vigil generate`. The target is one of a group, so other transports can stand beside
-/// `--http`.
+/// `vigil generate`. The target is one of a group: exactly one of `--http` and `--nats`.
 #[derive(Debug, Args)]
 #[command(
-    group(ArgGroup::new("target").required(true).args(["http"])),
+    group(ArgGroup::new("target").required(true).args(["http", "nats"])),
     after_help = "Stops after --count events, or at SIGINT/SIGTERM: the request in flight \
                   finishes (a second signal abandons it), then the summary is printed."
 )]
@@ -603,6 +685,10 @@ pub struct GenerateArgs {
     /// VIGIL_TOKEN (a key with scope events:write).
     #[arg(long, value_name = "URL")]
     pub http: Option<String>,
+    /// Or publish to NATS JetStream (--nats URL), on `events.<tenant>`, where vigil's writers
+    /// take them.
+    #[command(flatten)]
+    pub nats: crate::nats::NatsArgs,
     /// Events per second (fractions allowed: 0.2 is one every five seconds); 0 sends as fast
     /// as the target accepts.
     #[arg(long, default_value_t = 100.0, value_parser = parse_rate, value_name = "N")]
@@ -616,8 +702,9 @@ pub struct GenerateArgs {
     /// random events, ids unique to the run, `time` set when generated].
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
-    /// Tenant the events are for. Over HTTP the server files events under the credential's
-    /// tenant and this is not sent: it must name that tenant.
+    /// Tenant the events are for. Over NATS they are published on `events.<TENANT>`
+    /// [default: `default`]. Over HTTP the server files events under the credential's tenant
+    /// and this is not sent: it must name that tenant.
     #[arg(long, value_name = "TENANT")]
     pub tenant: Option<String>,
     /// Most events per request.
@@ -714,6 +801,30 @@ mod tests {
             Cli::try_parse_from(["vigil", "last", "--min-severity", "7", "--above", "3"]).is_err()
         );
         assert!(Cli::try_parse_from(["vigil", "last", "--min-severity", "11"]).is_err());
+    }
+
+    #[test]
+    fn last_takes_a_tenant_over_nats_only() {
+        let last = |args: &[&str]| Cli::try_parse_from(["vigil", "last"].iter().chain(args));
+        let cli = last(&["--nats", "nats://127.0.0.1:4222", "--tenant", "acme"]).unwrap();
+        let Command::Last(args) = cli.command else {
+            panic!("not last")
+        };
+        assert_eq!(args.nats.nats.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(args.tenant.as_deref(), Some("acme"));
+        assert!(
+            last(&["--nats", "nats://127.0.0.1:4222"]).is_err(),
+            "a reader answers for one tenant: --tenant is required"
+        );
+        assert!(
+            last(&["--tenant", "acme"]).is_err(),
+            "over HTTP the credential names the tenant"
+        );
+        let cli = last(&["-n", "5"]).unwrap();
+        let Command::Last(args) = cli.command else {
+            panic!("not last")
+        };
+        assert_eq!((args.nats.nats, args.tenant), (None, None));
     }
 
     #[test]

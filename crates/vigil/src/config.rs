@@ -13,7 +13,7 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::cli::{LogFormat, ServeArgs};
+use crate::cli::{LogFormat, Role, ServeArgs};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "vigil.toml";
@@ -58,6 +58,18 @@ pub struct FileConfig {
     pub max_commit_events: Option<usize>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
+    pub nats: Option<String>,
+    pub roles: Option<Vec<Role>>,
+    pub nats_namespace: Option<String>,
+    pub nats_inbox_prefix: Option<String>,
+    pub nats_tls_ca: Option<PathBuf>,
+    pub nats_tls_cert: Option<PathBuf>,
+    pub nats_tls_key: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub nats_timeout: Option<Duration>,
+    pub nats_replicas: Option<usize>,
+    pub nats_max_bytes: Option<u64>,
+    pub writer_batch_size: Option<usize>,
     #[serde(default)]
     pub limits: FileLimits,
 }
@@ -122,6 +134,29 @@ pub struct Settings {
     pub max_commit_events: usize,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// NATS URL(s) (printed with passwords masked); `None`: no bus, the api appends directly.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_nats"
+    )]
+    pub nats: Option<String>,
+    pub roles: Vec<Role>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_inbox_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_tls_ca: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_tls_key: Option<PathBuf>,
+    #[serde(serialize_with = "ser_duration")]
+    pub nats_timeout: Duration,
+    pub nats_replicas: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_max_bytes: Option<u64>,
+    pub writer_batch_size: usize,
     pub limits: LimitSettings,
 }
 
@@ -200,6 +235,36 @@ impl Settings {
                 }
             };
         }
+        macro_rules! layer_nats {
+            ($field:ident, $file_value:expr) => {
+                if explicit(matches, stringify!($field)) {
+                    args.nats.$field.clone()
+                } else {
+                    $file_value.or(args.nats.$field.clone())
+                }
+            };
+        }
+        let nats = layer_nats!(nats, file.nats);
+        let roles = if explicit(matches, "roles") {
+            args.roles.clone()
+        } else {
+            file.roles.unwrap_or_default()
+        };
+        let roles = if !roles.is_empty() {
+            let mut roles = roles;
+            roles.sort_unstable();
+            roles.dedup();
+            roles
+        } else if nats.is_some() {
+            vec![Role::Api, Role::Writer, Role::Reader]
+        } else {
+            vec![Role::Api]
+        };
+        let nats_timeout = if explicit(matches, "nats_timeout") {
+            args.nats.nats_timeout
+        } else {
+            file.nats_timeout.unwrap_or(args.nats.nats_timeout)
+        };
         let l = file.limits;
         let settings = Self {
             listen: layer!(listen, file.listen),
@@ -227,6 +292,17 @@ impl Settings {
             max_commit_events: layer!(max_commit_events, file.max_commit_events),
             log_format: layer!(log_format, file.log_format),
             log_level: layer!(log_level, file.log_level),
+            nats,
+            roles,
+            nats_namespace: layer_nats!(nats_namespace, file.nats_namespace),
+            nats_inbox_prefix: layer_nats!(nats_inbox_prefix, file.nats_inbox_prefix),
+            nats_tls_ca: layer_nats!(nats_tls_ca, file.nats_tls_ca),
+            nats_tls_cert: layer_nats!(nats_tls_cert, file.nats_tls_cert),
+            nats_tls_key: layer_nats!(nats_tls_key, file.nats_tls_key),
+            nats_timeout,
+            nats_replicas: layer!(nats_replicas, file.nats_replicas),
+            nats_max_bytes: layer_opt!(nats_max_bytes, file.nats_max_bytes),
+            writer_batch_size: layer!(writer_batch_size, file.writer_batch_size),
             limits: LimitSettings {
                 max_body_bytes: layer!(max_body_bytes, l.max_body_bytes),
                 max_batch_events: layer!(max_batch_events, l.max_batch_events),
@@ -243,7 +319,62 @@ impl Settings {
             },
         };
         settings.validate()?;
+        settings.check_roles()?;
         Ok(settings)
+    }
+
+    /// The roles must make sense together with the store and `--nats`.
+    pub fn check_roles(&self) -> anyhow::Result<()> {
+        let has = |r: Role| self.roles.contains(&r);
+        if self.nats.is_none() && (has(Role::Writer) || has(Role::Reader)) {
+            bail!("the writer and reader roles work on NATS: give --nats (or VIGIL_NATS)");
+        }
+        if self.nats.is_some()
+            && matches!(self.backend(), Backend::Embedded)
+            && has(Role::Api)
+            && !has(Role::Writer)
+        {
+            bail!(
+                "an embedded data directory belongs to one process, so a node that publishes \
+                 events to NATS must also run the writer role to store them here; use a \
+                 PostgreSQL store to run api and writer in separate processes"
+            );
+        }
+        if self.writer_batch_size == 0 {
+            bail!("writer_batch_size must be at least 1");
+        }
+        if self.nats_replicas == 0 || self.nats_replicas > 5 {
+            bail!("nats_replicas must be from 1 to 5 (JetStream's limit)");
+        }
+        Ok(())
+    }
+
+    /// Whether this process runs `role`.
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// The bus configuration, when `--nats` is given.
+    pub fn bus_config(&self, connection_name: &str) -> Option<vigil_bus::BusConfig> {
+        let url = self.nats.as_deref()?;
+        Some(vigil_bus::BusConfig {
+            namespace: self.nats_namespace.clone(),
+            inbox_prefix: self.nats_inbox_prefix.clone(),
+            tls: vigil_bus::TlsFiles {
+                ca: self.nats_tls_ca.clone(),
+                cert: self.nats_tls_cert.clone(),
+                key: self.nats_tls_key.clone(),
+            },
+            connection_name: connection_name.to_owned(),
+            streams: vigil_bus::StreamSettings {
+                replicas: self.nats_replicas,
+                max_message_bytes: vigil_bus::max_message_bytes_for(self.limits.max_event_bytes),
+                max_bytes: self.nats_max_bytes,
+                ..vigil_bus::StreamSettings::default()
+            },
+            request_timeout: self.nats_timeout,
+            ..vigil_bus::BusConfig::new(url)
+        })
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -449,6 +580,11 @@ pub enum Backend<'a> {
     Embedded,
     /// PostgreSQL at this URL.
     Postgres(&'a str),
+}
+
+#[allow(clippy::ref_option)] // serde's serialize_with passes `&Option<String>`
+fn ser_opt_nats<S: Serializer>(nats: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&vigil_bus::redact(nats.as_deref().unwrap_or_default()))
 }
 
 fn ser_store<S: Serializer>(store: &str, s: S) -> Result<S::Ok, S::Error> {

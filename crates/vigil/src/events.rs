@@ -1,5 +1,7 @@
-//! `vigil query`, `vigil last`, `vigil count`, `vigil export`: reading events over HTTP.
+//! `vigil query`, `vigil last`, `vigil count`, `vigil export`: reading events over HTTP, and
+//! for `vigil last` over NATS too (vigil's readers answer the same page).
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -7,17 +9,19 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
-use vigil_client::{ExportFormat, Order, QueryParams};
+use serde_json::{Value, json};
+use vigil_bus::QueryRequest;
+use vigil_client::{ClientError, ExportFormat, Order, Page, QueryParams};
+use vigil_event::TenantId;
 
 use crate::cli::{
     CountArgs, ExportArgs, ExportFormatArg, FilterArgs, LastArgs, OrderArg, QueryArgs,
 };
-use crate::connect;
 use crate::output::{
     OutputFormat, TableStyle, event_table, write_csv_header, write_csv_rows, write_events,
     write_json, write_ndjson,
 };
+use crate::{CliError, connect};
 
 /// The URL parameters for an expression, `--where` filters and a time range.
 pub fn filter_params(filter: &FilterArgs) -> QueryParams {
@@ -126,6 +130,20 @@ fn severity_expr(min_severity: Option<u8>, above: Option<u8>) -> Option<String> 
 }
 
 pub async fn last(args: LastArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let events = match &args.nats.nats {
+        Some(url) => last_over_nats(&args, url).await?,
+        None => last_over_http(&args).await?,
+    };
+    match args.output.format {
+        OutputFormat::Table if !events.is_empty() => {
+            writeln!(out, "{}", event_table(&events, table_style(false)))?;
+        }
+        format => write_events(out, &events, format, table_style(false))?,
+    }
+    Ok(())
+}
+
+async fn last_over_http(args: &LastArgs) -> anyhow::Result<Vec<Value>> {
     let client = connect(&args.client)?;
     let mut params = QueryParams::new().limit(args.count).order(Order::Desc);
     if let Some(expr) = severity_expr(args.min_severity, args.above) {
@@ -138,13 +156,53 @@ pub async fn last(args: LastArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         params = params.filter(path, value);
     }
     let page = client.query(&params).await.context("query refused")?;
-    match args.output.format {
-        OutputFormat::Table if !page.events.is_empty() => {
-            writeln!(out, "{}", event_table(&page.events, table_style(false)))?;
+    Ok(page.events)
+}
+
+/// The same page from vigil's readers over NATS, for `--tenant`. A reader's refusal prints
+/// as the server's would: `query refused: <message> (<code>)`.
+async fn last_over_nats(args: &LastArgs, url: &str) -> anyhow::Result<Vec<Value>> {
+    let tenant = args
+        .tenant
+        .as_deref()
+        .ok_or_else(|| CliError::usage("--nats needs --tenant"))?;
+    let tenant = TenantId::parse(tenant)
+        .map_err(|e| CliError::usage(format!("--tenant {tenant:?}: {}", e.message)))?;
+    let request = last_request(args)?;
+    let bus = args.nats.connect(url, "vigil-last").await?;
+    let page = bus
+        .query(&tenant, &request)
+        .await
+        .context("query refused")?;
+    let page: Page =
+        serde_json::from_slice(&page).map_err(|e| ClientError::Decode(e.to_string()))?;
+    Ok(page.events)
+}
+
+/// The request `vigil last` sends over NATS. Its filters map each path to one value, so a path
+/// given twice with different values (which over HTTP matches nothing) is refused.
+fn last_request(args: &LastArgs) -> Result<QueryRequest, CliError> {
+    let mut filters = BTreeMap::new();
+    let event_type = args
+        .event_type
+        .iter()
+        .map(|t| ("type".to_owned(), t.clone()));
+    for (path, value) in event_type.chain(args.filters.iter().cloned()) {
+        if let Some(earlier) = filters.insert(path.clone(), value.clone())
+            && earlier != value
+        {
+            return Err(CliError::usage(format!(
+                "`{path}` must equal both {earlier:?} and {value:?}: no event can"
+            )));
         }
-        format => write_events(out, &page.events, format, table_style(false))?,
     }
-    Ok(())
+    Ok(QueryRequest {
+        q: severity_expr(args.min_severity, args.above),
+        limit: Some(args.count as u64),
+        order: Some("desc".to_owned()),
+        filters,
+        ..QueryRequest::default()
+    })
 }
 
 pub async fn count(args: CountArgs, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -290,6 +348,69 @@ mod tests {
         assert_eq!(severity_expr(Some(7), None).as_deref(), Some("severity>=7"));
         assert_eq!(severity_expr(None, Some(3)).as_deref(), Some("severity>3"));
         assert_eq!(severity_expr(None, None), None);
+    }
+
+    fn last_args(args: &[&str]) -> LastArgs {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(["vigil", "last"].iter().chain(args)).unwrap();
+        let crate::cli::Command::Last(args) = cli.command else {
+            panic!("not last")
+        };
+        args
+    }
+
+    #[test]
+    fn last_asks_readers_for_the_page_it_asks_servers_for() {
+        let args = last_args(&[
+            "--nats",
+            "nats://127.0.0.1:4222",
+            "--tenant",
+            "acme",
+            "-n",
+            "25",
+            "--min-severity",
+            "7",
+            "--type",
+            "login.failed",
+            "--where",
+            "actor.id=u-7",
+        ]);
+        let request = last_request(&args).unwrap();
+        assert_eq!(
+            request.to_params(),
+            [
+                ("q", "severity>=7"),
+                ("limit", "25"),
+                ("order", "desc"),
+                ("actor.id", "u-7"),
+                ("type", "login.failed"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        let plain = last_request(&last_args(&["--nats", "n:4222", "--tenant", "a"])).unwrap();
+        assert_eq!(
+            (plain.q, plain.limit, plain.filters.len()),
+            (None, Some(10), 0)
+        );
+
+        // The same value twice is harmless; two values for one path match nothing.
+        let twice = ["--nats", "n:4222", "--tenant", "a", "--type", "x"];
+        assert!(last_request(&last_args(&[&twice[..], &["--where", "type=x"]].concat())).is_ok());
+        let e = last_request(&last_args(&[&twice[..], &["--where", "type=y"]].concat()));
+        assert_eq!(e.unwrap_err().code, "usage");
+    }
+
+    #[test]
+    fn a_readers_refusal_prints_like_a_servers() {
+        let failure = vigil_bus::QueryFailure {
+            code: "invalid_query".to_owned(),
+            message: "expected a value after `>`".to_owned(),
+        };
+        let e = anyhow::Error::new(failure).context("query refused");
+        assert_eq!(
+            format!("{e:#}"),
+            "query refused: expected a value after `>` (invalid_query)"
+        );
     }
 
     #[test]

@@ -2,20 +2,25 @@
 //! ([`scenario`]) and delivers them to a target until `--count` is reached or SIGINT/SIGTERM
 //! arrives, then prints what happened.
 //!
-//! Over HTTP the events go to `POST /v1/events` in batches of up to `--batch-size`, one request
-//! at a time. `--rate` is held by a [`Pacer`] that counts what is due from the elapsed time
-//! since the start, so slow requests and timer jitter do not make the average drift; while the
-//! target is slower than the rate, the generator falls behind by at most one second's worth of
-//! events and then moves its schedule instead of flooding the target when it recovers.
+//! The events go in batches of up to `--batch-size`, one batch at a time ([`target`]): over
+//! HTTP to `POST /v1/events`, over NATS to JetStream on `events.<tenant>`, each batch
+//! acknowledged in full before the next leaves. `--rate` is held by a [`Pacer`] that counts
+//! what is due from the elapsed time since the start, so slow requests and timer jitter do not
+//! make the average drift; while the target is slower than the rate, the generator falls behind
+//! by at most one second's worth of events and then moves its schedule instead of flooding the
+//! target when it recovers.
 //!
-//! A batch answered 429 or 503, or lost in transport, is sent again unchanged (its ids make
-//! that safe) after `Retry-After` or a growing backoff, a bounded number of times; any other
-//! refusal is counted by error code and the stream goes on. A refusal that every request would
-//! get (bad credential, missing scope, a batch over the server's limits, a URL that is not a
-//! vigil server) stops the run. The first signal stops generating, lets the request in flight
-//! finish (for at most [`GRACE`]) and prints the summary; a second signal abandons it.
+//! A batch answered 429 or 503, lost in transport, or refused by an unavailable NATS (not
+//! connected, no acknowledgement in time, no stream yet, stream full) is sent again unchanged
+//! (its ids make that safe) after `Retry-After` or a growing backoff, a bounded number of
+//! times; any other refusal is counted by error code and the stream goes on. A refusal that
+//! every request would get (bad credential, missing scope, a batch over the server's limits, a
+//! URL that is not a vigil server, a NATS configuration that cannot work) stops the run. The
+//! first signal stops generating, lets the request in flight finish (for at most [`GRACE`])
+//! and prints the summary; a second signal abandons it.
 
 mod scenario;
+mod target;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -28,13 +33,16 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
-use vigil_client::{Client, ClientError, IngestResponse};
+use vigil_bus::BusError;
+use vigil_client::ClientError;
+use vigil_event::TenantId;
 
 use crate::cli::{ClientArgs, GenerateArgs};
 use crate::output::{OutputFormat, simple_table, write_json};
 use crate::{CliError, connect};
 
 pub use scenario::EventGenerator;
+use target::{Ack, SendError, Target};
 
 /// How far behind its schedule the generator may fall and still catch up.
 const MAX_CATCH_UP: Duration = Duration::from_secs(1);
@@ -52,6 +60,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const GRACE: Duration = Duration::from_secs(10);
 /// Code under which the events of an abandoned request are counted: their fate is unknown.
 const ABANDONED: &str = "abandoned";
+/// Tenant of the events published over NATS without `--tenant`.
+const DEFAULT_TENANT: &str = "default";
 
 /// Why a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,9 +85,10 @@ pub struct GenerateReport {
     pub seed: Option<u64>,
     /// Events handed to the target (each once, however often its batch was retried).
     pub sent: u64,
-    /// Events the target stored.
+    /// Events the target stored (over NATS: the stream took them, for writers to persist).
     pub accepted: u64,
-    /// Events the target already held (same id, same content).
+    /// Events the target already held: same id and content over HTTP; over NATS, same id
+    /// within the stream's duplicate window.
     pub duplicates: u64,
     /// Events not acknowledged.
     pub failed: u64,
@@ -115,10 +126,9 @@ impl GenerateReport {
         }
     }
 
-    fn acknowledged(&mut self, ack: &IngestResponse) {
-        let duplicates = ack.duplicates();
-        self.duplicates += duplicates;
-        self.accepted += (ack.events.len() as u64).saturating_sub(duplicates);
+    fn acknowledged(&mut self, ack: Ack) {
+        self.duplicates += ack.duplicates;
+        self.accepted += ack.events.saturating_sub(ack.duplicates);
     }
 
     /// Counts `events` as failed with `code`; returns whether the code is new to this run.
@@ -232,36 +242,48 @@ impl Stop {
 /// The fate of one batch.
 #[derive(Debug)]
 enum Delivery {
-    Acknowledged(IngestResponse),
+    Acknowledged(Ack),
     /// Not acknowledged; the stream goes on.
-    Failed(ClientError),
+    Failed(SendError),
     /// A refusal that every further request would get.
-    Fatal(ClientError),
+    Fatal(SendError),
     /// Cut short at shutdown: the target may or may not have stored it.
     Abandoned,
 }
 
 /// Whether sending the same batch again may succeed: the target asked to wait (429, 503), or
-/// the answer was lost (the ids make a second attempt safe).
-fn is_transient(e: &ClientError) -> bool {
-    e.is_retryable() || matches!(e, ClientError::Transport(_))
+/// the answer was lost (the ids make a second attempt safe), or NATS is unavailable for now
+/// (not connected, no acknowledgement in time, no stream yet, stream full).
+fn is_transient(e: &SendError) -> bool {
+    match e {
+        SendError::Http(e) => e.is_retryable() || matches!(e, ClientError::Transport(_)),
+        SendError::Nats(e) => matches!(e, BusError::Unavailable(_)),
+        SendError::InvalidEvent(_) => false,
+    }
 }
 
 /// Whether every request would be refused the same way: the request itself is wrong, not
-/// one of its events (401, 403, 404, 405, a batch over the limits, …). 408, 409, 422 and 429
-/// concern one request or its events.
-fn is_fatal(e: &ClientError) -> bool {
-    matches!(e.status(), Some(s) if (400..500).contains(&s) && !matches!(s, 408 | 409 | 422 | 429))
+/// one of its events (401, 403, 404, 405, a batch over the limits, a NATS configuration that
+/// cannot work, …). 408, 409, 422 and 429 concern one request or its events.
+fn is_fatal(e: &SendError) -> bool {
+    match e {
+        SendError::Http(e) => matches!(
+            e.status(),
+            Some(s) if (400..500).contains(&s) && !matches!(s, 408 | 409 | 422 | 429)
+        ),
+        SendError::Nats(e) => matches!(e, BusError::Config(_)),
+        SendError::InvalidEvent(_) => false,
+    }
 }
 
 /// The pause before attempt `attempt + 1` (`attempt` ≥ 1): `Retry-After` when the target
 /// sent one, else a doubling backoff; never more than [`MAX_BACKOFF`].
-fn retry_wait(attempt: u32, e: &ClientError) -> Duration {
+fn retry_wait(attempt: u32, e: &SendError) -> Duration {
     match e {
-        ClientError::Api {
+        SendError::Http(ClientError::Api {
             retry_after: Some(wait),
             ..
-        } => (*wait).min(MAX_BACKOFF),
+        }) => (*wait).min(MAX_BACKOFF),
         _ => FIRST_BACKOFF
             .saturating_mul(1 << (attempt.saturating_sub(1)).min(16))
             .min(MAX_BACKOFF),
@@ -270,7 +292,7 @@ fn retry_wait(attempt: u32, e: &ClientError) -> Duration {
 
 /// Sends one batch, retrying what may pass later. Counts requests and retries in `report`.
 async fn deliver(
-    client: &Client,
+    target: &Target,
     events: &[Value],
     stop: &mut Stop,
     report: &mut GenerateReport,
@@ -279,7 +301,7 @@ async fn deliver(
     loop {
         attempt += 1;
         report.requests += 1;
-        let mut request = pin!(client.ingest(events));
+        let mut request = pin!(target.send(events));
         let answer = tokio::select! {
             answer = &mut request => answer,
             () = stop.reached(1), if !stop.requested() => {
@@ -306,22 +328,45 @@ async fn deliver(
     }
 }
 
-pub async fn run(args: GenerateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    if let Some(tenant) = &args.tenant {
-        vigil_event::TenantId::parse(tenant)
-            .map_err(|e| CliError::usage(format!("--tenant {tenant:?}: {}", e.message)))?;
-    }
-    let url = args.http.clone().context("no target: pass --http URL")?;
-    let client = connect(&ClientArgs {
-        url,
-        token: args.token.clone(),
+/// The target the command line names: `--http` or `--nats` (clap lets exactly one through).
+async fn target(args: &GenerateArgs) -> anyhow::Result<Target> {
+    let tenant = args.tenant.as_deref().map_or(Ok(None), |tenant| {
+        TenantId::parse(tenant)
+            .map(Some)
+            .map_err(|e| CliError::usage(format!("--tenant {tenant:?}: {}", e.message)))
     })?;
+    if let Some(url) = &args.http {
+        let client = connect(&ClientArgs {
+            url: url.clone(),
+            token: args.token.clone(),
+        })?;
+        return Ok(Target::Http(client));
+    }
+    let url = args
+        .nats
+        .nats
+        .as_deref()
+        .context("no target: pass --http URL or --nats URL")?;
+    let tenant = match tenant {
+        Some(tenant) => tenant,
+        None => TenantId::parse(DEFAULT_TENANT)
+            .map_err(|e| CliError::usage(format!("tenant {DEFAULT_TENANT:?}: {}", e.message)))?,
+    };
+    let bus = args.nats.connect(url, "vigil-generate").await?;
+    Ok(Target::Nats {
+        bus: Box::new(bus),
+        tenant,
+    })
+}
+
+pub async fn run(args: GenerateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let target = target(&args).await?;
     let mut stop = Stop::install().context("installing signal handlers")?;
     let mut generator = match args.seed {
         Some(seed) => EventGenerator::seeded(seed),
         None => EventGenerator::unseeded(),
     };
-    let mut report = GenerateReport::new(client.base_url().to_string(), args.seed);
+    let mut report = GenerateReport::new(target.describe(), args.seed);
     let limit = args.count.unwrap_or(u64::MAX);
     let started = Instant::now();
     let mut pacer = (args.rate > 0.0).then(|| Pacer::new(args.rate, started));
@@ -359,8 +404,8 @@ pub async fn run(args: GenerateArgs, out: &mut dyn Write) -> anyhow::Result<()> 
         }
         let events: Vec<Value> = (0..n).map(|_| generator.next_event()).collect();
         report.sent += n;
-        match deliver(&client, &events, &mut stop, &mut report).await {
-            Delivery::Acknowledged(ack) => report.acknowledged(&ack),
+        match deliver(&target, &events, &mut stop, &mut report).await {
+            Delivery::Acknowledged(ack) => report.acknowledged(ack),
             Delivery::Failed(e) => {
                 if report.count_failure(n, e.code(), e.to_string()) {
                     progress.suspend(|| {
@@ -383,7 +428,7 @@ pub async fn run(args: GenerateArgs, out: &mut dyn Write) -> anyhow::Result<()> 
                 report.count_failure(
                     n,
                     ABANDONED,
-                    "abandoned at shutdown: the server may or may not have stored them".into(),
+                    "abandoned at shutdown: the target may or may not have stored them".into(),
                 );
                 break StoppedBy::Signal;
             }
@@ -403,7 +448,7 @@ pub async fn run(args: GenerateArgs, out: &mut dyn Write) -> anyhow::Result<()> 
             "batch_too_large" | "body_too_large" => " (lower --batch-size)",
             _ => "",
         };
-        return Err(anyhow::Error::new(e).context(format!("generating stopped{hint}")));
+        return Err(e.into_error().context(format!("generating stopped{hint}")));
     }
     let mut stderr = std::io::stderr().lock();
     for (code, message) in &report.error_messages {
@@ -503,14 +548,14 @@ mod tests {
         Ok(args)
     }
 
-    fn api_error(status: u16, code: &str, retry_after: Option<Duration>) -> ClientError {
-        ClientError::Api {
+    fn api_error(status: u16, code: &str, retry_after: Option<Duration>) -> SendError {
+        SendError::Http(ClientError::Api {
             status,
             code: code.to_owned(),
             message: format!("{code} message"),
             details: None,
             retry_after,
-        }
+        })
     }
 
     #[test]
@@ -562,6 +607,53 @@ mod tests {
         for args in refused {
             assert!(generate_args(args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn nats_is_the_other_target_and_exactly_one_is_given() {
+        let args = generate_args(&[
+            "--nats",
+            "nats://generator:pw@n1:4222",
+            "--nats-namespace",
+            "staging",
+            "--nats-inbox-prefix",
+            "_INBOX.generator",
+            "--tenant",
+            "acme",
+        ])
+        .unwrap();
+        assert_eq!(args.http, None);
+        assert_eq!(
+            args.nats.nats.as_deref(),
+            Some("nats://generator:pw@n1:4222")
+        );
+        assert_eq!(args.nats.nats_namespace.as_deref(), Some("staging"));
+        assert_eq!(
+            args.nats.nats_inbox_prefix.as_deref(),
+            Some("_INBOX.generator")
+        );
+        assert_eq!(args.tenant.as_deref(), Some("acme"));
+        assert!(
+            generate_args(&["--http", "http://h:1", "--nats", "nats://n1:4222"]).is_err(),
+            "one target per run"
+        );
+        assert!(generate_args(&["--nats-namespace", "staging"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_bad_tenant_or_namespace_stops_the_run_before_it_connects() {
+        let nats = |extra: &[&str]| {
+            let mut args = vec!["--nats", "nats://127.0.0.1:1"];
+            args.extend_from_slice(extra);
+            generate_args(&args).unwrap()
+        };
+        let code = |e: anyhow::Error| e.downcast_ref::<CliError>().map(|e| e.code);
+        let e = target(&nats(&["--tenant", "a b"])).await.unwrap_err();
+        assert_eq!(code(e), Some("usage"));
+        let e = target(&nats(&["--nats-namespace", "a.b"]))
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), Some("bus_config"));
     }
 
     #[test]
@@ -640,11 +732,22 @@ mod tests {
         ] {
             assert!(is_fatal(&api_error(status, code, None)), "{code}");
         }
-        assert!(is_fatal(&ClientError::Http {
+        assert!(is_fatal(&SendError::Http(ClientError::Http {
             status: 404,
             body: "not found".into()
-        }));
+        })));
         assert!(!is_fatal(&rate_limited));
+
+        // NATS: unavailable (not connected, no acknowledgement, no stream, stream full) is
+        // worth another attempt; a configuration that cannot work is not.
+        let unavailable = SendError::Nats(BusError::Unavailable("not connected".into()));
+        assert!(is_transient(&unavailable) && !is_fatal(&unavailable));
+        let config = SendError::Nats(BusError::Config("bad namespace".into()));
+        assert!(!is_transient(&config) && is_fatal(&config));
+        let waits: Vec<Duration> = (1..=3).map(|a| retry_wait(a, &unavailable)).collect();
+        assert_eq!(waits, [FIRST_BACKOFF, FIRST_BACKOFF * 2, FIRST_BACKOFF * 4]);
+        let invalid = SendError::InvalidEvent("no id".into());
+        assert!(!is_transient(&invalid) && !is_fatal(&invalid));
     }
 
     #[test]
@@ -665,15 +768,9 @@ mod tests {
     fn the_report_adds_up_and_prints_for_people_and_scripts() {
         let mut report = GenerateReport::new("http://127.0.0.1:7878/".into(), Some(7));
         report.sent = 300;
-        report.acknowledged(&IngestResponse {
-            accepted: 200,
-            events: (0..200)
-                .map(|i| vigil_client::Ingested {
-                    id: format!("gen-s7-{i}"),
-                    seq: i,
-                    duplicate: i < 50,
-                })
-                .collect(),
+        report.acknowledged(Ack {
+            events: 200,
+            duplicates: 50,
         });
         assert!(report.count_failure(100, "internal", "boom".into()));
         assert!(!report.count_failure(0, "internal", "again".into()));

@@ -13,6 +13,7 @@ mod config;
 mod events;
 mod generate;
 mod import;
+mod nats;
 mod output;
 mod serve;
 
@@ -24,7 +25,7 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 use vigil_client::{Client, ClientError};
 
-use crate::cli::{Cli, ClientArgs, Command};
+use crate::cli::{Cli, ClientArgs, Command, Role};
 
 /// A failure the CLI itself detects, with a stable code like the server's.
 #[derive(Debug)]
@@ -73,6 +74,44 @@ pub fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
     Ok(Client::new(&args.url, token)?)
 }
 
+/// `vigil serve`, or a single-role shorthand (`vigil writer`, `vigil reader`) that is
+/// `vigil serve --roles <role>`.
+async fn serve_command(
+    args: &cli::ServeArgs,
+    matches: &clap::ArgMatches,
+    name: &str,
+    only: Option<Role>,
+) -> anyhow::Result<()> {
+    let serve_matches = matches
+        .subcommand_matches(name)
+        .context("parsing serve options")?;
+    if only.is_some() {
+        if !args.roles.is_empty() {
+            return Err(CliError::usage(format!(
+                "vigil {name} runs the {name} role only; use vigil serve --roles for others"
+            ))
+            .into());
+        }
+        if args.nats.nats.is_none() {
+            return Err(CliError::usage(format!(
+                "vigil {name} needs --nats (or VIGIL_NATS): it works on the NATS JetStream bus"
+            ))
+            .into());
+        }
+    }
+    let (file_path, file) = config::load_file(args.config.as_deref())?;
+    let mut settings = config::Settings::resolve(args, serve_matches, file)?;
+    if let Some(role) = only {
+        settings.roles = vec![role];
+        settings.check_roles()?;
+    }
+    if args.print_config {
+        print!("{}", settings.to_toml()?);
+        return Ok(());
+    }
+    serve::run(settings, file_path).await
+}
+
 fn main() -> ExitCode {
     // `.env` in the working directory, as earlier deployments used; real variables win.
     let dotenv = dotenvy::dotenv();
@@ -108,16 +147,15 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     let result = match cli.command {
         Command::Serve(args) => {
             drop(out);
-            let serve_matches = matches
-                .subcommand_matches("serve")
-                .context("parsing serve options")?;
-            let (file_path, file) = config::load_file(args.config.as_deref())?;
-            let settings = config::Settings::resolve(&args, serve_matches, file)?;
-            if args.print_config {
-                print!("{}", settings.to_toml()?);
-                return Ok(());
-            }
-            return serve::run(settings, file_path).await;
+            return serve_command(&args, matches, "serve", None).await;
+        }
+        Command::Writer(args) => {
+            drop(out);
+            return serve_command(&args, matches, "writer", Some(Role::Writer)).await;
+        }
+        Command::Reader(args) => {
+            drop(out);
+            return serve_command(&args, matches, "reader", Some(Role::Reader)).await;
         }
         Command::Keys(cmd) => admin::keys(cmd, &mut out).await,
         Command::Users(cmd) => admin::users(cmd, &mut out).await,

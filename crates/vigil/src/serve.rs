@@ -11,13 +11,16 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing_subscriber::EnvFilter;
 use vigil_auth::Auth;
+use vigil_bus::Bus;
 use vigil_store::Store;
 use vigil_store_embedded::EmbeddedStore;
 use vigil_store_postgres::{PgStore, redact_url};
 
-use crate::cli::LogFormat;
+use crate::cli::{LogFormat, Role};
 use crate::config::{Backend, Settings};
 
 /// Name of the file, in the data directory, that receives the root admin key on first start.
@@ -74,10 +77,11 @@ async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Resu
     let auth = Auth::open(Arc::clone(&store), settings.auth_config())
         .await
         .context("loading credentials")?;
-    if let Some(key) = auth
-        .bootstrap_root_key()
-        .await
-        .context("creating the root admin key")?
+    if settings.runs(Role::Api)
+        && let Some(key) = auth
+            .bootstrap_root_key()
+            .await
+            .context("creating the root admin key")?
     {
         let path = write_admin_key(&settings.data_dir, &key)?;
         tracing::info!(path = %path.display(), "root admin key created; it is shown nowhere else");
@@ -86,26 +90,127 @@ async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Resu
             path.display()
         );
     }
-    let state = vigil_api::AppState::new(store, auth, settings.api_config())
-        .await
-        .context("starting the api")?;
-
-    let listener = TcpListener::bind(&settings.listen)
-        .await
-        .with_context(|| format!("listening on {}", settings.listen))?;
-    let addr = listener
-        .local_addr()
-        .context("reading the listening address")?;
-    let shutdown = shutdown_signal().context("installing signal handlers")?;
+    let bus = match settings.bus_config(&connection_name(settings)) {
+        Some(config) => Some(Bus::connect(config).await.context("connecting to NATS")?),
+        None => None,
+    };
+    if settings.runs(Role::Api)
+        && let Some(bus) = &bus
     {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "vigil listening on http://{addr}")
-            .and_then(|()| stdout.flush())
-            .context("writing to stdout")?;
+        bus.ensure_event_stream()
+            .await
+            .context("creating the NATS event stream")?;
     }
-    vigil_api::serve(listener, state, shutdown)
-        .await
-        .context("serving http")
+    let state = vigil_api::AppState::with_bus(
+        Arc::clone(&store),
+        auth,
+        settings.api_config(),
+        bus.clone().filter(|_| settings.runs(Role::Api)),
+    )
+    .await
+    .context("starting the api")?;
+
+    // One signal stops every role: the api drains requests, the writer finishes its batch,
+    // the reader its queries.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut roles = JoinSet::new();
+    if let Some(bus) = &bus {
+        if settings.runs(Role::Writer) {
+            let writer = vigil_bus::writer::run_writer(
+                bus.clone(),
+                Arc::clone(&store),
+                state.bus_admission(),
+                vigil_bus::writer::WriterConfig {
+                    batch_size: settings.writer_batch_size,
+                    ..Default::default()
+                },
+                stopped(),
+            );
+            roles.spawn(async move { writer.await.map(|_| ()).context("writer role") });
+        }
+        if settings.runs(Role::Reader) {
+            let reader = vigil_bus::reader::run_reader(
+                bus.clone(),
+                Arc::clone(&store),
+                vigil_bus::reader::ReaderConfig {
+                    query_limits: settings.api_config().query_limits,
+                    ..Default::default()
+                },
+                stopped(),
+            );
+            roles.spawn(async move { reader.await.context("reader role") });
+        }
+    }
+    let listener = if settings.runs(Role::Api) {
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("listening on {}", settings.listen))?;
+        let addr = listener
+            .local_addr()
+            .context("reading the listening address")?;
+        print_line(&format!("vigil listening on http://{addr}"))?;
+        Some(listener)
+    } else {
+        let names: Vec<&str> = settings.roles.iter().map(|r| r.name()).collect();
+        print_line(&format!("vigil running roles {}", names.join(",")))?;
+        None
+    };
+    if let Some(listener) = listener {
+        let api = vigil_api::serve(listener, state, stopped());
+        roles.spawn(async move { api.await.context("serving http") });
+    }
+
+    let signal = shutdown_signal().context("installing signal handlers")?;
+    // A role that fails stops the others: a node half up is worse than one down.
+    let mut result = Ok(());
+    tokio::select! {
+        () = signal => {}
+        Some(ended) = roles.join_next() => {
+            result = flatten(ended);
+            if result.is_ok() {
+                result = Err(anyhow::anyhow!("a role stopped unexpectedly"));
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(ended) = roles.join_next().await {
+        if let Err(e) = flatten(ended) {
+            if result.is_ok() {
+                result = Err(e);
+            } else {
+                tracing::error!(error = %format!("{e:#}"), "role failed while stopping");
+            }
+        }
+    }
+    if let Some(bus) = &bus {
+        // Bounded: a flush waits for a connection, and NATS may be down at shutdown.
+        let _ = tokio::time::timeout(bus.config().request_timeout, bus.client().flush()).await;
+    }
+    result
+}
+
+fn flatten(ended: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    ended.map_err(|e| anyhow::anyhow!("role task failed: {e}"))?
+}
+
+/// The name this node shows in NATS's monitoring: `vigil-<roles>@<host>`.
+fn connection_name(settings: &Settings) -> String {
+    let roles: Vec<&str> = settings.roles.iter().map(|r| r.name()).collect();
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
+    format!("vigil-{}@{host}", roles.join("+"))
+}
+
+fn print_line(line: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .context("writing to stdout")
 }
 
 /// Writes the root key with mode 0600, never replacing a file: a stale `admin.key` from an

@@ -108,7 +108,8 @@ async fn a_restart_keeps_every_event_exactly(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        next.events[0].seq, 251,
+        next.events[0].seq,
+        Some(251),
         "the log continues where it stopped"
     );
 
@@ -414,7 +415,8 @@ async fn a_torn_log_tail_is_dropped_and_the_rest_served() {
         .await
         .unwrap();
     assert_eq!(
-        ack.events[0].seq, 21,
+        ack.events[0].seq,
+        Some(21),
         "the log continues gap-free after the dropped tail"
     );
     assert!(app.stop().await.success());

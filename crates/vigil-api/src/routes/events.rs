@@ -11,16 +11,15 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 use vigil_auth::Scope;
-use vigil_event::{EventId, Prepared, Timestamp};
-use vigil_query::{Cursor, Query, QueryError};
-use vigil_store::Page;
+use vigil_event::{EventId, Timestamp};
+use vigil_query::{Query, QueryError};
 
 use crate::AppState;
 use crate::budget::Reservation;
 use crate::error::{ApiError, ErrorBody};
 use crate::export::{ExportFormat, export_stream, page_limit};
 use crate::extract::{Authenticated, declared_length, query_pairs, read_body};
-use crate::ingest::{BatchContext, BodyFormat, prepare_body};
+use crate::ingest::{BatchContext, BodyFormat, Ready, prepare_body};
 use crate::metrics::{EventsIngested, EventsRejected};
 
 /// The answer to an accepted batch: one entry per event, in request order.
@@ -34,9 +33,12 @@ pub struct IngestResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IngestedEvent {
     pub id: String,
-    /// Position in the tenant's log (1-based, gap-free).
-    pub seq: u64,
+    /// Position in the tenant's log (1-based, gap-free). Absent in bus mode (`202`): a writer
+    /// assigns it when it stores the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     /// True when this id was already stored with the same content: nothing new was written.
+    /// In bus mode: JetStream already had this id within its duplicate window.
     pub duplicate: bool,
 }
 
@@ -116,6 +118,7 @@ pub struct CountResponse {
     ),
     responses(
         (status = 201, description = "Stored durably", body = IngestResponse),
+        (status = 202, description = "Bus mode: acknowledged by NATS JetStream (replicated, on disk); a writer stores the events", body = IngestResponse),
         (status = 400, description = "invalid_json, empty_batch, ambiguous_field", body = ErrorBody),
         (status = 401, description = "No or bad credential", body = ErrorBody),
         (status = 403, description = "Missing scope events:write", body = ErrorBody),
@@ -124,7 +127,7 @@ pub struct CountResponse {
         (status = 415, description = "Content-Type is not JSON or NDJSON", body = ErrorBody),
         (status = 422, description = "Valid JSON, invalid events (reserved_field, missing_field, schema_violation, …)", body = ErrorBody),
         (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
-        (status = 503, description = "store_unavailable: nothing was written; overloaded: too much ingest in flight, nothing was read; timeout: the batch was not received and validated in time, nothing was written. Retry after Retry-After", body = ErrorBody),
+        (status = 503, description = "store_unavailable: nothing was written; bus_unavailable: NATS did not acknowledge every event, send the same ids again; overloaded: too much ingest in flight, nothing was read; timeout: the batch was not received and validated in time, nothing was written. Retry after Retry-After", body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]
@@ -157,13 +160,22 @@ async fn ingest_batch(
     let limit = state.config().request_timeout;
     // The request timeout bounds everything before the handoff to the store, and nothing
     // after it: see `times_itself` in lib.rs.
-    let (prepared, reservation) = tokio::time::timeout(
+    let (ready, reservation) = tokio::time::timeout(
         limit,
         receive_batch(state, principal, headers, body, batch_len),
     )
     .await
     .map_err(|_| ApiError::Timeout(limit))??;
 
+    let prepared = match ready {
+        Ready::Store(prepared) => prepared,
+        Ready::Bus(events) => {
+            let bus = state
+                .bus()
+                .ok_or_else(|| ApiError::Internal("bus-mode batch without a bus".to_owned()))?;
+            return publish_batch(bus, &principal.tenant, events, reservation).await;
+        }
+    };
     let store = Arc::clone(state.store());
     // Handed to the store: from here the request waits for the store's answer, however long,
     // and reports it. The append runs in its own task, so it also completes (or fails whole)
@@ -188,12 +200,52 @@ async fn ingest_batch(
             .into_iter()
             .map(|a| IngestedEvent {
                 id: a.id.as_str().to_owned(),
-                seq: a.seq,
+                seq: Some(a.seq),
                 duplicate: a.duplicate,
             })
             .collect(),
     };
     Ok((StatusCode::CREATED, axum::Json(response)).into_response())
+}
+
+/// Bus mode: publishes the batch to JetStream and answers `202` once every event is
+/// acknowledged. Like an append, the publish runs in its own task, so a client that goes away
+/// does not cut it off halfway.
+async fn publish_batch(
+    bus: &vigil_bus::Bus,
+    tenant: &vigil_event::TenantId,
+    events: Vec<vigil_bus::OutgoingEvent>,
+    reservation: Option<Reservation>,
+) -> Result<Response, ApiError> {
+    let ids: Vec<String> = events.iter().map(|e| e.id.as_str().to_owned()).collect();
+    let bus = bus.clone();
+    let tenant = tenant.clone();
+    let published = tokio::spawn(async move {
+        let published = bus.publish(&tenant, events).await;
+        drop(reservation);
+        published
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("publish task failed: {e}")))??;
+    let duplicates = published.iter().filter(|p| p.duplicate).count() as u64;
+    EventsIngested {
+        stored: published.len() as u64 - duplicates,
+        duplicates,
+    }
+    .emit();
+    let response = IngestResponse {
+        accepted: published.len(),
+        events: ids
+            .into_iter()
+            .zip(published)
+            .map(|(id, p)| IngestedEvent {
+                id,
+                seq: None,
+                duplicate: p.duplicate,
+            })
+            .collect(),
+    };
+    Ok((StatusCode::ACCEPTED, axum::Json(response)).into_response())
 }
 
 /// Everything before the handoff to the store: room in the ingest budget, the body, and the
@@ -204,7 +256,7 @@ async fn receive_batch(
     headers: &HeaderMap,
     body: Body,
     batch_len: &mut Option<usize>,
-) -> Result<(Vec<Prepared>, Option<Reservation>), ApiError> {
+) -> Result<(Ready, Option<Reservation>), ApiError> {
     let config = state.config();
     let format = BodyFormat::from_headers(headers)?;
     let max_body = config.max_body_bytes;
@@ -223,9 +275,10 @@ async fn receive_batch(
         tenant: principal.tenant.clone(),
         default_source: principal.name.clone(),
         received_at: Timestamp::now(),
+        for_bus: state.bus().is_some(),
     };
-    let prepared = prepare_body(bytes, format, config.max_batch_events, ctx, batch_len).await?;
-    Ok((prepared, reservation))
+    let ready = prepare_body(bytes, format, config.max_batch_events, ctx, batch_len).await?;
+    Ok((ready, reservation))
 }
 
 /// Query events. Any `path=value` parameter is an exact-match filter (ANDed); `q` takes an
@@ -270,7 +323,7 @@ pub(crate) async fn list(
     let Some(format) = export else {
         let query = Query::from_params(&params, now, &state.config().query_limits)?;
         let page = state.store().query(&principal.tenant, &query).await?;
-        return Ok(json_response(page_json(page, &query, max_page_bytes)));
+        return Ok(json_response(page.to_json(&query, max_page_bytes)));
     };
 
     // Exports page internally; `limit` caps the whole export rather than one page.
@@ -313,52 +366,6 @@ fn take_limit(params: &mut Vec<(String, String)>) -> Result<Option<u64>, ApiErro
     }
     params.retain(|(name, _)| name != "limit");
     Ok(cap)
-}
-
-/// Room kept at the end of a page for `],"next_cursor":"…"}`.
-const PAGE_TAIL_BYTES: usize = 128;
-
-/// `{"events": [...], "next_cursor": ...}` with each event written from its stored bytes, at
-/// most `max_bytes` long: the page stops before the event that would take it past that (the
-/// first event always goes in), and `next_cursor` then continues after the last event written.
-fn page_json(page: Page, query: &Query, max_bytes: usize) -> Vec<u8> {
-    let budget = max_bytes.saturating_sub(PAGE_TAIL_BYTES);
-    let estimate = page
-        .events
-        .iter()
-        .map(|e| e.canonical.len() + 90)
-        .sum::<usize>();
-    let mut out = Vec::with_capacity(estimate.min(budget) + PAGE_TAIL_BYTES);
-    out.extend_from_slice(b"{\"events\":[");
-    let mut next = page.next_cursor;
-    for (i, event) in page.events.iter().enumerate() {
-        let start = out.len();
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&event.to_json());
-        if i > 0 && out.len() > budget {
-            out.truncate(start);
-            let last = &page.events[i - 1];
-            next = Some(Cursor {
-                order: query.order,
-                time: last.time,
-                seq: last.seq,
-            });
-            break;
-        }
-    }
-    out.extend_from_slice(b"],\"next_cursor\":");
-    match next {
-        Some(c) => out.extend_from_slice(
-            Value::String(query.encode_cursor(&c))
-                .to_string()
-                .as_bytes(),
-        ),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.push(b'}');
-    out
 }
 
 fn json_response(bytes: Vec<u8>) -> Response {
@@ -461,8 +468,6 @@ pub(crate) async fn get_one(
 
 #[cfg(test)]
 mod tests {
-    use vigil_store::StoredEvent;
-
     use super::*;
 
     #[test]
@@ -480,87 +485,5 @@ mod tests {
             "invalid_parameter"
         );
         assert_eq!(take_limit(&mut vec![]).unwrap(), None);
-    }
-
-    fn stored(seq: u64, pad: usize) -> StoredEvent {
-        StoredEvent {
-            seq,
-            time: Timestamp::from_nanos(seq as i64),
-            canonical: format!(
-                r#"{{"id":"e-{seq}","pad":"{}","seq":{seq}}}"#,
-                "x".repeat(pad)
-            )
-            .into_bytes(),
-            hash: [0; 32],
-        }
-    }
-
-    fn query() -> Query {
-        Query::from_params(
-            &[],
-            Timestamp::from_nanos(0),
-            &vigil_query::QueryLimits::default(),
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn pages_are_written_from_stored_bytes() {
-        let empty_page = Page {
-            events: vec![],
-            next_cursor: None,
-        };
-        let empty: Value =
-            serde_json::from_slice(&page_json(empty_page, &query(), 1 << 20)).unwrap();
-        assert_eq!(
-            empty,
-            serde_json::json!({"events": [], "next_cursor": null})
-        );
-        let cursor = Cursor {
-            order: vigil_query::Order::Desc,
-            time: Timestamp::from_nanos(7),
-            seq: 7,
-        };
-        let page = Page {
-            events: vec![stored(1, 0), stored(2, 0)],
-            next_cursor: Some(cursor),
-        };
-        let bytes = page_json(page, &query(), 1 << 20);
-        let page: Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(page["events"].as_array().unwrap().len(), 2);
-        assert_eq!(page["events"][0]["id"], "e-1");
-        assert_eq!(page["events"][1]["hash"], "0".repeat(64));
-        let next = Cursor::decode(page["next_cursor"].as_str().unwrap()).unwrap();
-        assert_eq!(next, cursor);
-    }
-
-    /// Regression: a page was as large as `limit` events made it (10 000 events of up to
-    /// 256 KiB: gigabytes in one response buffer). A page now stops before the event that
-    /// would take it past the byte bound, and `next_cursor` continues after the last event
-    /// written, even when the store had more on this page.
-    #[test]
-    fn pages_are_bounded_in_bytes() {
-        let events: Vec<StoredEvent> = (1..=10).map(|i| stored(i, 1_000)).collect();
-        let page = Page {
-            events,
-            next_cursor: None,
-        };
-        let max = 4 * 1024;
-        let bytes = page_json(page, &query(), max);
-        assert!(bytes.len() <= max, "{} bytes", bytes.len());
-        let page: Value = serde_json::from_slice(&bytes).unwrap();
-        let written = page["events"].as_array().unwrap();
-        assert_eq!(written.len(), 3);
-        let next = Cursor::decode(page["next_cursor"].as_str().unwrap()).unwrap();
-        assert_eq!((next.seq, next.time), (3, Timestamp::from_nanos(3)));
-
-        // One event larger than the bound still makes a page of one.
-        let page = Page {
-            events: vec![stored(1, 10_000), stored(2, 10)],
-            next_cursor: None,
-        };
-        let page: Value = serde_json::from_slice(&page_json(page, &query(), max)).unwrap();
-        assert_eq!(page["events"].as_array().unwrap().len(), 1);
-        assert!(page["next_cursor"].is_string());
     }
 }

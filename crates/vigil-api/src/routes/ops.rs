@@ -23,12 +23,12 @@ pub(crate) async fn healthz() -> axum::Json<Status> {
     axum::Json(Status { status: "ok" })
 }
 
-/// Readiness: 200 when the store accepts writes, else 503.
+/// Readiness: 200 when the store accepts writes (and, in bus mode, NATS is connected), else 503.
 #[utoipa::path(
     get, path = "/readyz", operation_id = "readyz", tag = "ops",
     responses(
         (status = 200, description = "Ready", body = Status),
-        (status = 503, description = "store_unavailable", body = ErrorBody),
+        (status = 503, description = "store_unavailable, bus_unavailable", body = ErrorBody),
     ),
 )]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Status>, ApiError> {
@@ -38,6 +38,13 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<axum::Json<S
         }
         other => ApiError::from(other),
     })?;
+    if let Some(bus) = state.bus()
+        && !bus.is_connected()
+    {
+        return Err(ApiError::Bus(vigil_bus::BusError::Unavailable(
+            "not connected to NATS".to_owned(),
+        )));
+    }
     Ok(axum::Json(Status { status: "ready" }))
 }
 

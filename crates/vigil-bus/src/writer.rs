@@ -1,0 +1,720 @@
+//! The writer: a durable JetStream pull consumer that appends events into the store.
+//!
+//! Messages are pulled in batches. Each is admitted ([`Admission`]: parsed, normalised,
+//! schema-checked, prepared with the tenant of its subject and JetStream's receipt time), the
+//! batch is appended with one store call (the store's group commit makes it durable), and only
+//! then is every message acknowledged. Delivery is at least once; the store's idempotent ids
+//! make a redelivered event a duplicate, never a second copy, so a writer killed at any point
+//! loses nothing and stores nothing twice.
+//!
+//! A message that can never be stored — not JSON, not a valid event, its tenant invalid, its id
+//! taken by different content — is published to `deadletter.events.<tenant>` (stream
+//! `VIGIL_DEADLETTER`) with the reason in its headers, then acknowledged: it never blocks the
+//! stream. When the store is unavailable, the batch is retried with back-off, and JetStream is
+//! told the messages are still in progress so they are not handed to another writer meanwhile.
+//!
+//! Several writers may share the consumer. Per-tenant `seq` and the hash chain stay gap-free
+//! and linear because the store assigns them inside its append (the embedded store's single
+//! writer thread; PostgreSQL's lock on the tenant's head row), not the bus. Within one writer,
+//! events are appended in stream order; across writers, `seq` follows the order appends
+//! commit in (see `docs/distributed.md`).
+//!
+//! Reading and admitting the next batch overlaps with appending the current one.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{self, pull};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{AckKind, Message};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use vigil_event::{EventId, Limits, Prepared, TenantId, Timestamp, normalize};
+use vigil_store::{Store, StoreError};
+
+use crate::{Bus, BusError};
+
+/// Header of a dead letter naming why it could not be stored (a stable code).
+pub const HEADER_ERROR_CODE: &str = "Vigil-Error-Code";
+/// Header of a dead letter explaining, for people, why it could not be stored.
+pub const HEADER_ERROR_MESSAGE: &str = "Vigil-Error-Message";
+/// Header of a dead letter: the subject the event was published to.
+pub const HEADER_ORIGINAL_SUBJECT: &str = "Vigil-Original-Subject";
+/// Header of a dead letter: its position in the event stream.
+pub const HEADER_STREAM_SEQUENCE: &str = "Vigil-Stream-Sequence";
+
+/// Why a message cannot be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// `invalid_json`, `invalid_event`, `invalid_tenant`, `id_conflict`, or a field error's code.
+    pub code: String,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One message as a writer admits it.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    /// From the subject, `events.<tenant>`.
+    pub tenant: &'a TenantId,
+    pub payload: &'a [u8],
+    /// JetStream's receipt time: the same on every redelivery.
+    pub received_at: Timestamp,
+    /// The id of an event that carries none: its `Nats-Msg-Id`, or one derived from its place
+    /// in the stream. The same on every redelivery, so a redelivered id-less event is a
+    /// duplicate, not a second event.
+    pub default_id: &'a EventId,
+    /// `source` of an event that names none (`Vigil-Source`, set by a vigil api node to the
+    /// credential's name), else `nats`.
+    pub default_source: &'a str,
+    /// Published by a vigil api node that already checked it against the limits and schemas
+    /// (`Vigil-Validated`): not checked against the schemas again, and limits leave room for
+    /// the `id` the node added. Checking again could dead-letter an event the node answered
+    /// `202` for (a schema tightened meanwhile, `additionalProperties: false` without `id`).
+    pub validated: bool,
+}
+
+/// Header of an event published by a vigil api node: it passed the tenant's limits and
+/// schemas there.
+pub const HEADER_VALIDATED: &str = "Vigil-Validated";
+/// Header naming the default `source` of an event published by a vigil api node.
+pub const HEADER_SOURCE: &str = "Vigil-Source";
+
+/// Turns a message's payload into an event ready to append, or says why it cannot be one.
+/// The HTTP API provides one that also enforces the tenant's registered schemas.
+pub trait Admission: Send + Sync + fmt::Debug + 'static {
+    fn admit(&self, inbound: Inbound<'_>) -> Result<Prepared, Rejection>;
+}
+
+/// Parses and normalises with `limits`; no schemas.
+#[derive(Debug, Clone)]
+pub struct BasicAdmission {
+    pub limits: Limits,
+}
+
+impl Admission for BasicAdmission {
+    fn admit(&self, inbound: Inbound<'_>) -> Result<Prepared, Rejection> {
+        let submitted = parse_and_normalize(&inbound, &self.limits)?;
+        Ok(prepare(submitted, &inbound))
+    }
+}
+
+/// The first step of every admission: JSON, then [`normalize`] (with room for what an api node
+/// added when `validated`), errors summed up in one rejection.
+pub fn parse_and_normalize(
+    inbound: &Inbound<'_>,
+    limits: &Limits,
+) -> Result<vigil_event::Submitted, Rejection> {
+    let payload = inbound.payload;
+    let mut limits = limits.clone();
+    if inbound.validated {
+        limits.max_event_bytes = limits.max_event_bytes.saturating_add(4096);
+        limits.max_fields = limits.max_fields.saturating_add(2);
+    }
+    if payload.len() > limits.max_event_bytes.saturating_mul(2) {
+        return Err(Rejection::new(
+            "event_too_large",
+            format!(
+                "the message is {} bytes; events are limited to {}",
+                payload.len(),
+                limits.max_event_bytes
+            ),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| Rejection::new("invalid_json", format!("the message is not JSON: {e}")))?;
+    normalize(value, &limits).map_err(field_errors)
+}
+
+/// The last step of every admission: defaults and server-set fields.
+pub fn prepare(mut submitted: vigil_event::Submitted, inbound: &Inbound<'_>) -> Prepared {
+    submitted.set_default_id(inbound.default_id);
+    submitted.prepare(inbound.tenant, inbound.received_at, inbound.default_source)
+}
+
+/// Field errors as one rejection: the first error's code, every message.
+pub fn field_errors(errors: Vec<vigil_event::FieldError>) -> Rejection {
+    let code = errors
+        .first()
+        .map_or("invalid_event".to_owned(), |e| e.code.as_str().to_owned());
+    let message = errors
+        .iter()
+        .map(|e| {
+            if e.path.is_empty() {
+                e.message.clone()
+            } else {
+                format!("{}: {}", e.path, e.message)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Rejection::new(code, message)
+}
+
+/// How a writer consumes.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Durable consumer name, shared by every writer of the deployment.
+    pub consumer: String,
+    /// Most messages appended with one store call.
+    pub batch_size: usize,
+    /// How long JetStream waits for an acknowledgement before redelivering.
+    pub ack_wait: Duration,
+    /// Most messages delivered and not yet acknowledged, across all writers.
+    pub max_ack_pending: i64,
+    /// Longest back-off between attempts when the store is unavailable.
+    pub max_retry_wait: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            consumer: "vigil-writer".to_owned(),
+            batch_size: 5_000,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 50_000,
+            max_retry_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a writer did before it stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterReport {
+    /// Events appended for the first time.
+    pub stored: u64,
+    /// Redelivered or re-published events the store already had.
+    pub duplicates: u64,
+    /// Messages sent to the dead-letter subject.
+    pub dead_letters: u64,
+}
+
+/// One pulled batch, admitted.
+struct Admitted {
+    /// Messages whose events are in `events`, in the same order.
+    messages: Vec<Message>,
+    events: Vec<Prepared>,
+    /// Messages that can never be stored, and why.
+    rejected: Vec<(Message, Rejection)>,
+}
+
+/// Creates (or checks) the streams and the durable consumer, then consumes until `shutdown`
+/// resolves; the batch being appended is finished and acknowledged before it returns.
+pub async fn run_writer(
+    bus: Bus,
+    store: Arc<dyn Store>,
+    admission: Arc<dyn Admission>,
+    config: WriterConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<WriterReport, BusError> {
+    bus.ensure_event_stream().await?;
+    bus.ensure_dead_letter_stream().await?;
+    let consumer = ensure_consumer(&bus, &config).await?;
+    tracing::info!(consumer = %config.consumer, stream = %bus.names().events_stream(), "writer consuming");
+
+    let (tx, mut rx) = mpsc::channel::<Admitted>(1);
+    let pull = pull_loop(
+        bus.clone(),
+        consumer,
+        admission,
+        config.clone(),
+        tx,
+        shutdown,
+    );
+    let append = async {
+        let mut report = WriterReport::default();
+        while let Some(batch) = rx.recv().await {
+            persist(&bus, &store, &config, batch, &mut report).await;
+        }
+        report
+    };
+    let (pulled, report) = tokio::join!(pull, append);
+    pulled?;
+    tracing::info!(
+        stored = report.stored,
+        duplicates = report.duplicates,
+        dead_letters = report.dead_letters,
+        "writer stopped"
+    );
+    Ok(report)
+}
+
+async fn ensure_consumer(
+    bus: &Bus,
+    config: &WriterConfig,
+) -> Result<consumer::Consumer<pull::Config>, BusError> {
+    let stream_name = bus.names().events_stream();
+    let stream = bus
+        .jetstream()
+        .get_stream_no_info(&stream_name)
+        .await
+        .map_err(|e| BusError::Unavailable(format!("stream {stream_name}: {e}")))?;
+    let wanted = pull::Config {
+        durable_name: Some(config.consumer.clone()),
+        description: Some("vigil writers: persist events into the store".to_owned()),
+        filter_subject: bus.names().events_wildcard(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: config.ack_wait,
+        max_ack_pending: config.max_ack_pending,
+        // Never give up on a message: one that cannot be stored goes to the dead letters,
+        // one that could not be stored yet (store down) must be tried again.
+        max_deliver: -1,
+        deliver_policy: consumer::DeliverPolicy::All,
+        max_batch: i64::try_from(config.batch_size).unwrap_or(i64::MAX),
+        ..Default::default()
+    };
+    let mut consumer: consumer::Consumer<pull::Config> = stream
+        .get_or_create_consumer(&config.consumer, wanted.clone())
+        .await
+        .map_err(|e| BusError::Unavailable(format!("consumer {}: {e}", config.consumer)))?;
+    let info = consumer
+        .info()
+        .await
+        .map_err(|e| BusError::Unavailable(format!("consumer {}: {e}", config.consumer)))?;
+    let have = &info.config;
+    if have.max_batch != wanted.max_batch
+        || have.ack_wait != wanted.ack_wait
+        || have.max_ack_pending != wanted.max_ack_pending
+    {
+        // An existing durable keeps its settings unless updated: a pull larger than its
+        // max_batch would be refused on every attempt.
+        consumer = stream.create_consumer(wanted).await.map_err(|e| {
+            BusError::Config(format!(
+                "consumer {} exists with other settings and cannot be updated ({e}); delete it \
+                 (nats consumer rm) once no writer runs",
+                config.consumer
+            ))
+        })?;
+        tracing::info!(consumer = %config.consumer, "consumer settings updated");
+    }
+    Ok(consumer)
+}
+
+/// Pulls, admits and hands batches to the append loop until `shutdown`.
+async fn pull_loop(
+    bus: Bus,
+    mut consumer: consumer::Consumer<pull::Config>,
+    admission: Arc<dyn Admission>,
+    config: WriterConfig,
+    tx: mpsc::Sender<Admitted>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), BusError> {
+    tokio::pin!(shutdown);
+    'outer: loop {
+        let messages = tokio::select! {
+            () = &mut shutdown => break,
+            messages = consumer
+                .stream()
+                .max_messages_per_batch(config.batch_size)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages() => messages,
+        };
+        let messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "pulling from the event stream; retrying");
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let mut chunks = messages.ready_chunks(config.batch_size);
+        loop {
+            let chunk = tokio::select! {
+                () = &mut shutdown => break 'outer,
+                chunk = chunks.next() => chunk,
+            };
+            let Some(chunk) = chunk else {
+                // The pull stream ended (the consumer was deleted, say): set it up again.
+                tracing::warn!("pull stream ended; setting up the consumer again");
+                match ensure_consumer(&bus, &config).await {
+                    Ok(c) => consumer = c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consumer not available; retrying");
+                        tokio::select! {
+                            () = &mut shutdown => break 'outer,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+                continue 'outer;
+            };
+            let mut pulled = Vec::with_capacity(chunk.len());
+            for item in chunk {
+                match item {
+                    Ok(message) => pulled.push(message),
+                    Err(e) if e.kind() == pull::MessagesErrorKind::MissingHeartbeat => {
+                        tracing::debug!(error = %e, "pull stream");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "pulling from the event stream"),
+                }
+            }
+            if pulled.is_empty() {
+                continue;
+            }
+            let admitted = admit_all(&bus, &admission, pulled).await;
+            if tx.send(admitted).await.is_err() {
+                break 'outer;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Admits every message of a batch, off the async runtime when the batch is large.
+async fn admit_all(bus: &Bus, admission: &Arc<dyn Admission>, pulled: Vec<Message>) -> Admitted {
+    let small = pulled.len() < 64;
+    let names = bus.names().clone();
+    let admission = Arc::clone(admission);
+    let work = move || {
+        let mut admitted = Admitted {
+            messages: Vec::with_capacity(pulled.len()),
+            events: Vec::with_capacity(pulled.len()),
+            rejected: Vec::new(),
+        };
+        for message in pulled {
+            match admit_one(&names, admission.as_ref(), &message) {
+                Ok(event) => {
+                    admitted.events.push(event);
+                    admitted.messages.push(message);
+                }
+                Err(rejection) => admitted.rejected.push((message, rejection)),
+            }
+        }
+        admitted
+    };
+    if small {
+        work()
+    } else {
+        match tokio::task::spawn_blocking(work).await {
+            Ok(admitted) => admitted,
+            Err(e) => {
+                // Only a panic in admission gets here: nothing is acknowledged, so JetStream
+                // redelivers the batch after ack_wait.
+                tracing::error!(error = %e, "admitting a batch failed");
+                Admitted {
+                    messages: Vec::new(),
+                    events: Vec::new(),
+                    rejected: Vec::new(),
+                }
+            }
+        }
+    }
+}
+
+fn admit_one(
+    names: &crate::Names,
+    admission: &dyn Admission,
+    message: &Message,
+) -> Result<Prepared, Rejection> {
+    let token = names
+        .event_subject_token(&message.subject)
+        .ok_or_else(|| Rejection::new("invalid_tenant", "the subject names no tenant"))?;
+    let tenant = TenantId::parse(token)
+        .map_err(|e| Rejection::new("invalid_tenant", format!("{token:?}: {}", e.message)))?;
+    let info = message.info().ok();
+    // JetStream's receipt time and place: the same on every redelivery, so a redelivered
+    // event is byte-for-byte the first one.
+    let received_at = info
+        .as_ref()
+        .and_then(|i| i64::try_from(i.published.unix_timestamp_nanos()).ok())
+        .map_or_else(Timestamp::now, Timestamp::from_nanos);
+    let header = |name: &str| {
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    let default_id = header("Nats-Msg-Id")
+        .and_then(|id| EventId::parse(&id).ok())
+        .or_else(|| {
+            let sequence = info.as_ref().map_or(0, |i| i.stream_sequence);
+            EventId::parse(&format!("js-{}-{sequence}", received_at.as_nanos())).ok()
+        })
+        .unwrap_or_else(EventId::generate);
+    let default_source = header(HEADER_SOURCE).unwrap_or_else(|| "nats".to_owned());
+    let validated = header(HEADER_VALIDATED).is_some();
+    admission.admit(Inbound {
+        tenant: &tenant,
+        payload: &message.payload,
+        received_at,
+        default_id: &default_id,
+        default_source: &default_source,
+        validated,
+    })
+}
+
+/// Appends a batch (retrying while the store is unavailable), sends the rejected messages to
+/// the dead letters, then acknowledges everything.
+async fn persist(
+    bus: &Bus,
+    store: &Arc<dyn Store>,
+    config: &WriterConfig,
+    batch: Admitted,
+    report: &mut WriterReport,
+) {
+    let (mut messages, rejected) = append_one(store, config, batch, report).await;
+    finish(bus, messages.as_mut(), rejected, report).await;
+}
+
+/// Appends the events of a batch: returns the messages whose events are stored, and those
+/// that can never be (with the reason).
+async fn append_one(
+    store: &Arc<dyn Store>,
+    config: &WriterConfig,
+    batch: Admitted,
+    report: &mut WriterReport,
+) -> (Vec<Message>, Vec<(Message, Rejection)>) {
+    let Admitted {
+        mut messages,
+        mut events,
+        mut rejected,
+    } = batch;
+    let mut attempt = 0u32;
+    let mut last_progress = tokio::time::Instant::now();
+    while !events.is_empty() {
+        match store.append(events.clone()).await {
+            Ok(appended) => {
+                let duplicates = appended.iter().filter(|a| a.duplicate).count() as u64;
+                report.duplicates += duplicates;
+                report.stored += appended.len() as u64 - duplicates;
+                metrics::counter!("vigil_bus_events_stored_total")
+                    .increment(appended.len() as u64 - duplicates);
+                metrics::counter!("vigil_bus_events_duplicate_total").increment(duplicates);
+                // From JetStream's receipt to durable in the store: the pipeline's latency.
+                let now = Timestamp::now().as_nanos();
+                let lag = metrics::histogram!("vigil_bus_event_lag_seconds");
+                for event in &events {
+                    let nanos = now.saturating_sub(event.received_at.as_nanos()).max(0);
+                    lag.record(nanos as f64 / 1e9);
+                }
+                break;
+            }
+            Err(StoreError::Conflict(conflicts)) => {
+                // These ids are taken by other content: they can never be stored. The rest
+                // of the batch goes in without them.
+                let mut bad: Vec<usize> = conflicts.iter().map(|c| c.index).collect();
+                bad.sort_unstable();
+                bad.dedup();
+                for index in bad.into_iter().rev() {
+                    if index < events.len() {
+                        let event = events.remove(index);
+                        let message = messages.remove(index);
+                        rejected.push((
+                            message,
+                            Rejection::new(
+                                "id_conflict",
+                                format!(
+                                    "event id {} is already stored with different content",
+                                    event.id.as_str()
+                                ),
+                            ),
+                        ));
+                    }
+                }
+            }
+            Err(StoreError::Internal(reason)) if events.len() > 1 => {
+                // Not a passing outage: some event of the batch may be what the store cannot
+                // take. Append one by one, so only that event is set aside.
+                tracing::warn!(error = %reason, events = events.len(), "batch refused; appending its events one by one");
+                let single = std::mem::take(&mut events);
+                let held = std::mem::take(&mut messages);
+                for (event, message) in single.into_iter().zip(held) {
+                    let one = Admitted {
+                        messages: vec![message],
+                        events: vec![event],
+                        rejected: Vec::new(),
+                    };
+                    let (stored, set_aside) =
+                        Box::pin(append_one(store, config, one, report)).await;
+                    messages.extend(stored);
+                    rejected.extend(set_aside);
+                }
+                break;
+            }
+            Err(StoreError::Internal(reason)) => {
+                let message = messages.remove(0);
+                events.clear();
+                rejected.push((
+                    message,
+                    Rejection::new(
+                        "store_rejected",
+                        format!("the store refused the event: {reason}"),
+                    ),
+                ));
+            }
+            Err(e) => {
+                attempt += 1;
+                metrics::counter!("vigil_bus_append_retries_total").increment(1);
+                let wait = retry_wait(attempt, config.max_retry_wait);
+                tracing::warn!(error = %e, attempt, wait_ms = wait.as_millis() as u64, "append failed; retrying");
+                // Keep the messages ours while we wait, so JetStream does not redeliver them.
+                if last_progress.elapsed() >= config.ack_wait / 3 {
+                    for message in &messages {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                    last_progress = tokio::time::Instant::now();
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    (messages, rejected)
+}
+
+/// Sends the rejected messages to the dead letters, then acknowledges every message handled.
+async fn finish(
+    bus: &Bus,
+    messages: &mut Vec<Message>,
+    rejected: Vec<(Message, Rejection)>,
+    report: &mut WriterReport,
+) {
+    for (message, rejection) in rejected {
+        match dead_letter(bus, &message, &rejection).await {
+            Ok(()) => {
+                report.dead_letters += 1;
+                metrics::counter!("vigil_bus_dead_letters_total", "code" => rejection.code.clone())
+                    .increment(1);
+                tracing::warn!(
+                    subject = %message.subject,
+                    code = %rejection.code,
+                    reason = %rejection.message,
+                    "message sent to the dead letters"
+                );
+                messages.push(message);
+            }
+            Err(e) => {
+                // Not acknowledged: JetStream redelivers it, and it is tried again.
+                tracing::error!(error = %e, subject = %message.subject, "dead letter not published");
+            }
+        }
+    }
+    for message in messages.iter() {
+        if let Err(e) = message.ack().await {
+            // The event is stored; a redelivery would be recognised as a duplicate.
+            tracing::debug!(error = %e, "ack not sent");
+        }
+    }
+}
+
+fn retry_wait(attempt: u32, max: Duration) -> Duration {
+    let base = Duration::from_millis(50).saturating_mul(1 << attempt.min(10));
+    base.min(max)
+}
+
+/// Publishes a copy of `message` with the reason to the dead-letter subject and waits for
+/// JetStream to have it. Its `Nats-Msg-Id` is its position in the event stream, so a retried
+/// dead letter is kept once.
+async fn dead_letter(bus: &Bus, message: &Message, rejection: &Rejection) -> Result<(), BusError> {
+    let names = bus.names();
+    let token = message
+        .subject
+        .rsplit('.')
+        .next()
+        .filter(|t| !t.is_empty())
+        .unwrap_or("_");
+    let subject = names.dead_letter_subject(token);
+    let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_ERROR_CODE, header_value(&rejection.code));
+    headers.insert(HEADER_ERROR_MESSAGE, header_value(&rejection.message));
+    headers.insert(HEADER_ORIGINAL_SUBJECT, header_value(&message.subject));
+    headers.insert(HEADER_STREAM_SEQUENCE, sequence.to_string().as_str());
+    let publish = PublishMessage::build()
+        .payload(message.payload.clone())
+        .headers(headers)
+        .message_id(format!("{}-{sequence}", names.events_stream()));
+    let ack = bus
+        .jetstream()
+        .send_publish(subject.clone(), publish)
+        .await
+        .map_err(|e| BusError::Unavailable(format!("publishing to {subject}: {e}")))?;
+    ack.await
+        .map_err(|e| BusError::Unavailable(format!("publishing to {subject}: {e}")))?;
+    Ok(())
+}
+
+/// A header value: one line, at most 1 KiB.
+fn header_value(text: &str) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.len() <= 1024 {
+        return line;
+    }
+    let mut end = 1024;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_refuses_what_is_not_an_event() {
+        let admission = BasicAdmission {
+            limits: Limits::default(),
+        };
+        let tenant = TenantId::parse("acme").unwrap();
+        let default_id = EventId::parse("js-1-1").unwrap();
+        let at = Timestamp::from_nanos(1_700_000_000_000_000_000);
+        let inbound = |payload: &'static [u8]| Inbound {
+            tenant: &tenant,
+            payload,
+            received_at: at,
+            default_id: &default_id,
+            default_source: "nats",
+            validated: false,
+        };
+        let e = admission.admit(inbound(b"{")).unwrap_err();
+        assert_eq!(e.code, "invalid_json");
+        let e = admission
+            .admit(inbound(br#"{"severity": 99}"#))
+            .unwrap_err();
+        assert!(e.message.contains("type"), "{e:?}");
+        let ok = admission
+            .admit(inbound(br#"{"type":"login.failed","id":"e-1"}"#))
+            .unwrap();
+        assert_eq!(ok.tenant, tenant);
+        assert_eq!(ok.time, at, "an event without time takes the receipt time");
+        let json: serde_json::Value = serde_json::from_slice(&ok.canonical_bytes(1)).unwrap();
+        assert_eq!(json["source"], "nats");
+        // An event without id takes the message's: a redelivery is the same event.
+        let first = admission.admit(inbound(br#"{"type":"x"}"#)).unwrap();
+        let again = admission.admit(inbound(br#"{"type":"x"}"#)).unwrap();
+        assert_eq!(first.id, default_id);
+        assert_eq!(first.canonical_bytes(1), again.canonical_bytes(1));
+    }
+
+    #[test]
+    fn dead_letter_headers_are_one_bounded_line() {
+        assert_eq!(header_value("a\nb\r\tc"), "a b  c");
+        assert_eq!(header_value(&"é".repeat(1000)).len(), 1024);
+    }
+
+    #[test]
+    fn retries_back_off_to_a_bound() {
+        let max = Duration::from_secs(5);
+        assert_eq!(retry_wait(1, max), Duration::from_millis(100));
+        assert!(retry_wait(3, max) > retry_wait(2, max));
+        assert_eq!(retry_wait(30, max), max);
+    }
+}
