@@ -102,6 +102,14 @@ pub enum ApiError {
     /// Some events may be in the stream; sending the same ids again is safe.
     #[error(transparent)]
     Bus(#[from] vigil_bus::BusError),
+    /// Bus mode: a batch NATS did not acknowledge whole. `ids` are the ids of its events, in
+    /// batch order (those the server assigned included): sending the batch again with them
+    /// stores each event once.
+    #[error("{error}")]
+    BusPublish {
+        error: vigil_bus::BusError,
+        ids: Vec<String>,
+    },
     #[error("request took longer than {}s", .0.as_secs_f64())]
     Timeout(Duration),
     /// The ingest budget (bytes of request bodies in flight) stayed full; nothing was read.
@@ -143,7 +151,7 @@ impl ApiError {
             Self::NotImplemented(_) => "not_implemented",
             Self::Auth(e) => e.code(),
             Self::Store(e) => e.code(),
-            Self::Bus(e) => e.code(),
+            Self::Bus(e) | Self::BusPublish { error: e, .. } => e.code(),
             Self::Timeout(_) => "timeout",
             Self::Overloaded => "overloaded",
             Self::Internal(_) => "internal",
@@ -171,6 +179,7 @@ impl ApiError {
             Self::Auth(e) => e.http_status(),
             Self::Store(StoreError::Unavailable(_))
             | Self::Bus(_)
+            | Self::BusPublish { .. }
             | Self::Timeout(_)
             | Self::Overloaded => 503,
             Self::Store(_) | Self::Internal(_) => 500,
@@ -207,6 +216,7 @@ impl ApiError {
             | Self::SchemaTooLarge { limit }
             | Self::TooManySchemas { limit } => Some(json!({ "limit": limit })),
             Self::InvalidEvents { errors, .. } => Some(json!(errors)),
+            Self::BusPublish { ids, .. } => Some(json!({ "ids": ids })),
             Self::IdConflict(conflicts) => Some(Value::Array(
                 conflicts
                     .iter()
@@ -227,7 +237,7 @@ impl ApiError {
             | Self::Auth(AuthError::Store(StoreError::Unavailable(_))) => {
                 "the store is unavailable, retry later".to_owned()
             }
-            Self::Bus(_) => {
+            Self::Bus(_) | Self::BusPublish { .. } => {
                 "the event bus (NATS) is unavailable, retry later with the same event ids"
                     .to_owned()
             }
@@ -289,6 +299,7 @@ impl IntoResponse for ApiError {
             Self::Store(StoreError::Unavailable(_))
             | Self::Auth(AuthError::Store(StoreError::Unavailable(_)))
             | Self::Bus(_)
+            | Self::BusPublish { .. }
             | Self::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }

@@ -189,8 +189,9 @@ pub(crate) struct BatchContext {
     /// The credential's name: the default `source` of events that name none.
     pub default_source: String,
     pub received_at: Timestamp,
-    /// Whether the batch is published to NATS (bus mode) rather than appended to the store.
-    pub for_bus: bool,
+    /// Bus mode: the batch is published to NATS rather than appended to the store, and each
+    /// published event must fit the stream's message limit (in bytes).
+    pub bus_max_message_bytes: Option<usize>,
 }
 
 /// A validated batch, in the form its destination takes.
@@ -265,6 +266,42 @@ fn normalize_batch(values: Vec<Value>, limits: &Limits) -> Normalized {
     values.into_iter().map(|v| normalize(v, limits)).collect()
 }
 
+/// Bus mode: the events as published. One that no longer fits the stream's message limit once
+/// serialised for publishing (numbers written back in full, an `id` added) is refused here,
+/// with the batch, rather than by JetStream after part of the batch went out.
+fn publishable(
+    submitted: Vec<Submitted>,
+    max_message_bytes: usize,
+    default_source: &str,
+) -> Result<Ready, ApiError> {
+    let total = submitted.len();
+    let mut errors = Vec::new();
+    let mut events = Vec::with_capacity(total);
+    for (index, s) in submitted.into_iter().enumerate() {
+        let (id, payload) = s.into_published();
+        if payload.len() > max_message_bytes {
+            errors.push(ItemError {
+                index,
+                path: String::new(),
+                code: FieldErrorCode::EventTooLarge,
+                message: format!(
+                    "the event takes {} bytes as published; the event stream takes at most {max_message_bytes}",
+                    payload.len()
+                ),
+            });
+        }
+        events.push(vigil_bus::OutgoingEvent {
+            id,
+            payload: payload.into(),
+            default_source: Some(default_source.to_owned()),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid_events(total, errors));
+    }
+    Ok(Ready::Bus(events))
+}
+
 /// Whether some normalised event has a type the tenant registered a schema for.
 fn meets_a_schema(normalized: &Normalized, schemas: &TenantSchemas) -> bool {
     !schemas.is_empty()
@@ -306,20 +343,8 @@ fn check_and_prepare(normalized: Normalized, ctx: &BatchContext) -> Result<Ready
         }
         return Err(ApiError::invalid_events(total, errors));
     }
-    if ctx.for_bus {
-        return Ok(Ready::Bus(
-            submitted
-                .into_iter()
-                .map(|s| {
-                    let (id, payload) = s.into_published();
-                    vigil_bus::OutgoingEvent {
-                        id,
-                        payload: payload.into(),
-                        default_source: Some(ctx.default_source.clone()),
-                    }
-                })
-                .collect(),
-        ));
+    if let Some(max) = ctx.bus_max_message_bytes {
+        return publishable(submitted, max, &ctx.default_source);
     }
     Ok(Ready::Store(
         submitted
@@ -452,7 +477,7 @@ mod tests {
             tenant: TenantId::parse("acme").unwrap(),
             default_source: "test".to_owned(),
             received_at: Timestamp::now(),
-            for_bus: false,
+            bus_max_message_bytes: None,
         }
     }
 
@@ -507,6 +532,37 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn bus_mode_publishes_the_validated_event_or_refuses_the_batch_whole() {
+        let mut ctx = context(TenantSchemas::default());
+        ctx.bus_max_message_bytes = Some(1024);
+        let body = Bytes::from_static(br#"[{"type":"a","id":"e-1"},{"type":"b"}]"#);
+        let mut len = None;
+        let Ready::Bus(events) = prepare_body(body, BodyFormat::Json, 10, ctx, &mut len)
+            .await
+            .unwrap()
+        else {
+            panic!("bus mode prepares for the bus");
+        };
+        assert_eq!(events[0].id.as_str(), "e-1");
+        assert_eq!(events[0].default_source.as_deref(), Some("test"));
+        let second: Value = serde_json::from_slice(&events[1].payload).unwrap();
+        assert_eq!(second["id"], events[1].id.as_str(), "an id is assigned");
+        assert!(second.get("time").is_none() && second.get("source").is_none());
+
+        let mut ctx = context(TenantSchemas::default());
+        ctx.bus_max_message_bytes = Some(64);
+        let body = Bytes::from(format!(
+            r#"[{{"type":"a"}},{{"type":"b","details":{{"x":"{}"}}}}]"#,
+            "y".repeat(100)
+        ));
+        let e = prepare_body(body, BodyFormat::Json, 10, ctx, &mut len)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "event_too_large");
+        assert_eq!(e.status(), 413);
     }
 
     #[tokio::test]

@@ -173,7 +173,8 @@ impl AppState {
 
     /// [`AppState::new`] in bus mode when `bus` is given: `POST /v1/events` validates, then
     /// publishes to NATS JetStream and answers `202` once JetStream acknowledged every event (a
-    /// writer stores them); queries are still answered from `store`.
+    /// writer stores them); queries are still answered from `store`. `/readyz` then also needs
+    /// the connection to NATS.
     pub async fn with_bus(
         store: Arc<dyn Store>,
         auth: vigil_auth::Auth,
@@ -284,6 +285,20 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Only the operations endpoints, `/healthz`, `/readyz` and `/metrics` (no credential): what a
+/// node without the api role (a writer, a reader) serves, for probes and Prometheus.
+pub fn ops_router(state: AppState) -> Router {
+    use axum::routing::get;
+    Router::new()
+        .route("/healthz", get(routes::ops::healthz))
+        .route("/readyz", get(routes::ops::readyz))
+        .route("/metrics", get(routes::ops::metrics))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(record_request))
+        .with_state(state)
+}
+
 /// Serves until `shutdown` resolves, then stops accepting connections and drains in-flight
 /// requests: an append that was accepted completes and is answered.
 pub async fn serve(
@@ -291,13 +306,22 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_router(listener, router(state), shutdown).await
+}
+
+/// [`serve`] with another router, such as [`ops_router`].
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "http api serving");
+        tracing::info!(%addr, "http serving");
     }
-    axum::serve(listener, router(state))
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await?;
-    tracing::info!("http api stopped; in-flight requests drained");
+    tracing::info!("http stopped; in-flight requests drained");
     Ok(())
 }
 

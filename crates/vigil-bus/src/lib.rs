@@ -426,8 +426,16 @@ impl Bus {
                     || have.duplicate_window != wanted.duplicate_window
                     || have.discard != wanted.discard;
                 if differs {
+                    // Only vigil's own settings change; anything an operator set on the
+                    // stream (max_age, placement, …) is kept.
+                    let mut updated = have.clone();
+                    updated.num_replicas = wanted.num_replicas;
+                    updated.max_message_size = wanted.max_message_size;
+                    updated.max_bytes = wanted.max_bytes;
+                    updated.duplicate_window = wanted.duplicate_window;
+                    updated.discard = wanted.discard;
                     self.jetstream
-                        .update_stream(&wanted)
+                        .update_stream(&updated)
                         .await
                         .map_err(|e| unavailable(&name, e))?;
                     tracing::info!(stream = %name, "stream settings updated");

@@ -31,7 +31,7 @@ use async_nats::jetstream::consumer::{self, pull};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{AckKind, Message};
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use vigil_event::{EventId, Limits, Prepared, TenantId, Timestamp, normalize};
 use vigil_store::{Store, StoreError};
 
@@ -224,22 +224,31 @@ pub async fn run_writer(
     tracing::info!(consumer = %config.consumer, stream = %bus.names().events_stream(), "writer consuming");
 
     let (tx, mut rx) = mpsc::channel::<Admitted>(1);
+    // The signal also reaches an append waiting out a store outage.
+    let (stop_tx, stop) = watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let mut stopped = stop.clone();
     let pull = pull_loop(
         bus.clone(),
         consumer,
         admission,
         config.clone(),
         tx,
-        shutdown,
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        },
     );
     let append = async {
         let mut report = WriterReport::default();
         while let Some(batch) = rx.recv().await {
-            persist(&bus, &store, &config, batch, &mut report).await;
+            persist(&bus, &store, &config, batch, &mut report, &stop).await;
         }
         report
     };
-    let (pulled, report) = tokio::join!(pull, append);
+    let ((), pulled, report) = tokio::join!(signal, pull, append);
     pulled?;
     tracing::info!(
         stored = report.stored,
@@ -386,7 +395,18 @@ async fn admit_all(bus: &Bus, admission: &Arc<dyn Admission>, pulled: Vec<Messag
             rejected: Vec::new(),
         };
         for message in pulled {
-            match admit_one(&names, admission.as_ref(), &message) {
+            // A panic in admission is a bug, but it must not leave the batch unacknowledged
+            // (redelivered and failing forever): the event goes to the dead letters.
+            let one = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                admit_one(&names, admission.as_ref(), &message)
+            }))
+            .unwrap_or_else(|_| {
+                Err(Rejection::new(
+                    "admission_failed",
+                    "admitting the event failed unexpectedly (see the writer's log)",
+                ))
+            });
+            match one {
                 Ok(event) => {
                     admitted.events.push(event);
                     admitted.messages.push(message);
@@ -466,8 +486,9 @@ async fn persist(
     config: &WriterConfig,
     batch: Admitted,
     report: &mut WriterReport,
+    stop: &watch::Receiver<bool>,
 ) {
-    let (mut messages, rejected) = append_one(store, config, batch, report).await;
+    let (mut messages, rejected) = append_one(store, config, batch, report, stop).await;
     finish(bus, messages.as_mut(), rejected, report).await;
 }
 
@@ -478,6 +499,7 @@ async fn append_one(
     config: &WriterConfig,
     batch: Admitted,
     report: &mut WriterReport,
+    stop: &watch::Receiver<bool>,
 ) -> (Vec<Message>, Vec<(Message, Rejection)>) {
     let Admitted {
         mut messages,
@@ -485,9 +507,9 @@ async fn append_one(
         mut rejected,
     } = batch;
     let mut attempt = 0u32;
-    let mut last_progress = tokio::time::Instant::now();
     while !events.is_empty() {
-        match store.append(events.clone()).await {
+        let appended = holding(&messages, config.ack_wait, store.append(events.clone())).await;
+        match appended {
             Ok(appended) => {
                 let duplicates = appended.iter().filter(|a| a.duplicate).count() as u64;
                 report.duplicates += duplicates;
@@ -540,7 +562,7 @@ async fn append_one(
                         rejected: Vec::new(),
                     };
                     let (stored, set_aside) =
-                        Box::pin(append_one(store, config, one, report)).await;
+                        Box::pin(append_one(store, config, one, report, stop)).await;
                     messages.extend(stored);
                     rejected.extend(set_aside);
                 }
@@ -558,22 +580,49 @@ async fn append_one(
                 ));
             }
             Err(e) => {
+                if *stop.borrow() {
+                    // Stopping while the store is down: hand the messages back at once, for
+                    // this or another writer to store later.
+                    tracing::warn!(error = %e, "store unavailable at shutdown; messages handed back");
+                    for message in &messages {
+                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                    }
+                    return (Vec::new(), rejected);
+                }
                 attempt += 1;
                 metrics::counter!("vigil_bus_append_retries_total").increment(1);
                 let wait = retry_wait(attempt, config.max_retry_wait);
                 tracing::warn!(error = %e, attempt, wait_ms = wait.as_millis() as u64, "append failed; retrying");
-                // Keep the messages ours while we wait, so JetStream does not redeliver them.
-                if last_progress.elapsed() >= config.ack_wait / 3 {
-                    for message in &messages {
-                        let _ = message.ack_with(AckKind::Progress).await;
+                let mut stopped = stop.clone();
+                holding(&messages, config.ack_wait, async {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = stopped.wait_for(|s| *s) => {}
                     }
-                    last_progress = tokio::time::Instant::now();
-                }
-                tokio::time::sleep(wait).await;
+                })
+                .await;
             }
         }
     }
     (messages, rejected)
+}
+
+/// Runs `work` while telling JetStream, every third of `ack_wait`, that `messages` are still
+/// being worked on, so it does not hand them to another writer meanwhile.
+async fn holding<T>(messages: &[Message], ack_wait: Duration, work: impl Future<Output = T>) -> T {
+    let every = (ack_wait / 3).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = tick.tick() => {
+                for message in messages {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    }
 }
 
 /// Sends the rejected messages to the dead letters, then acknowledges every message handled.

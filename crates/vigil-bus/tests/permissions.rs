@@ -5,8 +5,9 @@
 //! naming the subject, which the client reports as a server error event — and shown to have
 //! had no effect: nothing delivered, nothing stored, no reply. "Nothing delivered" is checked
 //! without waiting for a timeout: NATS delivers a message to every matching subscription while
-//! it processes the publish, so once the publisher and then the subscriber have completed a
-//! flush (PING/PONG), a message that had been delivered is already in the subscription.
+//! it processes the publish, so once the publisher and then the subscriber have each made a
+//! round trip through the server ([`Conn::round_trip`]), a message that had been delivered is
+//! already in the subscription.
 //!
 //! Each test starts its own server from the deployed file, so they run in parallel. Every
 //! connection uses its own reply prefix `_INBOX.<user>`, as vigil does, and ends with a check
@@ -30,8 +31,11 @@ use vigil_bus::testing::PrivateNats;
 /// How long a request or a JetStream call waits for its reply. A refused one never gets any,
 /// so this is also how long each refusal takes to show as a failed request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long to wait for something that must happen: an expected error, a message, a flush.
+/// How long to wait for something that must happen: an expected error, a message.
 const WAIT: Duration = Duration::from_secs(10);
+/// The event stream's message limit when vigil runs with `--max-event-bytes` at 1 MiB: the
+/// event plus the 4 KiB normalisation may add (`vigil_bus::max_message_bytes_for`).
+const LARGEST_MESSAGE: i32 = 1024 * 1024 + 4096;
 /// A subject no user may publish to: its violation marks the end of a connection's errors.
 const MARKER: &str = "vigil.permissions.marker";
 
@@ -355,12 +359,12 @@ async fn ingest_manages_its_stream_and_publishes_events() {
     let updated = ingest
         .js
         .update_stream(stream::Config {
-            max_message_size: 260 * 1024,
+            max_message_size: LARGEST_MESSAGE,
             ..config
         })
         .await
         .expect("ingest updates VIGIL_EVENTS");
-    assert_eq!(updated.config.max_message_size, 260 * 1024);
+    assert_eq!(updated.config.max_message_size, LARGEST_MESSAGE);
     let ack = ingest
         .js
         .publish("events.acme", "e1".into())
@@ -369,7 +373,18 @@ async fn ingest_manages_its_stream_and_publishes_events() {
         .await
         .expect("JetStream acknowledges the ingest node's event");
     assert_eq!((ack.stream.as_str(), ack.sequence), ("VIGIL_EVENTS", 1));
-    assert_eq!(events_state(&ingest).await.messages, 1);
+    // The largest message with `--max-event-bytes` at 1 MiB fits the server's max_payload.
+    assert_eq!(ingest.client.server_info().max_payload, 2 * 1024 * 1024);
+    let large = bytes::Bytes::from(vec![b'x'; LARGEST_MESSAGE as usize]);
+    let ack = ingest
+        .js
+        .publish("events.acme", large)
+        .await
+        .expect("ingest publishes a large event")
+        .await
+        .expect("JetStream acknowledges the large event");
+    assert_eq!(ack.sequence, 2);
+    assert_eq!(events_state(&ingest).await.messages, 2);
 
     // Creating the writers' consumer: refused.
     let created = ingest
@@ -413,7 +428,7 @@ async fn ingest_manages_its_stream_and_publishes_events() {
 
     // Neither had any effect: the stream, its event and no consumer; no dead-letter stream.
     let state = events_state(&ingest).await;
-    assert_eq!((state.messages, state.consumer_count), (1, 0));
+    assert_eq!((state.messages, state.consumer_count), (2, 0));
     let writer = Conn::open(&nats, "writer").await;
     let missing = writer.js.get_stream("VIGIL_DEADLETTER").await.unwrap_err();
     assert!(missing.to_string().contains("not found"), "{missing}");

@@ -101,14 +101,10 @@ async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Resu
             .await
             .context("creating the NATS event stream")?;
     }
-    let state = vigil_api::AppState::with_bus(
-        Arc::clone(&store),
-        auth,
-        settings.api_config(),
-        bus.clone().filter(|_| settings.runs(Role::Api)),
-    )
-    .await
-    .context("starting the api")?;
+    let state =
+        vigil_api::AppState::with_bus(Arc::clone(&store), auth, settings.api_config(), bus.clone())
+            .await
+            .context("starting the api")?;
 
     // One signal stops every role: the api drains requests, the writer finishes its batch,
     // the reader its queries.
@@ -147,24 +143,24 @@ async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Resu
             roles.spawn(async move { reader.await.context("reader role") });
         }
     }
-    let listener = if settings.runs(Role::Api) {
-        let listener = TcpListener::bind(&settings.listen)
-            .await
-            .with_context(|| format!("listening on {}", settings.listen))?;
-        let addr = listener
-            .local_addr()
-            .context("reading the listening address")?;
-        print_line(&format!("vigil listening on http://{addr}"))?;
-        Some(listener)
+    // Every node listens: the api role serves the whole API, the others the operations
+    // endpoints (health, readiness, metrics).
+    let listener = TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    let router = if settings.runs(Role::Api) {
+        vigil_api::router(state)
     } else {
-        let names: Vec<&str> = settings.roles.iter().map(|r| r.name()).collect();
-        print_line(&format!("vigil running roles {}", names.join(",")))?;
-        None
+        vigil_api::ops_router(state)
     };
-    if let Some(listener) = listener {
-        let api = vigil_api::serve(listener, state, stopped());
-        roles.spawn(async move { api.await.context("serving http") });
-    }
+    let names: Vec<&str> = settings.roles.iter().map(|r| r.name()).collect();
+    tracing::info!(roles = %names.join(","), "roles running");
+    print_line(&format!("vigil listening on http://{addr}"))?;
+    let http = vigil_api::serve_router(listener, router, stopped());
+    roles.spawn(async move { http.await.context("serving http") });
 
     let signal = shutdown_signal().context("installing signal handlers")?;
     // A role that fails stops the others: a node half up is worse than one down.

@@ -349,9 +349,16 @@ async fn nats_restarted_under_load_loses_nothing_acknowledged() {
                 match client.ingest(&batch).await {
                     Ok(ack) => acked.extend(ack.events.into_iter().map(|e| e.id)),
                     Err(ClientError::Api {
-                        status: 503, code, ..
+                        status: 503,
+                        code,
+                        details,
+                        ..
                     }) => {
                         assert_eq!(code, "bus_unavailable");
+                        // A refused batch names its ids, for a retry that stores nothing twice.
+                        let ids = details.as_ref().and_then(|d| d.get("ids")).cloned();
+                        let sent: Vec<Value> = batch.iter().map(|e| e["id"].clone()).collect();
+                        assert_eq!(ids, Some(Value::Array(sent)));
                         refused += 1;
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -419,18 +426,32 @@ async fn nats_restarted_under_load_loses_nothing_acknowledged() {
     assert_log_is_whole(&events);
 }
 
-/// Separate processes sharing a PostgreSQL store and one consumer: two writers take the
-/// backlog together, and the tenant's seq stays gap-free and its chain linear.
+/// Separate processes sharing a PostgreSQL store, as a scaled-out deployment runs them: an api
+/// node, and two writer-only nodes sharing one consumer. The writers take the backlog together,
+/// the tenant's seq stays gap-free and its chain linear, and a writer node serves its health and
+/// metrics.
 #[tokio::test]
 async fn two_writers_on_one_postgres_store_keep_the_log_whole() {
     const EVENTS: u64 = 6_000;
     let ns = unique_name("pg");
     let dir = TestDir::on(common::Backend::Postgres).await;
-    let mut args = bus_args(SHARED_NATS, &ns);
-    args.extend(["--roles", "api,writer,reader"]);
-    let first = TestApp::start(&dir, &args).await.expect("first node");
-    let second = TestApp::start(&dir, &args).await.expect("second node");
-    let key = first.create_key("acme", &["events:read"]).await;
+    let with_roles = |roles: &'static str| {
+        let mut args = bus_args(SHARED_NATS, &ns);
+        args.extend(["--roles", roles]);
+        args
+    };
+    let api = TestApp::start(&dir, &with_roles("api,reader"))
+        .await
+        .expect("api node");
+    let writers = [
+        TestApp::start(&dir, &with_roles("writer"))
+            .await
+            .expect("first writer"),
+        TestApp::start(&dir, &with_roles("writer"))
+            .await
+            .expect("second writer"),
+    ];
+    let key = api.create_key("acme", &["events:read"]).await;
 
     let mut cmd = std::process::Command::new(BIN);
     cmd.args(["generate", "--nats", SHARED_NATS, "--nats-namespace", &ns])
@@ -440,10 +461,34 @@ async fn two_writers_on_one_postgres_store_keep_the_log_whole() {
     let (status, _, stderr) = run_cli(cmd).await;
     assert!(status.success(), "{stderr}");
 
-    let client = Client::new(&second.url, Some(key)).unwrap();
+    let client = Client::new(&api.url, Some(key)).unwrap();
     assert_eq!(wait_for_count(&client, EVENTS).await, EVENTS);
     let events = all_events(&client, QueryParams::new()).await;
     assert_eq!(events.len() as u64, EVENTS);
     assert_log_is_whole(&events);
-    drop(first);
+
+    // Writer nodes answer probes and metrics, and nothing else; between them they stored
+    // every event once.
+    let mut stored = 0;
+    for writer in &writers {
+        let ready = reqwest::get(format!("{}/readyz", writer.url))
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200);
+        let metrics = reqwest::get(format!("{}/metrics", writer.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        stored += metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("vigil_bus_events_stored_total "))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap());
+        let events_route = reqwest::get(format!("{}/v1/events", writer.url))
+            .await
+            .unwrap();
+        assert_eq!(events_route.status(), 404);
+    }
+    assert_eq!(stored, EVENTS);
 }

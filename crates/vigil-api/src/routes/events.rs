@@ -226,7 +226,13 @@ async fn publish_batch(
         published
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("publish task failed: {e}")))??;
+    .map_err(|e| ApiError::Internal(format!("publish task failed: {e}")))?;
+    // Part of the batch may be in the stream: the answer names every event's id, so the client
+    // can send the batch again with them and nothing is stored twice.
+    let published = match published {
+        Ok(published) => published,
+        Err(error) => return Err(ApiError::BusPublish { error, ids }),
+    };
     let duplicates = published.iter().filter(|p| p.duplicate).count() as u64;
     EventsIngested {
         stored: published.len() as u64 - duplicates,
@@ -275,7 +281,7 @@ async fn receive_batch(
         tenant: principal.tenant.clone(),
         default_source: principal.name.clone(),
         received_at: Timestamp::now(),
-        for_bus: state.bus().is_some(),
+        bus_max_message_bytes: state.bus().map(|b| b.config().streams.max_message_bytes),
     };
     let ready = prepare_body(bytes, format, config.max_batch_events, ctx, batch_len).await?;
     Ok((ready, reservation))
