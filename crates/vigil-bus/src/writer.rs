@@ -162,6 +162,9 @@ pub fn field_errors(errors: Vec<vigil_event::FieldError>) -> Rejection {
     Rejection::new(code, message)
 }
 
+/// Chunks of messages admitted at once, each on a blocking thread.
+const ADMISSION_PARALLELISM: usize = 4;
+
 /// How a writer consumes.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -201,12 +204,38 @@ pub struct WriterReport {
 }
 
 /// One pulled batch, admitted.
+#[derive(Default)]
 struct Admitted {
     /// Messages whose events are in `events`, in the same order.
     messages: Vec<Message>,
     events: Vec<Prepared>,
     /// Messages that can never be stored, and why.
     rejected: Vec<(Message, Rejection)>,
+}
+
+impl Admitted {
+    fn len(&self) -> usize {
+        self.messages.len() + self.rejected.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn extend(&mut self, more: Admitted) {
+        self.messages.extend(more.messages);
+        self.events.extend(more.events);
+        self.rejected.extend(more.rejected);
+    }
+
+    /// At shutdown: gives the messages back to JetStream at once, for another writer, rather
+    /// than after `ack_wait`.
+    async fn hand_back(self) {
+        let rejected = self.rejected.into_iter().map(|(m, _)| m);
+        for message in self.messages.into_iter().chain(rejected) {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+        }
+    }
 }
 
 /// Creates (or checks) the streams and the durable consumer, then consumes until `shutdown`
@@ -341,14 +370,52 @@ async fn pull_loop(
             }
         };
         let mut chunks = messages.ready_chunks(config.batch_size);
+        // Group commit: while the append loop is busy, admitted messages gather here, and the
+        // whole gathering becomes its next append. A pull stream hands over at most 128
+        // messages per poll (the runtime's cooperative budget), so without gathering every
+        // append, and every fsync, would carry that few.
+        let mut pending = Admitted::default();
+        // Admission is most of a writer's CPU: chunks are admitted on blocking threads, several
+        // at once, and gathered in stream order.
+        let mut admitting = futures::stream::FuturesOrdered::new();
+        let mut in_flight = 0;
         loop {
+            let room = pending.len() + in_flight < config.batch_size
+                && admitting.len() < ADMISSION_PARALLELISM;
+            let ready = !pending.is_empty();
             let chunk = tokio::select! {
-                () = &mut shutdown => break 'outer,
-                chunk = chunks.next() => chunk,
+                biased;
+                () = &mut shutdown => {
+                    while let Some(admitted) = admitting.next().await {
+                        pending.extend(admitted);
+                    }
+                    pending.hand_back().await;
+                    break 'outer;
+                }
+                Some(admitted) = admitting.next(), if !admitting.is_empty() => {
+                    let admitted: Admitted = admitted;
+                    in_flight -= admitted.len();
+                    pending.extend(admitted);
+                    continue;
+                }
+                permit = tx.reserve(), if ready => match permit {
+                    Ok(permit) => {
+                        permit.send(std::mem::take(&mut pending));
+                        continue;
+                    }
+                    Err(_) => break 'outer,
+                },
+                chunk = chunks.next(), if room => chunk,
             };
             let Some(chunk) = chunk else {
                 // The pull stream ended (the consumer was deleted, say): set it up again.
                 tracing::warn!("pull stream ended; setting up the consumer again");
+                while let Some(admitted) = admitting.next().await {
+                    pending.extend(admitted);
+                }
+                if !pending.is_empty() && tx.send(std::mem::take(&mut pending)).await.is_err() {
+                    break 'outer;
+                }
                 match ensure_consumer(&bus, &config).await {
                     Ok(c) => consumer = c,
                     Err(e) => {
@@ -371,12 +438,9 @@ async fn pull_loop(
                     Err(e) => tracing::warn!(error = %e, "pulling from the event stream"),
                 }
             }
-            if pulled.is_empty() {
-                continue;
-            }
-            let admitted = admit_all(&bus, &admission, pulled).await;
-            if tx.send(admitted).await.is_err() {
-                break 'outer;
+            if !pulled.is_empty() {
+                in_flight += pulled.len();
+                admitting.push_back(admit_all(bus.clone(), Arc::clone(&admission), pulled));
             }
         }
     }
@@ -384,10 +448,9 @@ async fn pull_loop(
 }
 
 /// Admits every message of a batch, off the async runtime when the batch is large.
-async fn admit_all(bus: &Bus, admission: &Arc<dyn Admission>, pulled: Vec<Message>) -> Admitted {
+async fn admit_all(bus: Bus, admission: Arc<dyn Admission>, pulled: Vec<Message>) -> Admitted {
     let small = pulled.len() < 64;
     let names = bus.names().clone();
-    let admission = Arc::clone(admission);
     let work = move || {
         let mut admitted = Admitted {
             messages: Vec::with_capacity(pulled.len()),
@@ -488,6 +551,7 @@ async fn persist(
     report: &mut WriterReport,
     stop: &watch::Receiver<bool>,
 ) {
+    metrics::histogram!("vigil_bus_writer_batch_events").record(batch.messages.len() as f64);
     let (mut messages, rejected) = append_one(store, config, batch, report, stop).await;
     finish(bus, messages.as_mut(), rejected, report).await;
 }
