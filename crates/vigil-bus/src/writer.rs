@@ -178,6 +178,9 @@ pub struct WriterConfig {
     pub max_ack_pending: i64,
     /// Longest back-off between attempts when the store is unavailable.
     pub max_retry_wait: Duration,
+    /// Most payload bytes gathered for one append (and asked of JetStream per pull): bounds a
+    /// writer's memory when events are large.
+    pub batch_bytes: usize,
 }
 
 impl Default for WriterConfig {
@@ -188,6 +191,7 @@ impl Default for WriterConfig {
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 50_000,
             max_retry_wait: Duration::from_secs(5),
+            batch_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -211,6 +215,8 @@ struct Admitted {
     events: Vec<Prepared>,
     /// Messages that can never be stored, and why.
     rejected: Vec<(Message, Rejection)>,
+    /// Payload bytes of all the messages.
+    bytes: usize,
 }
 
 impl Admitted {
@@ -223,6 +229,7 @@ impl Admitted {
     }
 
     fn extend(&mut self, more: Admitted) {
+        self.bytes += more.bytes;
         self.messages.extend(more.messages);
         self.events.extend(more.events);
         self.rejected.extend(more.rejected);
@@ -355,6 +362,7 @@ async fn pull_loop(
             messages = consumer
                 .stream()
                 .max_messages_per_batch(config.batch_size)
+                .max_bytes_per_batch(config.batch_bytes)
                 .heartbeat(Duration::from_secs(5))
                 .expires(Duration::from_secs(30))
                 .messages() => messages,
@@ -379,22 +387,24 @@ async fn pull_loop(
         // at once, and gathered in stream order.
         let mut admitting = futures::stream::FuturesOrdered::new();
         let mut in_flight = 0;
+        let mut in_flight_bytes = 0;
         loop {
             let room = pending.len() + in_flight < config.batch_size
+                && pending.bytes + in_flight_bytes < config.batch_bytes
                 && admitting.len() < ADMISSION_PARALLELISM;
             let ready = !pending.is_empty();
             let chunk = tokio::select! {
                 biased;
                 () = &mut shutdown => {
-                    while let Some(admitted) = admitting.next().await {
+                    while let Some((_, _, admitted)) = admitting.next().await {
                         pending.extend(admitted);
                     }
                     pending.hand_back().await;
                     break 'outer;
                 }
-                Some(admitted) = admitting.next(), if !admitting.is_empty() => {
-                    let admitted: Admitted = admitted;
-                    in_flight -= admitted.len();
+                Some((count, bytes, admitted)) = admitting.next(), if !admitting.is_empty() => {
+                    in_flight -= count;
+                    in_flight_bytes -= bytes;
                     pending.extend(admitted);
                     continue;
                 }
@@ -410,7 +420,7 @@ async fn pull_loop(
             let Some(chunk) = chunk else {
                 // The pull stream ended (the consumer was deleted, say): set it up again.
                 tracing::warn!("pull stream ended; setting up the consumer again");
-                while let Some(admitted) = admitting.next().await {
+                while let Some((_, _, admitted)) = admitting.next().await {
                     pending.extend(admitted);
                 }
                 if !pending.is_empty() && tx.send(std::mem::take(&mut pending)).await.is_err() {
@@ -439,8 +449,12 @@ async fn pull_loop(
                 }
             }
             if !pulled.is_empty() {
-                in_flight += pulled.len();
-                admitting.push_back(admit_all(bus.clone(), Arc::clone(&admission), pulled));
+                let count = pulled.len();
+                let bytes: usize = pulled.iter().map(|m| m.payload.len()).sum();
+                in_flight += count;
+                in_flight_bytes += bytes;
+                let admitted = admit_all(bus.clone(), Arc::clone(&admission), pulled);
+                admitting.push_back(async move { (count, bytes, admitted.await) });
             }
         }
     }
@@ -456,6 +470,7 @@ async fn admit_all(bus: Bus, admission: Arc<dyn Admission>, pulled: Vec<Message>
             messages: Vec::with_capacity(pulled.len()),
             events: Vec::with_capacity(pulled.len()),
             rejected: Vec::new(),
+            bytes: pulled.iter().map(|m| m.payload.len()).sum(),
         };
         for message in pulled {
             // A panic in admission is a bug, but it must not leave the batch unacknowledged
@@ -488,11 +503,7 @@ async fn admit_all(bus: Bus, admission: Arc<dyn Admission>, pulled: Vec<Message>
                 // Only a panic in admission gets here: nothing is acknowledged, so JetStream
                 // redelivers the batch after ack_wait.
                 tracing::error!(error = %e, "admitting a batch failed");
-                Admitted {
-                    messages: Vec::new(),
-                    events: Vec::new(),
-                    rejected: Vec::new(),
-                }
+                Admitted::default()
             }
         }
     }
@@ -569,6 +580,7 @@ async fn append_one(
         mut messages,
         mut events,
         mut rejected,
+        ..
     } = batch;
     let mut attempt = 0u32;
     while !events.is_empty() {
@@ -621,6 +633,7 @@ async fn append_one(
                 let held = std::mem::take(&mut messages);
                 for (event, message) in single.into_iter().zip(held) {
                     let one = Admitted {
+                        bytes: message.payload.len(),
                         messages: vec![message],
                         events: vec![event],
                         rejected: Vec::new(),

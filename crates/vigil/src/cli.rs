@@ -311,6 +311,14 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub writer_batch_size: usize,
+    /// Writer: most payload bytes pulled and appended at once (bounds a writer's memory).
+    #[arg(
+        long,
+        env = "VIGIL_WRITER_BATCH_BYTES",
+        default_value_t = 64 * 1024 * 1024,
+        value_name = "BYTES"
+    )]
+    pub writer_batch_bytes: usize,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,

@@ -70,6 +70,7 @@ pub struct FileConfig {
     pub nats_replicas: Option<usize>,
     pub nats_max_bytes: Option<u64>,
     pub writer_batch_size: Option<usize>,
+    pub writer_batch_bytes: Option<usize>,
     #[serde(default)]
     pub limits: FileLimits,
 }
@@ -157,6 +158,7 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats_max_bytes: Option<u64>,
     pub writer_batch_size: usize,
+    pub writer_batch_bytes: usize,
     pub limits: LimitSettings,
 }
 
@@ -303,6 +305,7 @@ impl Settings {
             nats_replicas: layer!(nats_replicas, file.nats_replicas),
             nats_max_bytes: layer_opt!(nats_max_bytes, file.nats_max_bytes),
             writer_batch_size: layer!(writer_batch_size, file.writer_batch_size),
+            writer_batch_bytes: layer!(writer_batch_bytes, file.writer_batch_bytes),
             limits: LimitSettings {
                 max_body_bytes: layer!(max_body_bytes, l.max_body_bytes),
                 max_batch_events: layer!(max_batch_events, l.max_batch_events),
@@ -342,6 +345,14 @@ impl Settings {
         }
         if self.writer_batch_size == 0 {
             bail!("writer_batch_size must be at least 1");
+        }
+        if self.writer_batch_bytes < self.limits.max_event_bytes {
+            bail!(
+                "writer_batch_bytes ({}) must be at least max_event_bytes ({}): a batch must \
+                 hold the largest event",
+                self.writer_batch_bytes,
+                self.limits.max_event_bytes
+            );
         }
         if self.nats_replicas == 0 || self.nats_replicas > 5 {
             bail!("nats_replicas must be from 1 to 5 (JetStream's limit)");
@@ -642,6 +653,43 @@ mod tests {
         assert_eq!(s.limits.max_batch_events, 10_000);
         assert_eq!(s.rate_limit, None);
         assert!(s.auth_config().rate_limit.is_none());
+    }
+
+    #[test]
+    fn roles_default_to_the_mode_and_must_fit_the_store() {
+        let plain = resolve(&[], "").unwrap();
+        assert_eq!(plain.roles, vec![Role::Api]);
+        assert!(plain.bus_config("t").is_none());
+
+        let bus = resolve(&["--nats", "nats://w:secret@n1:4222"], "").unwrap();
+        assert_eq!(bus.roles, vec![Role::Api, Role::Writer, Role::Reader]);
+        let config = bus.bus_config("t").unwrap();
+        assert_eq!(config.streams.max_message_bytes, 256 * 1024 + 4096);
+        let printed = bus.to_toml().unwrap();
+        assert!(!printed.contains("secret"), "{printed}");
+
+        let from_file = resolve(&[], "nats = \"nats://n1\"\nroles = [\"reader\"]\n").unwrap();
+        assert_eq!(from_file.roles, vec![Role::Reader]);
+
+        let e = resolve(&["--roles", "writer"], "").unwrap_err();
+        assert!(e.to_string().contains("--nats"), "{e}");
+        let e = resolve(&["--nats", "nats://n1", "--roles", "api"], "").unwrap_err();
+        assert!(e.to_string().contains("writer role"), "{e}");
+        let pg = resolve(
+            &[
+                "--nats",
+                "nats://n1",
+                "--roles",
+                "api",
+                "--store",
+                "postgres://pg/v",
+            ],
+            "",
+        )
+        .unwrap();
+        assert_eq!(pg.roles, vec![Role::Api]);
+        let e = resolve(&["--nats", "nats://n1", "--writer-batch-bytes", "1000"], "").unwrap_err();
+        assert!(e.to_string().contains("writer_batch_bytes"), "{e}");
     }
 
     #[test]

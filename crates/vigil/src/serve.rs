@@ -124,6 +124,7 @@ async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Resu
                 state.bus_admission(),
                 vigil_bus::writer::WriterConfig {
                     batch_size: settings.writer_batch_size,
+                    batch_bytes: settings.writer_batch_bytes,
                     ..Default::default()
                 },
                 stopped(),
