@@ -188,24 +188,30 @@ async fn ingest_batch(
     .await
     .map_err(|e| ApiError::Internal(format!("append task failed: {e}")))??;
 
-    let duplicates = appended.iter().filter(|a| a.duplicate).count() as u64;
+    let events = appended
+        .into_iter()
+        .map(|a| IngestedEvent {
+            id: a.id.as_str().to_owned(),
+            seq: Some(a.seq),
+            duplicate: a.duplicate,
+        })
+        .collect();
+    Ok(acknowledged(StatusCode::CREATED, events))
+}
+
+/// The answer to an ingest request whose every event was taken, counted in the metrics.
+fn acknowledged(status: StatusCode, events: Vec<IngestedEvent>) -> Response {
+    let duplicates = events.iter().filter(|e| e.duplicate).count() as u64;
     EventsIngested {
-        stored: appended.len() as u64 - duplicates,
+        stored: events.len() as u64 - duplicates,
         duplicates,
     }
     .emit();
     let response = IngestResponse {
-        accepted: appended.len(),
-        events: appended
-            .into_iter()
-            .map(|a| IngestedEvent {
-                id: a.id.as_str().to_owned(),
-                seq: Some(a.seq),
-                duplicate: a.duplicate,
-            })
-            .collect(),
+        accepted: events.len(),
+        events,
     };
-    Ok((StatusCode::CREATED, axum::Json(response)).into_response())
+    (status, axum::Json(response)).into_response()
 }
 
 /// Bus mode: publishes the batch to JetStream and answers `202` once every event is
@@ -233,25 +239,16 @@ async fn publish_batch(
         Ok(published) => published,
         Err(error) => return Err(ApiError::BusPublish { error, ids }),
     };
-    let duplicates = published.iter().filter(|p| p.duplicate).count() as u64;
-    EventsIngested {
-        stored: published.len() as u64 - duplicates,
-        duplicates,
-    }
-    .emit();
-    let response = IngestResponse {
-        accepted: published.len(),
-        events: ids
-            .into_iter()
-            .zip(published)
-            .map(|(id, p)| IngestedEvent {
-                id,
-                seq: None,
-                duplicate: p.duplicate,
-            })
-            .collect(),
-    };
-    Ok((StatusCode::ACCEPTED, axum::Json(response)).into_response())
+    let events = ids
+        .into_iter()
+        .zip(published)
+        .map(|(id, p)| IngestedEvent {
+            id,
+            seq: None,
+            duplicate: p.duplicate,
+        })
+        .collect();
+    Ok(acknowledged(StatusCode::ACCEPTED, events))
 }
 
 /// Everything before the handoff to the store: room in the ingest budget, the body, and the
