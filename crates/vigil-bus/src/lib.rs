@@ -93,6 +93,10 @@ impl Default for StreamSettings {
     }
 }
 
+/// Bytes of a stream message kept for its headers: an id of at most 128 bytes, a credential
+/// name of at most 128 characters (512 bytes), a flag, and the header framing.
+const HEADER_ROOM: usize = 1024;
+
 /// The stream's message limit for a given event limit: an event may grow a little when
 /// normalised (aliases renamed, `time` rewritten, `id` and `source` added), so 4 KiB are
 /// added to it.
@@ -347,6 +351,16 @@ impl Bus {
 
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream
+    }
+
+    /// Largest event payload [`Bus::publish`] can put in the stream: JetStream counts headers
+    /// against the message limit, so room is kept for vigil's (`Nats-Msg-Id`, `Vigil-Source`,
+    /// `Vigil-Validated`).
+    pub fn max_payload_bytes(&self) -> usize {
+        self.config
+            .streams
+            .max_message_bytes
+            .saturating_sub(HEADER_ROOM)
     }
 
     /// Whether the connection is up right now (it reconnects by itself when it is not).

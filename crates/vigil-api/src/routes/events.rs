@@ -278,7 +278,7 @@ async fn receive_batch(
         tenant: principal.tenant.clone(),
         default_source: principal.name.clone(),
         received_at: Timestamp::now(),
-        bus_max_message_bytes: state.bus().map(|b| b.config().streams.max_message_bytes),
+        bus_max_message_bytes: state.bus().map(vigil_bus::Bus::max_payload_bytes),
     };
     let ready = prepare_body(bytes, format, config.max_batch_events, ctx, batch_len).await?;
     Ok((ready, reservation))
