@@ -70,6 +70,7 @@ mod export;
 mod extract;
 mod ingest;
 mod metrics;
+pub mod notary;
 mod routes;
 mod schemas;
 
@@ -147,6 +148,8 @@ struct Inner {
     ingest_budget: budget::InflightBudget,
     /// Bus mode: validated events are published here instead of appended to the store.
     bus: Option<vigil_bus::Bus>,
+    /// Signs checkpoints; absent on a server without a signing key.
+    notary: std::sync::OnceLock<Arc<notary::Notary>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -199,6 +202,7 @@ impl AppState {
                 schemas,
                 ingest_budget,
                 bus,
+                notary: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -225,6 +229,16 @@ impl AppState {
 
     pub(crate) fn bus(&self) -> Option<&vigil_bus::Bus> {
         self.inner.bus.as_ref()
+    }
+
+    /// Gives the API the notary that signs checkpoints (once; a second call is ignored).
+    /// Without one, the integrity endpoints answer `501`.
+    pub fn install_notary(&self, notary: Arc<notary::Notary>) {
+        let _ = self.inner.notary.set(notary);
+    }
+
+    pub(crate) fn notary(&self) -> Option<&notary::Notary> {
+        self.inner.notary.get().map(|n| &**n)
     }
 
     /// How a writer running beside this API admits events from NATS: the same limits and the

@@ -107,11 +107,27 @@ async fn spawn_app_over_test_store(
 }
 
 async fn app_over(store: Arc<dyn Store>, config: ApiConfig, auth_config: AuthConfig) -> TestApp {
+    app_signing(store, config, auth_config, None).await
+}
+
+/// [`app_over`], signing checkpoints with `key` when given.
+async fn app_signing(
+    store: Arc<dyn Store>,
+    config: ApiConfig,
+    auth_config: AuthConfig,
+    key: Option<vigil_integrity::checkpoint::SigningKey>,
+) -> TestApp {
     let auth = Auth::open(Arc::clone(&store), auth_config).await.unwrap();
     let root = auth.bootstrap_root_key().await.unwrap().unwrap_or_default();
     let state = AppState::new(Arc::clone(&store), auth, config)
         .await
         .unwrap();
+    if let Some(key) = key {
+        state.install_notary(Arc::new(vigil_api::notary::Notary::new(
+            key,
+            Arc::clone(&store),
+        )));
+    }
     TestApp {
         router: router(state),
         root,
@@ -173,6 +189,50 @@ impl Store for TestStore {
 
     async fn ready(&self) -> Result<(), vigil_store::StoreError> {
         self.inner.ready().await
+    }
+
+    async fn tree_size(
+        &self,
+        tenant: &vigil_event::TenantId,
+    ) -> Result<u64, vigil_store::StoreError> {
+        self.inner.tree_size(tenant).await
+    }
+
+    async fn tree_sizes(
+        &self,
+    ) -> Result<Vec<(vigil_event::TenantId, u64)>, vigil_store::StoreError> {
+        self.inner.tree_sizes().await
+    }
+
+    async fn read_hashes(
+        &self,
+        tenant: &vigil_event::TenantId,
+        indexes: &[u64],
+    ) -> Result<Vec<vigil_event::Hash>, vigil_store::StoreError> {
+        self.inner.read_hashes(tenant, indexes).await
+    }
+
+    async fn save_checkpoint(
+        &self,
+        tenant: &vigil_event::TenantId,
+        checkpoint: &vigil_store::StoredCheckpoint,
+    ) -> Result<(), vigil_store::StoreError> {
+        self.inner.save_checkpoint(tenant, checkpoint).await
+    }
+
+    async fn checkpoint(
+        &self,
+        tenant: &vigil_event::TenantId,
+        size: Option<u64>,
+    ) -> Result<Option<vigil_store::StoredCheckpoint>, vigil_store::StoreError> {
+        self.inner.checkpoint(tenant, size).await
+    }
+
+    async fn checkpoints(
+        &self,
+        tenant: &vigil_event::TenantId,
+    ) -> Result<Vec<vigil_store::StoredCheckpoint>, vigil_store::StoreError> {
+        self.inner.checkpoints(tenant).await
     }
 
     async fn load_meta(&self, name: &str) -> Result<Option<Vec<u8>>, vigil_store::StoreError> {
@@ -1481,7 +1541,7 @@ async fn csv_export_neutralises_formulas() {
 }
 
 #[tokio::test]
-async fn get_by_id_validates_and_proofs_are_not_served_yet() {
+async fn get_by_id_validates_and_proofs_need_a_signing_key() {
     let app = spawn_app().await;
     let key = app.rw().await;
     app.post_events(&key, &json!({"id": "e-1", "type": "a"}))
@@ -1601,7 +1661,7 @@ async fn every_documented_operation_is_routed() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 19);
+    assert_eq!(checked, 22);
 }
 
 #[tokio::test]
@@ -2032,4 +2092,121 @@ async fn serve_answers_on_a_port_and_drains_on_shutdown() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Integrity
+
+#[tokio::test]
+async fn without_a_signing_key_integrity_endpoints_are_501() {
+    let app = spawn_app().await;
+    let key = app.rw().await;
+    app.post_events(&key, &json!({"id": "e-1", "type": "a"}))
+        .await;
+    for uri in [
+        "/v1/checkpoint",
+        "/v1/checkpoint/key",
+        "/v1/events/e-1?proof=true",
+    ] {
+        app.get(&key, uri).await.assert(501, "not_implemented");
+    }
+}
+
+#[tokio::test]
+async fn proofs_verify_against_the_signed_checkpoint() {
+    use vigil_integrity::checkpoint::{CheckpointJson, SigningKey};
+    use vigil_integrity::proof::{ConsistencyProof, InclusionProof};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
+    let signing = SigningKey::generate("test-log").unwrap();
+    let verifier = signing.verifier();
+    let mut app = app_signing(
+        store,
+        ApiConfig::default(),
+        AuthConfig::default(),
+        Some(signing),
+    )
+    .await;
+    app._dir = Some(dir);
+    let key = app.rw().await;
+    let events: Vec<Value> = (0..5)
+        .map(|i| json!({"id": format!("e-{i}"), "type": "a", "n": i}))
+        .collect();
+    app.post_events(&key, &Value::Array(events)).await;
+
+    // The public key needs no credential.
+    let published = app.get("", "/v1/checkpoint/key").await;
+    assert_eq!(published.status, StatusCode::OK);
+    assert_eq!(published.json()["vkey"], verifier.to_vkey());
+
+    let first: CheckpointJson =
+        serde_json::from_value(app.get(&key, "/v1/checkpoint").await.json()).unwrap();
+    assert_eq!((first.origin.as_str(), first.size), ("vigil/acme", 5));
+    let signed = first.verify(&verifier).unwrap();
+    assert_eq!(signed.root, first.root_hash);
+
+    let mut event = app.get(&key, "/v1/events/e-3?proof=true").await.json();
+    let proof: InclusionProof =
+        serde_json::from_value(event.as_object_mut().unwrap().remove("proof").unwrap()).unwrap();
+    event.as_object_mut().unwrap().remove("hash");
+    let leaf = vigil_integrity::tree::leaf_hash(&vigil_event::to_canonical_bytes(&event));
+    assert_eq!(proof.leaf_index, 3);
+    proof.verify_checkpointed(&leaf, &verifier).unwrap();
+
+    // More events: a proof of a new one comes with a new checkpoint, consistent with the old.
+    app.post_events(&key, &json!({"id": "e-9", "type": "b"}))
+        .await;
+    let resp = app.get(&key, "/v1/events/e-9?proof=true").await;
+    let proof: InclusionProof = serde_json::from_value(resp.json()["proof"].clone()).unwrap();
+    assert_eq!(proof.tree_size, 6);
+    let newer = vigil_integrity::checkpoint::verify_checkpoint(
+        proof.checkpoint.as_deref().unwrap(),
+        &verifier,
+    )
+    .unwrap();
+    let consistency: ConsistencyProof = serde_json::from_value(
+        app.get(&key, "/v1/proof/consistency?from=5&to=6")
+            .await
+            .json(),
+    )
+    .unwrap();
+    consistency.verify(&first.root_hash, &newer.root).unwrap();
+    // The old checkpoint stays available, and proofs into it too.
+    let kept = app.get(&key, "/v1/checkpoint?size=5").await.json();
+    assert_eq!(kept["root_hash"], hex::encode(first.root_hash));
+    let old = app
+        .get(&key, "/v1/events/e-3?proof=true&tree_size=5")
+        .await
+        .json();
+    assert_eq!(old["proof"]["tree_size"], 5);
+    app.get(&key, "/v1/events/e-9?proof=true&tree_size=5")
+        .await
+        .assert(400, "invalid_parameter");
+    app.get(&key, "/v1/checkpoint?size=4")
+        .await
+        .assert(404, "not_found");
+    for bad in [
+        "from=0",
+        "from=7",
+        "from=3&to=2",
+        "from=x",
+        "to=3",
+        "from=1&bogus=2",
+    ] {
+        app.get(&key, &format!("/v1/proof/consistency?{bad}"))
+            .await
+            .assert(400, "invalid_parameter");
+    }
+    // Another tenant has its own log; acme's events are not found through it.
+    let other = app
+        .key("globex", "ops", &["events:read", "events:write"])
+        .await;
+    app.get(&other, "/v1/checkpoint")
+        .await
+        .assert(404, "not_found");
+    app.get(&other, "/v1/events/e-3?proof=true")
+        .await
+        .assert(404, "not_found");
 }

@@ -157,6 +157,47 @@ impl Client {
         decode(self.send(rb).await?).await
     }
 
+    /// One event with its inclusion proof (`proof` member: the audit path and the signed
+    /// checkpoint it leads to); in the kept checkpoint of `tree_size` when given.
+    pub async fn get_event_with_proof(
+        &self,
+        id: &str,
+        tree_size: Option<u64>,
+    ) -> Result<Value, ClientError> {
+        let mut query = vec![("proof", "true".to_owned())];
+        if let Some(size) = tree_size {
+            query.push(("tree_size", size.to_string()));
+        }
+        let rb = self
+            .request(Method::GET, &["v1", "events", id])?
+            .query(&query);
+        decode(self.send(rb).await?).await
+    }
+
+    /// The tenant's signed checkpoint covering every stored event (`GET /v1/checkpoint`), or the
+    /// kept one of `size`.
+    pub async fn checkpoint(&self, size: Option<u64>) -> Result<Value, ClientError> {
+        let mut rb = self.request(Method::GET, &["v1", "checkpoint"])?;
+        if let Some(size) = size {
+            rb = rb.query(&[("size", size)]);
+        }
+        decode(self.send(rb).await?).await
+    }
+
+    /// The server's checkpoint signing key (`GET /v1/checkpoint/key`, no credential needed).
+    pub async fn signing_key(&self) -> Result<Value, ClientError> {
+        let rb = self.request(Method::GET, &["v1", "checkpoint", "key"])?;
+        decode(self.send(rb).await?).await
+    }
+
+    /// Proof that the tree of `to` events extends the tree of `from` events.
+    pub async fn consistency_proof(&self, from: u64, to: u64) -> Result<Value, ClientError> {
+        let rb = self
+            .request(Method::GET, &["v1", "proof", "consistency"])?
+            .query(&[("from", from), ("to", to)]);
+        decode(self.send(rb).await?).await
+    }
+
     /// Every matching event as a byte stream in `format`, for export. The request is sent and
     /// its status checked before this returns; the stream then yields the body as it arrives.
     pub async fn export(

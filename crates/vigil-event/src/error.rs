@@ -15,7 +15,7 @@ pub enum FieldErrorCode {
     MissingField,
     /// A field has the wrong JSON type or an invalid value.
     InvalidField,
-    /// A server-set field (`tenant`, `seq`, `received_at`, `hash`) was sent by the client.
+    /// A server-set field (`tenant`, `seq`, `received_at`, `hash`, `proof`) was sent by the client.
     ReservedField,
     /// A field and one of its aliases were both sent (`type` and `event_type`).
     AmbiguousField,

@@ -60,5 +60,7 @@ pub use term::{Term, TermKind};
 pub use types::{EventId, EventType, Severity, TenantId, Timestamp};
 
 /// Envelope fields the server sets; a client event that carries one is rejected
-/// (`reserved_field`) rather than silently rewritten.
-pub const RESERVED_FIELDS: [&str; 4] = ["tenant", "seq", "received_at", "hash"];
+/// (`reserved_field`) rather than silently rewritten. `proof` is the member
+/// `GET /v1/events/{id}?proof=true` adds beside `hash`: verifiers drop both to recover the
+/// hashed bytes, so an event may not carry either.
+pub const RESERVED_FIELDS: [&str; 5] = ["tenant", "seq", "received_at", "hash", "proof"];

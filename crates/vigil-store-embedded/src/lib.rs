@@ -18,6 +18,7 @@
 //! <data-dir>/log/<id>.seg           sealed segment: records in zstd blocks (the log)
 //! <data-dir>/index/<id>.idx         derived index of a sealed segment
 //! <data-dir>/meta/<name>.json       small documents (credentials, schemas), mode 0600
+//! <data-dir>/merkle/<tenant>.*      each tenant's Merkle tree and signed checkpoints ([`merkle`])
 //! ```
 //!
 //! # Example
@@ -42,8 +43,10 @@
 
 mod error;
 mod memtable;
+mod merkle;
 mod query;
 mod record;
+pub mod scan;
 mod seal;
 mod segment;
 mod wal;
@@ -63,7 +66,9 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use vigil_event::{EventId, Hash, Prepared, TenantId, Timestamp, chain_hash, leaf_hash};
 use vigil_query::{Expr, Query};
-use vigil_store::{Appended, MetaVersion, Page, Store, StoreError, StoredEvent, content_version};
+use vigil_store::{
+    Appended, MetaVersion, Page, Store, StoreError, StoredCheckpoint, StoredEvent, content_version,
+};
 
 pub use error::EmbeddedError;
 use error::Result;
@@ -145,6 +150,8 @@ pub(crate) struct Shared {
     pub stopping: AtomicBool,
     /// Consecutive failed seal attempts: past a few, the store reports itself not ready.
     pub seal_failures: std::sync::atomic::AtomicU32,
+    /// Every tenant's Merkle tree and checkpoints.
+    pub trees: merkle::Trees,
     /// Held for the life of the store: one process per data directory.
     _lock: File,
 }
@@ -227,14 +234,26 @@ impl fmt::Display for ReindexReport {
 }
 
 fn segment_ids(log_dir: &Path) -> Result<(BTreeSet<u64>, BTreeSet<u64>)> {
-    let (mut sealed, mut wal) = (BTreeSet::new(), BTreeSet::new());
+    let (sealed, wal, leftovers) = list_segments(log_dir)?;
+    for path in leftovers {
+        // An interrupted seal: the .wal it came from is still there.
+        let _ = fs::remove_file(path);
+    }
+    Ok((sealed, wal))
+}
+
+/// The ids of the sealed segments and write-ahead files in `log_dir`, and the temporary files
+/// an interrupted seal or merge left. Reads only.
+pub(crate) fn list_segments(
+    log_dir: &Path,
+) -> Result<(BTreeSet<u64>, BTreeSet<u64>, Vec<PathBuf>)> {
+    let (mut sealed, mut wal, mut leftovers) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
     for entry in fs::read_dir(log_dir).map_err(EmbeddedError::io("listing", log_dir))? {
         let entry = entry.map_err(EmbeddedError::io("listing", log_dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.ends_with(".tmp") || name.ends_with(".merge") {
-            // An interrupted seal: the .wal it came from is still there.
-            let _ = fs::remove_file(entry.path());
+            leftovers.push(entry.path());
             continue;
         }
         let Some((stem, ext)) = name.split_once('.') else {
@@ -253,7 +272,7 @@ fn segment_ids(log_dir: &Path) -> Result<(BTreeSet<u64>, BTreeSet<u64>)> {
             _ => {}
         }
     }
-    Ok((sealed, wal))
+    Ok((sealed, wal, leftovers))
 }
 
 /// Opens a sealed segment, rebuilding its index from the log when it is missing or damaged.
@@ -313,6 +332,99 @@ fn replay_wal(
         Ok(())
     })?;
     Ok((mem, replay))
+}
+
+/// Recomputes the Merkle leaves of seqs the hash files lack (after a crash, the events since
+/// the newest checkpoint) from the log, oldest segment first. Returns how many.
+fn recompute_leaves(
+    dir: &Path,
+    sealed: &[Arc<Sealed>],
+    memtables: &[Arc<RwLock<Memtable>>],
+    trees: &merkle::Trees,
+    missing: HashMap<String, merkle::Missing>,
+) -> Result<u64> {
+    /// Leaves are handed to the tree in chunks of this many.
+    const CHUNK: usize = 65_536;
+    struct Todo {
+        next: u64,
+        to: u64,
+        leaves: Vec<Hash>,
+    }
+    let from_of: HashMap<String, u64> = missing.iter().map(|(t, m)| (t.clone(), m.from)).collect();
+    let mut todo: HashMap<String, Todo> = missing
+        .into_iter()
+        .map(|(t, m)| {
+            (
+                t,
+                Todo {
+                    next: m.from,
+                    to: m.to,
+                    leaves: Vec::new(),
+                },
+            )
+        })
+        .collect();
+    let mut buf = Vec::new();
+    let mut total = 0u64;
+    let mut take = |rec: &record::Record<'_>, path: &Path| -> Result<()> {
+        let Some(t) = todo.get_mut(rec.tenant) else {
+            return Ok(());
+        };
+        if rec.seq < t.next || rec.seq > t.to {
+            return Ok(());
+        }
+        if rec.seq != t.next {
+            return Err(EmbeddedError::corrupt(
+                path,
+                format!(
+                    "tenant {} jumps from seq {} to {}",
+                    rec.tenant,
+                    t.next - 1,
+                    rec.seq
+                ),
+            ));
+        }
+        t.leaves.push(leaf_hash(rec.canonical));
+        t.next += 1;
+        total += 1;
+        if t.leaves.len() >= CHUNK || t.next > t.to {
+            let first = t.next - t.leaves.len() as u64;
+            trees.append(rec.tenant, first, &t.leaves, &mut buf)?;
+            t.leaves.clear();
+        }
+        Ok(())
+    };
+    for seg in sealed {
+        // Only segments holding a missing seq are read.
+        let needed = seg.tenants.iter().any(|tail| {
+            from_of
+                .get(&tail.name)
+                .is_some_and(|&from| tail.last_seq >= from)
+        });
+        if needed {
+            let path = segment::seg_path(dir, seg.id);
+            seg.raw.for_each_record(|_, rec| take(&rec, &path))?;
+        }
+    }
+    for mem in memtables {
+        let mem = mem.read().unwrap_or_else(|e| e.into_inner());
+        let path = segment::wal_path(dir, mem.id);
+        mem.for_each_record(|_, raw| {
+            let (rec, _) = record::decode(raw)
+                .map_err(|_| EmbeddedError::corrupt(&path, "record unreadable"))?;
+            take(&rec, &path)
+        })?;
+    }
+    if let Some((tenant, t)) = todo.iter().find(|(_, t)| t.next <= t.to) {
+        return Err(EmbeddedError::corrupt(
+            dir,
+            format!(
+                "tenant {tenant}: seq {} is not in the log, though the log ends at seq {}",
+                t.next, t.to
+            ),
+        ));
+    }
+    Ok(total)
 }
 
 /// The first and last segment id a sealed segment covers.
@@ -481,6 +593,17 @@ impl EmbeddedStore {
         let active_id = active.read().unwrap_or_else(|e| e.into_inner()).id;
         let wal = wal::WalWriter::open(&segment::wal_path(&dir, active_id), active_len)?;
 
+        let log_sizes: HashMap<String, u64> = tenants
+            .iter()
+            .map(|(t, s)| (t.clone(), s.last_seq))
+            .collect();
+        let (trees, missing) = merkle::Trees::open(&dir, &log_sizes)?;
+        if !missing.is_empty() {
+            let started = Instant::now();
+            let events = recompute_leaves(&dir, &sealed, &memtables, &trees, missing)?;
+            tracing::info!(events, elapsed = ?started.elapsed(), "Merkle hashes recomputed from the log");
+        }
+
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             config: config.clone(),
@@ -491,6 +614,7 @@ impl EmbeddedStore {
             poisoned: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             seal_failures: std::sync::atomic::AtomicU32::new(0),
+            trees,
             _lock: lock,
         });
 
@@ -517,6 +641,7 @@ impl EmbeddedStore {
             segment_started: Instant::now(),
             seal_tx,
             sealer: Some(sealer),
+            hash_buf: Vec::new(),
         };
         std::thread::Builder::new()
             .name("vigil-writer".into())
@@ -702,6 +827,75 @@ impl Store for EmbeddedStore {
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    async fn tree_size(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        Ok(self
+            .shared
+            .trees
+            .get(tenant.as_str())
+            .map_or(0, |t| t.size()))
+    }
+
+    async fn tree_sizes(&self) -> Result<Vec<(TenantId, u64)>, StoreError> {
+        self.shared
+            .trees
+            .sizes()
+            .into_iter()
+            .map(|(t, size)| {
+                TenantId::parse(&t)
+                    .map(|t| (t, size))
+                    .map_err(|e| StoreError::Internal(format!("tenant {t:?} in the store: {e}")))
+            })
+            .collect()
+    }
+
+    async fn read_hashes(
+        &self,
+        tenant: &TenantId,
+        indexes: &[u64],
+    ) -> Result<Vec<Hash>, StoreError> {
+        let shared = self.shared.clone();
+        let (tenant, indexes) = (tenant.as_str().to_owned(), indexes.to_vec());
+        tokio::task::spawn_blocking(move || shared.trees.read_hashes(&tenant, &indexes))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(StoreError::Internal)
+    }
+
+    async fn save_checkpoint(
+        &self,
+        tenant: &TenantId,
+        checkpoint: &StoredCheckpoint,
+    ) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let (tenant, checkpoint) = (tenant.as_str().to_owned(), checkpoint.clone());
+        tokio::task::spawn_blocking(move || shared.trees.save_checkpoint(&tenant, &checkpoint))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(StoreError::from)
+    }
+
+    async fn checkpoint(
+        &self,
+        tenant: &TenantId,
+        size: Option<u64>,
+    ) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let shared = self.shared.clone();
+        let tenant = tenant.as_str().to_owned();
+        tokio::task::spawn_blocking(move || shared.trees.checkpoint(&tenant, size))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(StoreError::from)
+    }
+
+    async fn checkpoints(&self, tenant: &TenantId) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let shared = self.shared.clone();
+        let tenant = tenant.as_str().to_owned();
+        tokio::task::spawn_blocking(move || shared.trees.checkpoints(&tenant))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(StoreError::from)
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {

@@ -450,16 +450,44 @@ impl RawSegment {
 
     /// Decompresses block `b` (its raw records).
     fn block(&self, b: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut dctx = zstd::bulk::Decompressor::new()
+            .map_err(|e| EmbeddedError::corrupt(&self.path, format!("block {b}: {e}")))?;
+        self.block_into(b, &mut dctx, &mut out)?;
+        Ok(out)
+    }
+
+    /// Decompresses block `b` into `out` (cleared first) with `dctx`, reusing both.
+    fn block_into(
+        &self,
+        b: usize,
+        dctx: &mut zstd::bulk::Decompressor<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let block = self
             .blocks
             .get(b)
             .ok_or_else(|| EmbeddedError::corrupt(&self.path, "block out of range"))?;
-        // Records are at most MAX_PAYLOAD each; bound the output accordingly.
-        zstd::bulk::decompress(
-            self.compressed(block)?,
-            block.docs as usize * (record::MAX_PAYLOAD + record::HEADER_LEN),
-        )
-        .map_err(|e| EmbeddedError::corrupt(&self.path, format!("block {b}: {e}")))
+        let compressed = self.compressed(block)?;
+        // Records are at most MAX_PAYLOAD each: a frame claiming more is corrupt. The frame
+        // header states its size (blocks are compressed whole), so the buffer is sized exactly
+        // rather than to that bound, which would map and unmap gigabytes per block.
+        let bound = block.docs as usize * (record::MAX_PAYLOAD + record::HEADER_LEN);
+        let size = match zstd::zstd_safe::get_frame_content_size(compressed) {
+            Ok(Some(n)) => usize::try_from(n).unwrap_or(usize::MAX),
+            _ => bound,
+        };
+        if size > bound {
+            return Err(EmbeddedError::corrupt(
+                &self.path,
+                format!("block {b}: claims {size} bytes for {} records", block.docs),
+            ));
+        }
+        out.clear();
+        out.reserve(size);
+        dctx.decompress_to_buffer(compressed, out)
+            .map_err(|e| EmbeddedError::corrupt(&self.path, format!("block {b}: {e}")))?;
+        Ok(())
     }
 
     /// Calls `f` with every record in doc order (for reindex and verify).
@@ -468,8 +496,11 @@ impl RawSegment {
         mut f: impl FnMut(u32, Record<'_>) -> Result<()>,
     ) -> Result<()> {
         let mut doc = 0u32;
+        let mut dctx = zstd::bulk::Decompressor::new()
+            .map_err(|e| EmbeddedError::corrupt(&self.path, format!("decompressor: {e}")))?;
+        let mut block = Vec::new();
         for b in 0..self.blocks.len() {
-            let block = self.block(b)?;
+            self.block_into(b, &mut dctx, &mut block)?;
             let mut pos = 0;
             while let Some(rest) = block.get(pos..).filter(|r| !r.is_empty()) {
                 let (rec, n) = record::decode(rest).map_err(|_| {

@@ -117,14 +117,32 @@ pub(crate) fn replay(
     path: &Path,
     mut f: impl FnMut(u64, u32, Record<'_>) -> Result<()>,
 ) -> Result<Replay> {
-    let bytes = std::fs::read(path).map_err(EmbeddedError::io("reading log", path))?;
+    let file = File::open(path).map_err(EmbeddedError::io("opening log", path))?;
+    let file_len = file
+        .metadata()
+        .map_err(EmbeddedError::io("reading log", path))?
+        .len();
+    if file_len == 0 {
+        return Ok(Replay {
+            valid_len: 0,
+            dropped: 0,
+        });
+    }
+    // SAFETY: a write-ahead file is only written by the process holding the data directory's
+    // lock, which replays before its writer starts (or, for `vigil verify`, holds the lock
+    // and never writes): nothing changes the file while it is mapped.
+    #[allow(unsafe_code)]
+    let map =
+        unsafe { memmap2::Mmap::map(&file) }.map_err(EmbeddedError::io("mapping log", path))?;
+    let bytes: &[u8] = &map;
     let mut pos = 0usize;
     let mut committed = 0usize;
-    let mut group: Vec<(usize, usize)> = Vec::new();
+    // The decoded records of the group being read, applied when its commit marker is.
+    let mut group: Vec<(usize, usize, Record<'_>)> = Vec::new();
     while let Some(rest) = bytes.get(pos..).filter(|r| !r.is_empty()) {
         match record::decode_entry(rest) {
-            Ok((Entry::Event(_), n)) => {
-                group.push((pos, n));
+            Ok((Entry::Event(rec), n)) => {
+                group.push((pos, n, rec));
                 pos += n;
             }
             Ok((Entry::Commit { records }, n)) => {
@@ -137,17 +155,14 @@ pub(crate) fn replay(
                         ),
                     ));
                 }
-                for &(at, len) in &group {
-                    if let Some(Ok((rec, _))) = bytes.get(at..at + len).map(record::decode) {
-                        f(at as u64, len as u32, rec)?;
-                    }
+                for (at, len, rec) in group.drain(..) {
+                    f(at as u64, len as u32, rec)?;
                 }
-                group.clear();
                 pos += n;
                 committed = pos;
             }
             Err(DecodeError::Truncated | DecodeError::Corrupt(_)) => {
-                if let Some(later) = later_commit(&bytes, pos + 1) {
+                if let Some(later) = later_commit(bytes, pos + 1) {
                     return Err(EmbeddedError::corrupt(
                         path,
                         format!(

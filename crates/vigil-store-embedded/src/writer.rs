@@ -48,6 +48,8 @@ pub(crate) struct Writer {
     pub segment_started: Instant,
     pub seal_tx: std::sync::mpsc::Sender<Arc<RwLock<Memtable>>>,
     pub sealer: Option<std::thread::JoinHandle<()>>,
+    /// Scratch for a tenant's new stored hashes.
+    pub hash_buf: Vec<u8>,
 }
 
 /// `(tenant, id)` → something, hashed fast (the keys are authenticated clients' ids; foldhash is
@@ -64,6 +66,7 @@ struct Pending {
     offset: usize,
     len: u32,
     seq: u64,
+    leaf: Hash,
 }
 
 impl Writer {
@@ -116,6 +119,11 @@ impl Writer {
         drop(std::mem::replace(&mut self.seal_tx, tx));
         if let Some(h) = self.sealer.take() {
             let _ = h.join();
+        }
+        if !self.shared.poisoned.load(Ordering::SeqCst)
+            && let Err(e) = self.shared.trees.close_clean()
+        {
+            tracing::error!(error = %e, "making Merkle hashes durable at shutdown failed; the next start recomputes them");
         }
     }
 
@@ -213,7 +221,8 @@ impl Writer {
                 let seq = state.last_seq + 1;
                 canonical.clear();
                 ev.write_canonical(seq, &mut canonical);
-                let chain = chain_hash(&state.last_chain, &leaf_hash(&canonical));
+                let leaf = leaf_hash(&canonical);
+                let chain = chain_hash(&state.last_chain, &leaf);
                 state.last_seq = seq;
                 state.last_chain = chain;
                 let offset = buf.len();
@@ -235,6 +244,7 @@ impl Writer {
                     offset,
                     len: (buf.len() - offset) as u32,
                     seq,
+                    leaf,
                 });
                 first_of.insert(key, seq);
                 fresh.insert(key, (seq, ev.content_digest));
@@ -270,6 +280,9 @@ impl Writer {
                     return;
                 }
             };
+            // Into the trees before the events become visible: whoever reads an event can get
+            // its proof.
+            self.extend_trees(&group, &pending);
             let mut mem = self.active.write().unwrap_or_else(|e| e.into_inner());
             let mut seq_term = Vec::with_capacity(16);
             for p in &pending {
@@ -295,6 +308,7 @@ impl Writer {
                     ev.terms().chain(std::iter::once(seq_term.as_slice())),
                 );
             }
+            drop(mem);
             metrics::counter!("vigil_store_events_appended_total").increment(pending.len() as u64);
             metrics::histogram!("vigil_commit_group_events").record(pending.len() as f64);
         }
@@ -304,6 +318,38 @@ impl Writer {
             }
         }
         metrics::histogram!("vigil_commit_seconds").record(started.elapsed().as_secs_f64());
+    }
+
+    /// Adds a durable group's leaves to their tenants' Merkle trees, before the group is
+    /// answered. The events are in the log already: a failed hash write poisons the writer
+    /// (recovery recomputes the hashes from the log) but does not fail this group.
+    fn extend_trees(&mut self, group: &[(Vec<Prepared>, AppendReply)], pending: &[Pending]) {
+        // Per tenant: the first new seq and the leaves from it.
+        let mut by_tenant: Vec<(&str, u64, Vec<Hash>)> = Vec::new();
+        for p in pending {
+            let Some(ev) = group
+                .get(p.request)
+                .and_then(|(events, _)| events.get(p.index))
+            else {
+                continue;
+            };
+            let tenant = ev.tenant.as_str();
+            match by_tenant.iter_mut().find(|(t, _, _)| *t == tenant) {
+                Some((_, _, leaves)) => leaves.push(p.leaf),
+                None => by_tenant.push((tenant, p.seq, vec![p.leaf])),
+            }
+        }
+        for (tenant, first_seq, leaves) in by_tenant {
+            if let Err(e) = self
+                .shared
+                .trees
+                .append(tenant, first_seq, &leaves, &mut self.hash_buf)
+            {
+                tracing::error!(error = %e, tenant, "writing Merkle hashes failed; writer poisoned");
+                self.shared.poisoned.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
     }
 
     /// Seals the active segment when it is full, or old and idle-ish.

@@ -17,6 +17,22 @@ pub enum PgError {
         "database schema version {found} is newer than this vigil knows ({known}): upgrade vigil"
     )]
     SchemaTooNew { found: i32, known: i32 },
+    /// A store opened read-only found a database this vigil would first migrate: it never
+    /// does, so it refuses rather than misread. `found` is 0 when there is no vigil schema.
+    #[error("{}", describe_not_current(*.found, *.known))]
+    SchemaNotCurrent { found: i32, known: i32 },
+    /// A store opened read-only found a tenant whose Merkle tree lags its log (built by a
+    /// writable store when it opens or appends); it builds none, so it refuses.
+    #[error(
+        "tenant {tenant}: its Merkle tree covers {leaves} of its {events} events, and a store \
+         opened read-only builds no tree: let a vigil server of this version open the database \
+         (or append to the tenant) first"
+    )]
+    TreeIncomplete {
+        tenant: String,
+        leaves: u64,
+        events: u64,
+    },
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
 }
@@ -32,9 +48,25 @@ impl PgError {
             // No free connection in time, or the store is shutting down.
             Self::Pool(PoolError::Timeout(_) | PoolError::Closed) => true,
             Self::Pool(_) => false,
-            Self::Config(_) | Self::SchemaTooNew { .. } | Self::Corrupt(_) => false,
+            Self::Config(_)
+            | Self::SchemaTooNew { .. }
+            | Self::SchemaNotCurrent { .. }
+            | Self::TreeIncomplete { .. }
+            | Self::Corrupt(_) => false,
         }
     }
+}
+
+fn describe_not_current(found: i32, known: i32) -> String {
+    let state = if found == 0 {
+        "the database holds no vigil schema".to_owned()
+    } else {
+        format!("database schema version {found} is older than this vigil's ({known})")
+    };
+    format!(
+        "{state}, and a store opened read-only never migrates: let a vigil server of this \
+         version open the database first"
+    )
 }
 
 /// The server's message when there is one (tokio-postgres' own text is only "db error").

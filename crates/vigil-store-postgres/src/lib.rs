@@ -12,6 +12,16 @@
 //! - **layout** ([`schema`]): embedded, versioned migrations applied at start; events
 //!   partitioned by UTC day, created ahead and on demand; retention drops whole partitions;
 //!   credentials and schemas in `vigil_meta` with compare-and-swap versions.
+//! - **tamper evidence** ([`merkle`]): each tenant's log is an RFC 6962 Merkle tree (leaf `i`
+//!   = the event with seq `i + 1`), grown by the writer in the append's own transaction under
+//!   the same head lock. Its stored hashes (`vigil_integrity::tree` layout) live in
+//!   `vigil_tree_hashes (tenant, idx, hash)`, never partitioned nor touched by retention; its
+//!   right edge in `vigil_tenants.frontier`; signed checkpoints in
+//!   `vigil_checkpoints (tenant, size, root, time_ns, note)`, the first per size kept. Logs
+//!   written before the tree existed get theirs built when the store opens.
+//! - **audit** ([`PgStore::connect_read_only`], [`PgStore::log_range`]): `vigil verify` opens
+//!   the database without writing to it (no migration, partition, tree or writer; sessions
+//!   read-only) and replays each tenant's log in seq order on the `(tenant, seq)` index.
 //!
 //! # Example
 //! ```no_run
@@ -32,6 +42,7 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod error;
+mod merkle;
 mod row;
 mod schema;
 mod sql;
@@ -39,7 +50,7 @@ mod sql;
 pub mod testing;
 mod writer;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
@@ -51,13 +62,15 @@ use serde_json::{Map, Value};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
-use vigil_event::{EventId, Prepared, TenantId, Timestamp};
+use tokio_postgres::types::ToSql;
+use vigil_event::{EventId, Hash, Prepared, TenantId, Timestamp};
 use vigil_query::{Cursor, Expr, Order, Query};
-use vigil_store::{Appended, MetaVersion, Page, Store, StoreError, StoredEvent};
+use vigil_store::{Appended, MetaVersion, Page, Store, StoreError, StoredCheckpoint, StoredEvent};
 
 pub use error::PgError;
 
 use crate::error::Result;
+use crate::merkle::TreeEdge;
 use crate::row::Derived;
 use crate::schema::{NANOS_PER_DAY, day_of};
 use crate::sql::{Param, Sql, compile};
@@ -159,13 +172,17 @@ fn redact_userinfo(url: &str) -> String {
 pub struct PgStore {
     /// Queries, meta documents, maintenance.
     pool: Pool,
-    /// The writer's own connection, so reads can never starve writes.
-    write_pool: Pool,
-    /// `None` once shut down.
+    /// The writer's own connection, so reads can never starve writes. `None` when read-only.
+    write_pool: Option<Pool>,
+    /// `None` once shut down, and always when read-only.
     jobs: StdMutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    maintenance: JoinHandle<()>,
+    /// `None` when read-only.
+    maintenance: Option<JoinHandle<()>>,
     partitions: Partitions,
+    /// Opened by [`PgStore::connect_read_only`]: every write is refused before it reaches the
+    /// database, whose sessions refuse them too.
+    read_only: bool,
     config: PgConfig,
 }
 
@@ -173,6 +190,7 @@ impl fmt::Debug for PgStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgStore")
             .field("config", &self.config)
+            .field("read_only", &self.read_only)
             .finish_non_exhaustive()
     }
 }
@@ -211,12 +229,80 @@ const PROBE_ROWS: i64 = 2_000;
 const CONFIRM_CHUNK: i64 = 1_000;
 
 impl PgStore {
-    /// Connects, applies migrations, creates the partitions ahead and starts the writer.
+    /// Connects, applies migrations, creates the partitions ahead, builds the Merkle trees of
+    /// logs written before the database had them (once, on the first start after an upgrade;
+    /// see [`merkle`]) and starts the writer.
     pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
-        Self::connect_inner(config).await.map_err(|e| match e {
-            e if e.is_transient() => StoreError::Unavailable(e.to_string()),
-            e => StoreError::Internal(e.to_string()),
+        Self::connect_inner(config).await.map_err(open_error)
+    }
+
+    /// Opens the store to read only, for auditing a database without changing it: checks that
+    /// the schema is exactly this vigil's (refusing, never migrating, when it is older or
+    /// newer) and that every tenant's Merkle tree is built (refusing when one lags its log,
+    /// as after an upgrade no server of this version has opened yet: an audit bounded by the
+    /// tree sizes would silently stop short). Creates no partition, builds no tree, starts
+    /// neither writer nor maintenance; its sessions run with `default_transaction_read_only`,
+    /// so the database itself refuses writes too (and a hot standby can be audited).
+    ///
+    /// Reads work as on a writable store; `append`, `save_checkpoint`, `save_meta`,
+    /// `save_meta_if`, [`run_maintenance`](Self::run_maintenance) and
+    /// [`drop_partitions_before`](Self::drop_partitions_before) fail with
+    /// [`StoreError::Unavailable`] ("opened read-only …"). `pool_size` connections are all
+    /// readers, made when first needed.
+    pub async fn connect_read_only(config: PgConfig) -> Result<Self, StoreError> {
+        Self::open_read_only(config).await.map_err(open_error)
+    }
+
+    async fn open_read_only(config: PgConfig) -> Result<Self> {
+        if config.pool_size < 1 {
+            return Err(PgError::Config("pool_size must be at least 1".into()));
+        }
+        let session = session_config(&config, true)?;
+        let pool = build_pool(&session, config.pool_size, &config)?;
+        {
+            let client = pool.get().await?;
+            schema::check_current(&**client).await?;
+            if let Some(lag) = merkle::lagging(&**client).await?.into_iter().next() {
+                return Err(if lag.leaves > lag.events {
+                    PgError::Corrupt(format!(
+                        "tenant {}: Merkle tree of {} leaves is ahead of its log at seq {}",
+                        lag.tenant, lag.leaves, lag.events
+                    ))
+                } else {
+                    PgError::TreeIncomplete {
+                        tenant: lag.tenant,
+                        leaves: lag.leaves,
+                        events: lag.events,
+                    }
+                });
+            }
+        }
+        tracing::info!(database = %redact_url(&config.url), "postgres store opened read-only");
+        Ok(Self {
+            pool,
+            write_pool: None,
+            jobs: StdMutex::new(None),
+            writer: Mutex::new(None),
+            maintenance: None,
+            partitions: Partitions::default(),
+            read_only: true,
+            config,
         })
+    }
+
+    /// Whether the store was opened with [`connect_read_only`](Self::connect_read_only).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Refuses `what` (a write) on a read-only store.
+    fn writable(&self, what: &str) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(StoreError::Unavailable(format!(
+                "opened read-only (for auditing): {what} refused"
+            )));
+        }
+        Ok(())
     }
 
     async fn connect_inner(config: PgConfig) -> Result<Self> {
@@ -225,42 +311,9 @@ impl PgStore {
                 "pool_size must be at least 2 (one writer, one reader)".into(),
             ));
         }
-        let mut pg: tokio_postgres::Config = config
-            .url
-            .parse()
-            .map_err(|e| PgError::Config(format!("invalid database URL: {e}")))?;
-        pg.connect_timeout(config.connect_timeout);
-        // Durability does not depend on the server's or the role's defaults: a commit returns
-        // once the WAL is flushed. A transaction left idle (a node cut off mid-write) releases
-        // its tenant locks after a minute instead of blocking other nodes for hours.
-        let options = format!(
-            "{} -c statement_timeout={} -c synchronous_commit=on \
-             -c idle_in_transaction_session_timeout=60000",
-            pg.get_options().unwrap_or(""),
-            config.statement_timeout.as_millis()
-        );
-        pg.options(options.trim());
-        if pg.get_application_name().is_none() {
-            pg.application_name("vigil");
-        }
-        let build = |size: usize| {
-            let manager = Manager::from_config(
-                pg.clone(),
-                NoTls,
-                ManagerConfig {
-                    recycling_method: RecyclingMethod::Fast,
-                },
-            );
-            Pool::builder(manager)
-                .max_size(size)
-                .runtime(Runtime::Tokio1)
-                .wait_timeout(Some(config.connect_timeout))
-                .create_timeout(Some(config.connect_timeout))
-                .build()
-                .map_err(|e| PgError::Config(e.to_string()))
-        };
-        let pool = build(config.pool_size - 1)?;
-        let write_pool = build(1)?;
+        let session = session_config(&config, false)?;
+        let pool = build_pool(&session, config.pool_size - 1, &config)?;
+        let write_pool = build_pool(&session, 1, &config)?;
 
         let mut client = pool.get().await?;
         schema::migrate(&mut client).await?;
@@ -268,6 +321,7 @@ impl PgStore {
         drop(client);
         let partitions: Partitions = Arc::new(Mutex::new(existing));
         maintain(&pool, &partitions, &config).await?;
+        merkle::build_missing(&pool).await?;
 
         let (tx, rx) = mpsc::channel(1024);
         let writer = tokio::spawn(writer::run(
@@ -295,11 +349,12 @@ impl PgStore {
         tracing::info!(database = %redact_url(&config.url), "postgres store ready");
         Ok(Self {
             pool,
-            write_pool,
+            write_pool: Some(write_pool),
             jobs: StdMutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
-            maintenance,
+            maintenance: Some(maintenance),
             partitions,
+            read_only: false,
             config,
         })
     }
@@ -310,6 +365,7 @@ impl PgStore {
         &self,
         before: Timestamp,
     ) -> Result<Vec<String>, StoreError> {
+        self.writable("dropping partitions")?;
         let mut client = self.pool.get().await.map_err(PgError::from)?;
         let dropped = schema::drop_partitions_before(&mut client, before.as_nanos()).await?;
         *self.partitions.lock().await = schema::existing_partitions(&**client).await?;
@@ -320,7 +376,55 @@ impl PgStore {
     /// partitions ahead, moving rows the default partition holds for those days into them, and
     /// applies retention.
     pub async fn run_maintenance(&self) -> Result<(), StoreError> {
+        self.writable("partition maintenance")?;
         Ok(maintain(&self.pool, &self.partitions, &self.config).await?)
+    }
+
+    /// The events of `tenant` with `seq > after_seq`, in seq order, at most `limit`: its log
+    /// read front to back by keyset (pass the last seq read as the next `after_seq`; an empty
+    /// answer means nothing follows), as an audit replays it. Reads the `(tenant, seq)` index,
+    /// so a call costs what it returns wherever in the log it starts.
+    ///
+    /// Like a query page it stops early once it holds 32 MiB of events, but always returns at
+    /// least one event when one follows, however large, so a reader always progresses. Seqs
+    /// come as stored: a gap is an event missing. Rows sharing a seq (which only tampering
+    /// makes) are never split between two calls, even beyond `limit`, so a keyset reader sees
+    /// every one of them.
+    pub async fn log_range(
+        &self,
+        tenant: &TenantId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(self.log_range_inner(tenant, after_seq, limit).await?)
+    }
+
+    async fn log_range_inner(
+        &self,
+        tenant: &TenantId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let params: [&(dyn ToSql + Sync); 3] = [&tenant.as_str(), &to_i64(after_seq), &limit];
+        let rows = client.query_raw(LOG_RANGE_SQL, params).await?;
+        let mut rows = std::pin::pin!(rows);
+        let mut events: Vec<StoredEvent> = Vec::new();
+        let mut bytes = 0;
+        while let Some(r) = rows.try_next().await? {
+            let event = event_of(&r)?;
+            // At the byte cap, stop where the seq changes: the next call starts after it.
+            if bytes >= MAX_PAGE_READ_BYTES && events.last().is_some_and(|l| l.seq != event.seq) {
+                break;
+            }
+            bytes += event.canonical.len();
+            events.push(event);
+        }
+        Ok(events)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -391,14 +495,9 @@ impl PgStore {
         while bytes < MAX_PAGE_READ_BYTES
             && let Some(r) = rows.try_next().await?
         {
-            let canonical: Vec<u8> = r.get(2);
-            bytes += canonical.len();
-            events.push(StoredEvent {
-                seq: to_seq(r.get(0))?,
-                time: Timestamp::from_nanos(r.get(1)),
-                canonical,
-                hash: to_hash(r.get(3))?,
-            });
+            let event = event_of(&r)?;
+            bytes += event.canonical.len();
+            events.push(event);
         }
         Ok((events, bytes >= MAX_PAGE_READ_BYTES))
     }
@@ -594,6 +693,154 @@ impl PgStore {
         .transpose()
     }
 
+    async fn tree_size_inner(&self, tenant: &TenantId) -> Result<u64> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT frontier FROM vigil_tenants WHERE tenant = $1",
+                &[&tenant.as_str()],
+            )
+            .await?;
+        // The frontier's size, not the head's seq: the two differ only while the tree of a
+        // log an older vigil wrote to is being built, and the size then says what is readable.
+        row.map_or(Ok(0), |r| {
+            Ok(TreeEdge::decode(tenant.as_str(), r.get(0))?.size())
+        })
+    }
+
+    async fn tree_sizes_inner(&self) -> Result<Vec<(TenantId, u64)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT tenant, frontier FROM vigil_tenants WHERE seq > 0 ORDER BY tenant",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let name: &str = r.get(0);
+                let tenant = TenantId::parse(name).map_err(|e| {
+                    PgError::Corrupt(format!("stored tenant name {name:?} is invalid: {e}"))
+                })?;
+                Ok((tenant, TreeEdge::decode(name, r.get(1))?.size()))
+            })
+            .collect()
+    }
+
+    async fn read_hashes_inner(
+        &self,
+        tenant: &TenantId,
+        indexes: &[u64],
+    ) -> Result<Vec<Hash>, StoreError> {
+        if indexes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // An index past i64 can never be stored: left out here, reported missing below.
+        let wanted: Vec<i64> = indexes
+            .iter()
+            .filter_map(|&i| i64::try_from(i).ok())
+            .collect();
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT idx, hash FROM vigil_tree_hashes WHERE tenant = $1 AND idx = ANY($2)",
+                &[&tenant.as_str(), &wanted],
+            )
+            .await
+            .map_err(PgError::from)?;
+        let mut found: HashMap<u64, Hash> = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            found.insert(to_seq(r.get(0))?, to_hash(r.get(1))?);
+        }
+        indexes
+            .iter()
+            .map(|i| {
+                found.get(i).copied().ok_or_else(|| {
+                    StoreError::Internal(format!(
+                        "Merkle hash {i} of tenant {} is not stored",
+                        tenant.as_str()
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    async fn save_checkpoint_inner(
+        &self,
+        tenant: &TenantId,
+        checkpoint: &StoredCheckpoint,
+    ) -> Result<(), StoreError> {
+        let size = i64::try_from(checkpoint.size).map_err(|_| {
+            StoreError::Internal(format!(
+                "checkpoint size {} is out of range",
+                checkpoint.size
+            ))
+        })?;
+        // The hashes a checkpoint covers were committed (so made durable) by the appends that
+        // wrote them: nothing to flush first.
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO vigil_checkpoints (tenant, size, root, time_ns, note)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant, size) DO NOTHING",
+                &[
+                    &tenant.as_str(),
+                    &size,
+                    &checkpoint.root.as_slice(),
+                    &checkpoint.timestamp.as_nanos(),
+                    &checkpoint.note,
+                ],
+            )
+            .await
+            .map_err(PgError::from)?;
+        Ok(())
+    }
+
+    async fn checkpoint_inner(
+        &self,
+        tenant: &TenantId,
+        size: Option<u64>,
+    ) -> Result<Option<StoredCheckpoint>> {
+        let client = self.client().await?;
+        let row = match size {
+            None => {
+                client
+                    .query_opt(
+                        "SELECT size, root, time_ns, note FROM vigil_checkpoints
+                          WHERE tenant = $1 ORDER BY size DESC LIMIT 1",
+                        &[&tenant.as_str()],
+                    )
+                    .await?
+            }
+            Some(size) => {
+                let Ok(size) = i64::try_from(size) else {
+                    return Ok(None);
+                };
+                client
+                    .query_opt(
+                        "SELECT size, root, time_ns, note FROM vigil_checkpoints
+                          WHERE tenant = $1 AND size = $2",
+                        &[&tenant.as_str(), &size],
+                    )
+                    .await?
+            }
+        };
+        row.as_ref().map(checkpoint_of).transpose()
+    }
+
+    async fn checkpoints_inner(&self, tenant: &TenantId) -> Result<Vec<StoredCheckpoint>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT size, root, time_ns, note FROM vigil_checkpoints
+                  WHERE tenant = $1 ORDER BY size",
+                &[&tenant.as_str()],
+            )
+            .await?;
+        rows.iter().map(checkpoint_of).collect()
+    }
+
     async fn load_meta_inner(&self, name: &str) -> Result<Option<(MetaVersion, Vec<u8>)>> {
         let client = self.client().await?;
         let row = client
@@ -638,6 +885,89 @@ impl PgStore {
         };
         Ok(row.map(|r| r.get::<_, i64>(0).unsigned_abs()))
     }
+}
+
+/// A `vigil_checkpoints` row (`size, root, time_ns, note`).
+fn checkpoint_of(row: &tokio_postgres::Row) -> Result<StoredCheckpoint> {
+    Ok(StoredCheckpoint {
+        size: to_seq(row.get(0))?,
+        root: to_hash(row.get(1))?,
+        timestamp: Timestamp::from_nanos(row.get(2)),
+        note: row.get(3),
+    })
+}
+
+/// An event of a `SELECT seq, time_ns, canonical, hash` row.
+fn event_of(row: &tokio_postgres::Row) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: to_seq(row.get(0))?,
+        time: Timestamp::from_nanos(row.get(1)),
+        canonical: row.get(2),
+        hash: to_hash(row.get(3))?,
+    })
+}
+
+/// A tenant's events after a seq, in seq order (`PgStore::log_range`). A plain `bigint`
+/// comparison on `seq`, so each partition's `(tenant, seq)` index yields the rows in order from
+/// the position (no sort, no scan from seq 1); `WITH TIES` completes a run of rows sharing the
+/// last seq.
+const LOG_RANGE_SQL: &str = "SELECT seq, time_ns, canonical, hash FROM vigil_events
+                              WHERE tenant = $1 AND seq > $2
+                              ORDER BY seq FETCH FIRST $3 ROWS WITH TIES";
+
+/// How opening a store failed, as the `Store` interface says it.
+fn open_error(e: PgError) -> StoreError {
+    if e.is_transient() {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Internal(e.to_string())
+    }
+}
+
+/// The connection settings of every session of a store: `config`'s URL with vigil's session
+/// options, and for a read-only store `default_transaction_read_only`.
+fn session_config(config: &PgConfig, read_only: bool) -> Result<tokio_postgres::Config> {
+    let mut pg: tokio_postgres::Config = config
+        .url
+        .parse()
+        .map_err(|e| PgError::Config(format!("invalid database URL: {e}")))?;
+    pg.connect_timeout(config.connect_timeout);
+    // Durability does not depend on the server's or the role's defaults: a commit returns
+    // once the WAL is flushed. A transaction left idle (a node cut off mid-write) releases
+    // its tenant locks after a minute instead of blocking other nodes for hours.
+    let mut options = format!(
+        "{} -c statement_timeout={} -c synchronous_commit=on \
+         -c idle_in_transaction_session_timeout=60000",
+        pg.get_options().unwrap_or(""),
+        config.statement_timeout.as_millis()
+    );
+    if read_only {
+        // The database refuses any write of these sessions, whatever a bug might send.
+        options.push_str(" -c default_transaction_read_only=on");
+    }
+    pg.options(options.trim());
+    if pg.get_application_name().is_none() {
+        pg.application_name(if read_only { "vigil-audit" } else { "vigil" });
+    }
+    Ok(pg)
+}
+
+/// A pool of at most `size` sessions configured as `session`, made when first needed.
+fn build_pool(session: &tokio_postgres::Config, size: usize, config: &PgConfig) -> Result<Pool> {
+    let manager = Manager::from_config(
+        session.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(config.connect_timeout))
+        .create_timeout(Some(config.connect_timeout))
+        .build()
+        .map_err(|e| PgError::Config(e.to_string()))
 }
 
 /// Appends the time range and the cursor position to a `WHERE` clause.
@@ -726,6 +1056,7 @@ async fn maintain(pool: &Pool, partitions: &Partitions, config: &PgConfig) -> Re
 #[async_trait]
 impl Store for PgStore {
     async fn append(&self, events: Vec<Prepared>) -> Result<Vec<Appended>, StoreError> {
+        self.writable("append")?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -781,12 +1112,16 @@ impl Store for PgStore {
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        if self
-            .jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_none()
-        {
+        // A read-only store has no writer: it is ready to read until shut down.
+        let shut_down = if self.read_only {
+            self.pool.is_closed()
+        } else {
+            self.jobs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_none()
+        };
+        if shut_down {
             return Err(StoreError::Unavailable("the store is shut down".into()));
         }
         if let Some(writer) = self.writer.lock().await.as_ref()
@@ -807,6 +1142,7 @@ impl Store for PgStore {
     }
 
     async fn save_meta(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.writable("saving meta documents")?;
         let client = self.client().await?;
         client
             .execute(
@@ -833,6 +1169,7 @@ impl Store for PgStore {
         expected: Option<MetaVersion>,
         bytes: &[u8],
     ) -> Result<Option<MetaVersion>, StoreError> {
+        self.writable("saving meta documents")?;
         Ok(self.save_meta_if_inner(name, expected, bytes).await?)
     }
 
@@ -845,6 +1182,43 @@ impl Store for PgStore {
         Ok(row.map(|r| r.get::<_, i64>(0).unsigned_abs()))
     }
 
+    async fn tree_size(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        Ok(self.tree_size_inner(tenant).await?)
+    }
+
+    async fn tree_sizes(&self) -> Result<Vec<(TenantId, u64)>, StoreError> {
+        Ok(self.tree_sizes_inner().await?)
+    }
+
+    async fn read_hashes(
+        &self,
+        tenant: &TenantId,
+        indexes: &[u64],
+    ) -> Result<Vec<Hash>, StoreError> {
+        self.read_hashes_inner(tenant, indexes).await
+    }
+
+    async fn save_checkpoint(
+        &self,
+        tenant: &TenantId,
+        checkpoint: &StoredCheckpoint,
+    ) -> Result<(), StoreError> {
+        self.writable("saving checkpoints")?;
+        self.save_checkpoint_inner(tenant, checkpoint).await
+    }
+
+    async fn checkpoint(
+        &self,
+        tenant: &TenantId,
+        size: Option<u64>,
+    ) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(self.checkpoint_inner(tenant, size).await?)
+    }
+
+    async fn checkpoints(&self, tenant: &TenantId) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        Ok(self.checkpoints_inner(tenant).await?)
+    }
+
     async fn shutdown(&self) -> Result<(), StoreError> {
         // Closing the queue lets the writer finish what is queued, then stop.
         self.jobs
@@ -854,9 +1228,13 @@ impl Store for PgStore {
         if let Some(writer) = self.writer.lock().await.take() {
             let _ = writer.await;
         }
-        self.maintenance.abort();
+        if let Some(maintenance) = &self.maintenance {
+            maintenance.abort();
+        }
         self.pool.close();
-        self.write_pool.close();
+        if let Some(write_pool) = &self.write_pool {
+            write_pool.close();
+        }
         Ok(())
     }
 }
@@ -874,6 +1252,90 @@ fn derive_all(events: Vec<Prepared>) -> (Vec<Prepared>, Result<Vec<Derived>, Sto
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        self.maintenance.abort();
+        if let Some(maintenance) = &self.maintenance {
+            maintenance.abort();
+        }
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use serde_json::json;
+    use vigil_event::{Limits, normalize};
+
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    /// `vigil verify` replayed PostgreSQL logs through queries filtered on `seq::float8`, which
+    /// no index serves: every batch read the tenant from its first event, so an audit took time
+    /// quadratic in the log. The log read must be an index range scan starting at its position,
+    /// on every partition, in seq order without a sort.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn log_range_is_an_index_range_scan_in_seq_order() {
+        let db = TestDatabase::create().await;
+        let store = PgStore::connect(PgConfig {
+            pool_size: 2,
+            ..PgConfig::new(db.url())
+        })
+        .await
+        .unwrap();
+        let tenant = TenantId::parse("plan").unwrap();
+        // Today's partition and the default one (a day without a partition).
+        let events = ["2001-02-03T04:05:06Z", "2001-02-03T04:05:07Z"]
+            .into_iter()
+            .map(|t| json!({"type": "plan.test", "time": t}))
+            .chain((0..20).map(|_| json!({"type": "plan.test"})))
+            .map(|e| {
+                normalize(e, &Limits::default())
+                    .unwrap()
+                    .prepare(&tenant, Timestamp::now(), "plan")
+            })
+            .collect();
+        store.append(events).await.unwrap();
+        let (client, conn) = tokio_postgres::connect(db.url(), NoTls).await.unwrap();
+        tokio::spawn(conn);
+        // With sequential scans priced out, the plan shows whether an index serves the
+        // position: a filter no index can serve still ends in a (disabled) scan or a sort.
+        client
+            .batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+            .await
+            .unwrap();
+        let plan: Vec<String> = client
+            .query(
+                &format!("EXPLAIN {LOG_RANGE_SQL}"),
+                &[&"plan", &5i64, &10i64],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let text = plan.join("\n");
+        let nodes: Vec<&str> = plan
+            .iter()
+            .filter_map(|line| match line.split_once("->  ") {
+                Some((_, node)) => Some(node),
+                None if !line.starts_with(' ') => Some(line.as_str()),
+                None => None,
+            })
+            .collect();
+        let scans: Vec<&&str> = nodes.iter().filter(|n| n.contains("Scan")).collect();
+        // One index scan per partition: today's and the ones ahead, and the default one.
+        assert!(scans.len() >= 2, "{text}");
+        for node in &nodes {
+            assert!(
+                node.starts_with("Limit")
+                    || node.starts_with("Merge Append")
+                    || (node.starts_with("Index Scan using ") && node.contains("_tenant_seq_")),
+                "unexpected plan node {node:?}:\n{text}"
+            );
+        }
+        let conditions: Vec<&String> = plan.iter().filter(|l| l.contains("Index Cond:")).collect();
+        assert_eq!(conditions.len(), scans.len(), "{text}");
+        for cond in conditions {
+            assert!(cond.contains("seq > '5'::bigint"), "{cond}\n{text}");
+        }
+        store.shutdown().await.unwrap();
     }
 }

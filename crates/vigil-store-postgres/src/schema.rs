@@ -3,6 +3,10 @@
 //! Migrations are embedded SQL files, applied in order inside one transaction under an
 //! advisory lock, each recorded in `vigil_migrations`: idempotent, and safe when several vigil
 //! nodes start at once. A database migrated by a newer vigil is refused rather than misread.
+//! Version 1 holds the events, their ids, the tenant heads and the meta documents; version 2
+//! adds each tenant's Merkle tree (`vigil_tree_hashes`, `vigil_tenants.frontier`) and signed
+//! checkpoints (`vigil_checkpoints`). The trees of logs written before version 2 are built
+//! when the store opens (`crate::merkle::build_missing`), not by the migration.
 //!
 //! `vigil_events` is range-partitioned on `time_ns`, one partition per UTC day named
 //! `vigil_events_pYYYYMMDD`, created ahead of time (today and the next `partitions_ahead`
@@ -19,7 +23,10 @@ use tokio_postgres::GenericClient;
 use crate::error::{PgError, Result};
 
 /// `(version, sql)`, in order. A released migration is never edited; changes are new files.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_events.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_events.sql")),
+    (2, include_str!("../migrations/0002_merkle.sql")),
+];
 
 /// Advisory lock keys (an arbitrary constant per purpose, shared by every vigil node).
 const MIGRATION_LOCK: i64 = 0x7669_6769_6c00_0001;
@@ -65,6 +72,38 @@ pub(crate) async fn migrate(client: &mut tokio_postgres::Client) -> Result<()> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Checks, changing nothing, that every migration this vigil knows is applied and none newer:
+/// what a store opened read-only needs, since it never migrates.
+pub(crate) async fn check_current(client: &impl GenericClient) -> Result<()> {
+    let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    // `to_regclass` answers NULL for a missing table where a query on it would fail.
+    let tracked: bool = client
+        .query_one("SELECT to_regclass('vigil_migrations') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !tracked {
+        return Err(PgError::SchemaNotCurrent { found: 0, known });
+    }
+    let applied: BTreeSet<i32> = client
+        .query("SELECT version FROM vigil_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let found = applied.last().copied().unwrap_or(0);
+    if found > known {
+        return Err(PgError::SchemaTooNew { found, known });
+    }
+    // The version reached is the one before the first migration missing.
+    match MIGRATIONS.iter().find(|(v, _)| !applied.contains(v)) {
+        Some((missing, _)) => Err(PgError::SchemaNotCurrent {
+            found: missing - 1,
+            known,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The UTC day (days since 1970-01-01) an event time falls in.

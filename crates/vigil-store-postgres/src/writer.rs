@@ -5,18 +5,24 @@
 //!
 //! 1. lock the head row of every tenant in the group (`vigil_tenants`, in tenant order, so two
 //!    nodes never deadlock): the lock serialises writers of a tenant across nodes, and the row
-//!    holds the last seq and chain hash;
+//!    holds the last seq, the chain hash and the Merkle tree's frontier (a frontier behind the
+//!    seq — events written by an older vigil — is first extended from the stored events, see
+//!    [`crate::merkle`]);
 //! 2. look up every id of the group (`vigil_event_ids`) and decide, request by request, which
 //!    events are new, which are duplicates (same id and content) and which requests conflict
 //!    (same id, other content: that request fails whole, the others go on);
-//! 3. assign seqs and chain hashes, `COPY … (FORMAT binary)` the events and their ids in;
-//! 4. move the heads and commit. With `synchronous_commit` on (the default, never changed
-//!    here), the commit returns once the WAL is flushed: only then are requests answered.
+//! 3. assign seqs and chain hashes, push each new event's leaf onto its tenant's tree,
+//!    `COPY … (FORMAT binary)` the events and their ids in;
+//! 4. move the heads (seq, chain hash, frontier) and insert the trees' new stored hashes
+//!    (about two per event) in one statement, and commit. With `synchronous_commit` on (the
+//!    default, never changed here), the commit returns once the WAL is flushed: only then are
+//!    requests answered.
 //!
 //! A transient failure (connection lost, server restarting, deadlock) retries the whole group
-//! from step 1 with back-off; nothing of a failed attempt is visible. If the connection broke
-//! during COMMIT the outcome is unknown; the retry then finds the group's ids already stored
-//! with the same content and answers with their seqs, so nothing is lost or written twice.
+//! from step 1 with back-off; nothing of a failed attempt is visible, Merkle hashes included.
+//! If the connection broke during COMMIT the outcome is unknown; the retry then finds the
+//! group's ids already stored with the same content and answers with their seqs, so nothing is
+//! lost or written twice (and the tree, moved in the same transaction, gets each leaf once).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -29,6 +35,7 @@ use vigil_event::{Hash, Prepared, chain_hash, leaf_hash};
 use vigil_store::{Appended, Conflict, StoreError};
 
 use crate::error::{PgError, Result};
+use crate::merkle::{HashRows, TreeEdge};
 use crate::row::{Derived, RawJsonb};
 
 pub(crate) type Reply = oneshot::Sender<Result<Vec<Appended>, StoreError>>;
@@ -142,6 +149,14 @@ struct NewEvent<'a> {
     canonical: Vec<u8>,
 }
 
+/// A tenant's head row as the group moves it.
+struct Head {
+    seq: u64,
+    /// Chain hash of the event at `seq`.
+    hash: Hash,
+    tree: TreeEdge,
+}
+
 /// What was stored under an id before this group.
 #[derive(Clone, Copy)]
 struct Prior {
@@ -163,6 +178,7 @@ async fn commit(
         .flat_map(|j| j.events.iter().map(|e| e.tenant.as_str()))
         .collect();
     let tenant_list: Vec<&str> = tenants.iter().copied().collect();
+    // A new head starts at seq 0 and the empty tree (the frontier column's default).
     tx.execute(
         "INSERT INTO vigil_tenants (tenant, seq, hash)
          SELECT t, 0, $2 FROM unnest($1::text[]) AS t ORDER BY t
@@ -170,17 +186,27 @@ async fn commit(
         &[&tenant_list, &vec![0u8; 32]],
     )
     .await?;
-    let mut heads: HashMap<String, (u64, Hash)> = HashMap::new();
+    let mut heads: HashMap<String, Head> = HashMap::new();
     for row in tx
         .query(
-            "SELECT tenant, seq, hash FROM vigil_tenants WHERE tenant = ANY($1)
+            "SELECT tenant, seq, hash, frontier FROM vigil_tenants WHERE tenant = ANY($1)
              ORDER BY tenant FOR UPDATE",
             &[&tenant_list],
         )
         .await?
     {
-        let seq: i64 = row.get(1);
-        heads.insert(row.get(0), (to_seq(seq)?, to_hash(row.get(2))?));
+        let tenant: String = row.get(0);
+        let seq = to_seq(row.get(1))?;
+        let mut tree = TreeEdge::decode(&tenant, row.get(3))?;
+        if tree.size() != seq {
+            tree.catch_up(&tx, &tenant, seq).await?;
+        }
+        let head = Head {
+            seq,
+            hash: to_hash(row.get(2))?,
+            tree,
+        };
+        heads.insert(tenant, head);
     }
 
     // 2. What is already stored under the group's ids.
@@ -272,10 +298,14 @@ async fn commit(
             let head = heads
                 .get_mut(key.0)
                 .ok_or_else(|| PgError::Corrupt(format!("no head row for tenant {}", key.0)))?;
-            let seq = head.0 + 1;
+            let seq = head.seq + 1;
             let canonical = ev.canonical_bytes(seq);
-            let hash = chain_hash(&head.1, &leaf_hash(&canonical));
-            *head = (seq, hash);
+            let leaf = leaf_hash(&canonical);
+            let hash = chain_hash(&head.hash, &leaf);
+            head.seq = seq;
+            head.hash = hash;
+            head.tree.push(leaf);
+            debug_assert_eq!(head.tree.size(), seq, "Merkle tree and log out of step");
             fresh.insert(
                 key,
                 Prior {
@@ -302,27 +332,54 @@ async fn commit(
     if !rows.is_empty() {
         copy_events(&tx, &rows).await?;
         copy_ids(&tx, &rows).await?;
-        let mut t: Vec<&str> = Vec::with_capacity(heads.len());
-        let mut s: Vec<i64> = Vec::with_capacity(heads.len());
-        let mut h: Vec<&[u8]> = Vec::with_capacity(heads.len());
-        for (tenant, (seq, hash)) in &heads {
+    }
+    // Heads whose tree grew: by this group's events, or by catching up with events an older
+    // vigil wrote (then possibly with no new event of this group).
+    let moved: Vec<(&str, &Head)> = heads
+        .iter()
+        .filter(|(_, h)| h.tree.grew())
+        .map(|(t, h)| (t.as_str(), h))
+        .collect();
+    if !moved.is_empty() {
+        let mut t: Vec<&str> = Vec::with_capacity(moved.len());
+        let mut s: Vec<i64> = Vec::with_capacity(moved.len());
+        let mut h: Vec<&[u8]> = Vec::with_capacity(moved.len());
+        let mut f: Vec<Vec<u8>> = Vec::with_capacity(moved.len());
+        let mut hashes = HashRows::default();
+        for &(tenant, head) in &moved {
             t.push(tenant);
-            s.push(to_i64(*seq));
-            h.push(hash);
+            s.push(to_i64(head.seq));
+            h.push(&head.hash);
+            f.push(head.tree.frontier_bytes());
+            hashes.add(tenant, &head.tree);
         }
+        // The new stored hashes ride on the statement that moves the heads.
         tx.execute(
-            "UPDATE vigil_tenants AS h SET seq = u.seq, hash = u.hash
-               FROM unnest($1::text[], $2::int8[], $3::bytea[]) AS u(tenant, seq, hash)
-              WHERE h.tenant = u.tenant AND h.seq <> u.seq",
-            &[&t, &s, &h],
+            "WITH hashes AS (
+                 INSERT INTO vigil_tree_hashes (tenant, idx, hash)
+                 SELECT * FROM unnest($5::text[], $6::int8[], $7::bytea[])
+             )
+             UPDATE vigil_tenants AS h SET seq = u.seq, hash = u.hash, frontier = u.frontier
+               FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::bytea[])
+                    AS u(tenant, seq, hash, frontier)
+              WHERE h.tenant = u.tenant",
+            &[
+                &t,
+                &s,
+                &h,
+                &f,
+                &hashes.tenants,
+                &hashes.idxs,
+                &hashes.hashes,
+            ],
         )
         .await?;
-        for r in &rows {
-            attempted.insert(
-                (r.ev.tenant.as_str().to_owned(), r.ev.id.as_str().to_owned()),
-                r.seq,
-            );
-        }
+    }
+    for r in &rows {
+        attempted.insert(
+            (r.ev.tenant.as_str().to_owned(), r.ev.id.as_str().to_owned()),
+            r.seq,
+        );
     }
     tx.commit().await?;
     Ok(results)

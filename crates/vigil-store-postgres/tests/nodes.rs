@@ -1,6 +1,6 @@
 //! Several vigil nodes on one database: concurrent writers keep every tenant's seq gap-free and
 //! its chain linear, ids stay idempotent across nodes, and retention on one node does not break
-//! writes on another whose partition list went stale.
+//! writes on another whose partition list went stale, nor the Merkle tree of the log.
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use serde_json::json;
 use vigil_event::{
     EventId, Hash, Limits, Prepared, TenantId, Timestamp, chain_hash, leaf_hash, normalize,
 };
+use vigil_integrity::tree::{stored_hash_count, stored_hash_index};
 use vigil_query::{Expr, Order, Query};
 use vigil_store::{Store, StoredEvent};
 use vigil_store_postgres::testing::TestDatabase;
@@ -183,7 +184,23 @@ async fn retention_drops_whole_days_and_the_default_partition_takes_the_rest() {
     a.run_maintenance().await.expect("maintenance");
     assert_eq!(rows_in("vigil_events_default".into()).await, 0);
     assert_eq!(rows_in(today_partition).await, 1);
-    assert_eq!(all(&b, "r").await.len(), 2);
+    let left = all(&b, "r").await;
+    assert_eq!(left.len(), 2);
+
+    // Retention takes events, never tree hashes: the tree still covers all 7 seqs, and the
+    // leaves of the events left are theirs.
+    assert_eq!(a.tree_size(&tenant).await.expect("tree size"), 7);
+    assert_eq!(
+        rows_in("vigil_tree_hashes".into()).await,
+        i64::try_from(stored_hash_count(7)).expect("count")
+    );
+    for e in &left {
+        let leaf = a
+            .read_hashes(&tenant, &[stored_hash_index(0, e.seq - 1)])
+            .await
+            .expect("leaf");
+        assert_eq!(leaf, [leaf_hash(&e.canonical)], "leaf of seq {}", e.seq);
+    }
     a.shutdown().await.expect("shutdown");
     b.shutdown().await.expect("shutdown");
 }

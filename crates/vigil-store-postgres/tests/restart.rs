@@ -1,5 +1,6 @@
 //! PostgreSQL going away under a write load: nothing acknowledged is lost, nothing is written
-//! twice, the chain stays linear, appends answer "unavailable" while the server is down and
+//! twice, the chain stays linear, the Merkle tree holds every event once and nothing of the
+//! attempts that failed, appends answer "unavailable" while the server is down and
 //! work again once it is back. Runs its own server (the shared one must stay up for the other
 //! tests).
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use vigil_event::{EventId, Hash, Limits, TenantId, Timestamp, chain_hash, leaf_hash, normalize};
+use vigil_integrity::tree::{Frontier, stored_hash_count};
 use vigil_query::{Expr, Order, Query};
 use vigil_store::{Store, StoreError};
 use vigil_store_postgres::testing::PrivateServer;
@@ -140,6 +142,32 @@ async fn a_server_crash_under_load_loses_nothing_acknowledged() {
         prev = chain_hash(&prev, &leaf_hash(&e.canonical));
         assert_eq!(e.hash, prev, "chain broken at seq {}", e.seq);
     }
+    // The tree has exactly the stored events as leaves: a commit cut by the crash left no
+    // hashes, and its retry did not add its leaves twice.
+    let mut frontier = Frontier::new();
+    let mut want = Vec::new();
+    for e in &stored {
+        frontier.push(leaf_hash(&e.canonical), |h| want.push(*h));
+    }
+    assert_eq!(
+        store.tree_size(&tenant).await.expect("tree size"),
+        stored.len() as u64
+    );
+    let indexes: Vec<u64> = (0..stored_hash_count(stored.len() as u64)).collect();
+    assert_eq!(
+        store
+            .read_hashes(&tenant, &indexes)
+            .await
+            .expect("read hashes"),
+        want
+    );
+    assert!(
+        store
+            .read_hashes(&tenant, &[indexes.len() as u64])
+            .await
+            .is_err(),
+        "a hash beyond the tree"
+    );
     // An append whose outcome the crash made unknown was retried, so no caller saw an error
     // within the retry window.
     assert_eq!(failures.load(Ordering::SeqCst), 0);

@@ -50,6 +50,19 @@ impl StoredEvent {
     }
 }
 
+/// A signed checkpoint of a tenant's log (its Merkle tree head), as kept by a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// Number of events (leaves) the checkpoint covers.
+    pub size: u64,
+    /// The Merkle root of those events.
+    pub root: Hash,
+    /// When it was signed.
+    pub timestamp: Timestamp,
+    /// The C2SP signed note (see `vigil_integrity::checkpoint`).
+    pub note: String,
+}
+
 /// One page of query results.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
@@ -175,6 +188,40 @@ pub trait Store: Send + Sync + Debug + 'static {
         self.save_meta(name, bytes).await?;
         Ok(Some(content_version(bytes)))
     }
+
+    /// Number of events of `tenant` whose Merkle tree hashes are stored: its tree size. Every
+    /// acknowledged append is included.
+    async fn tree_size(&self, tenant: &TenantId) -> Result<u64, StoreError>;
+
+    /// Every tenant that has events, with its tree size.
+    async fn tree_sizes(&self) -> Result<Vec<(TenantId, u64)>, StoreError>;
+
+    /// The stored Merkle hashes of `tenant`'s tree at the given stored-hash indexes
+    /// (`vigil_integrity::tree::stored_hash_index`), in the order asked. An index not yet stored
+    /// is an [`StoreError::Internal`] error.
+    async fn read_hashes(
+        &self,
+        tenant: &TenantId,
+        indexes: &[u64],
+    ) -> Result<Vec<Hash>, StoreError>;
+
+    /// Keeps a signed checkpoint, after making the hashes it covers durable. Saving a second
+    /// checkpoint of the same tenant and size is a no-op: the first one is kept.
+    async fn save_checkpoint(
+        &self,
+        tenant: &TenantId,
+        checkpoint: &StoredCheckpoint,
+    ) -> Result<(), StoreError>;
+
+    /// The checkpoint of `tenant` at `size`, or its newest (largest) one when `size` is `None`.
+    async fn checkpoint(
+        &self,
+        tenant: &TenantId,
+        size: Option<u64>,
+    ) -> Result<Option<StoredCheckpoint>, StoreError>;
+
+    /// Every checkpoint of `tenant`, smallest size first.
+    async fn checkpoints(&self, tenant: &TenantId) -> Result<Vec<StoredCheckpoint>, StoreError>;
 
     /// Waits until everything acknowledged is durable and stops background work.
     async fn shutdown(&self) -> Result<(), StoreError>;

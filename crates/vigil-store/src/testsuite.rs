@@ -18,7 +18,7 @@ use vigil_event::{
 };
 use vigil_query::{Cursor, Expr, Order, Query, QueryLimits};
 
-use crate::{Store, StoreError, StoredEvent};
+use crate::{Store, StoreError, StoredCheckpoint, StoredEvent};
 
 /// A store under test and whatever keeps its storage alive (a temp dir, a database guard).
 pub struct Harness {
@@ -55,6 +55,9 @@ macro_rules! store_conformance_suite {
             chain_links_every_event,
             meta_documents_round_trip,
             meta_versions_guard_concurrent_changes,
+            merkle_hashes_match_the_events,
+            merkle_trees_are_per_tenant,
+            checkpoints_are_kept_and_the_first_wins,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -642,4 +645,120 @@ pub async fn meta_versions_guard_concurrent_changes(h: &Harness) {
         None
     );
     assert_eq!(load().await, Some((v4, b"{\"v\":4}".to_vec())));
+}
+
+/// Stored hashes a tree of `leaves` must have, computed from scratch.
+fn expected_hashes(leaves: &[vigil_event::Hash]) -> Vec<vigil_event::Hash> {
+    let mut f = vigil_integrity::tree::Frontier::new();
+    let mut out = Vec::new();
+    for l in leaves {
+        f.push(*l, |h| out.push(*h));
+    }
+    out
+}
+
+pub async fn merkle_hashes_match_the_events(h: &Harness) {
+    let s = &*h.store;
+    let t = tenant("a");
+    assert_eq!(s.tree_size(&t).await.expect("size"), 0);
+    // Batches of uneven sizes, so subtrees complete inside and across batches.
+    for (i, n) in [1usize, 2, 5, 8, 13, 1].into_iter().enumerate() {
+        let batch = (0..n)
+            .map(|j| prepared("a", json!({"type": "x", "batch": i, "n": j})))
+            .collect();
+        s.append(batch).await.expect("append");
+        let mut events = all(s, "a", Expr::All, Order::Asc).await;
+        events.sort_by_key(|e| e.seq);
+        let leaves: Vec<_> = events.iter().map(|e| leaf_hash(&e.canonical)).collect();
+        let size = s.tree_size(&t).await.expect("size");
+        assert_eq!(
+            size,
+            leaves.len() as u64,
+            "every acknowledged event is in the tree"
+        );
+        let want = expected_hashes(&leaves);
+        let indexes: Vec<u64> = (0..want.len() as u64).collect();
+        assert_eq!(s.read_hashes(&t, &indexes).await.expect("read"), want);
+    }
+    // Any order, repeats allowed; beyond the tree is an error, not a guess.
+    let some = s.read_hashes(&t, &[3, 0, 3]).await.expect("read");
+    let again = s.read_hashes(&t, &[0, 3]).await.expect("read");
+    assert_eq!(some, vec![again[1], again[0], again[1]]);
+    let count = vigil_integrity::tree::stored_hash_count(s.tree_size(&t).await.expect("size"));
+    assert!(s.read_hashes(&t, &[count]).await.is_err());
+    assert!(s.read_hashes(&t, &[]).await.expect("empty read").is_empty());
+    // The root the stored hashes give is the RFC 6962 root of the events.
+    let size = s.tree_size(&t).await.expect("size");
+    let root =
+        vigil_integrity::tree::tree_root(size, async |idx: Vec<u64>| s.read_hashes(&t, &idx).await)
+            .await
+            .expect("root");
+    let mut events = all(s, "a", Expr::All, Order::Asc).await;
+    events.sort_by_key(|e| e.seq);
+    let mut f = vigil_integrity::tree::Frontier::new();
+    for e in &events {
+        f.push(leaf_hash(&e.canonical), |_| {});
+    }
+    assert_eq!(root, f.root());
+}
+
+pub async fn merkle_trees_are_per_tenant(h: &Harness) {
+    let s = &*h.store;
+    seed(s, "a").await;
+    s.append(vec![prepared("b", json!({"type": "x"}))])
+        .await
+        .expect("append");
+    assert_eq!(s.tree_size(&tenant("a")).await.expect("size"), 10);
+    assert_eq!(s.tree_size(&tenant("b")).await.expect("size"), 1);
+    assert_eq!(s.tree_size(&tenant("nobody")).await.expect("size"), 0);
+    let mut sizes = s.tree_sizes().await.expect("sizes");
+    sizes.sort();
+    assert_eq!(sizes, vec![(tenant("a"), 10), (tenant("b"), 1)]);
+    // b's tree holds b's one leaf, nothing of a's.
+    assert!(s.read_hashes(&tenant("b"), &[1]).await.is_err());
+    assert!(s.read_hashes(&tenant("nobody"), &[0]).await.is_err());
+    let b = all(s, "b", Expr::All, Order::Asc).await;
+    assert_eq!(
+        s.read_hashes(&tenant("b"), &[0]).await.expect("read"),
+        vec![leaf_hash(&b[0].canonical)]
+    );
+}
+
+pub async fn checkpoints_are_kept_and_the_first_wins(h: &Harness) {
+    let s = &*h.store;
+    let t = tenant("a");
+    assert_eq!(s.checkpoint(&t, None).await.expect("latest"), None);
+    assert_eq!(s.checkpoints(&t).await.expect("list"), vec![]);
+    seed(s, "a").await;
+    let cp = |size: u64, fill: u8, secs: i64| StoredCheckpoint {
+        size,
+        root: [fill; 32],
+        timestamp: Timestamp::from_nanos(secs * 1_000_000_000 + 123),
+        note: format!("vigil/a\n{size}\nroot\n\n— vigil sig{fill}\n"),
+    };
+    s.save_checkpoint(&t, &cp(4, 1, 100)).await.expect("save");
+    s.save_checkpoint(&t, &cp(10, 2, 101)).await.expect("save");
+    // A second checkpoint of a size already kept changes nothing.
+    s.save_checkpoint(&t, &cp(4, 9, 102))
+        .await
+        .expect("save again");
+    assert_eq!(
+        s.checkpoint(&t, None).await.expect("latest"),
+        Some(cp(10, 2, 101))
+    );
+    assert_eq!(
+        s.checkpoint(&t, Some(4)).await.expect("at 4"),
+        Some(cp(4, 1, 100))
+    );
+    assert_eq!(s.checkpoint(&t, Some(5)).await.expect("at 5"), None);
+    assert_eq!(
+        s.checkpoints(&t).await.expect("list"),
+        vec![cp(4, 1, 100), cp(10, 2, 101)]
+    );
+    // Another tenant sees none of them.
+    s.append(vec![prepared("b", json!({"type": "x"}))])
+        .await
+        .expect("append");
+    assert_eq!(s.checkpoint(&tenant("b"), None).await.expect("b"), None);
+    assert_eq!(s.checkpoints(&tenant("b")).await.expect("b"), vec![]);
 }

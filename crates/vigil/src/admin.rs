@@ -8,8 +8,8 @@ use serde_json::Value;
 use vigil_client::{NewKey, NewUser};
 
 use crate::cli::{
-    KeysCommand, KeysCreateArgs, OutputArgs, SchemasCommand, TokenArgs, UsersCommand,
-    UsersCreateArgs,
+    KeysCommand, KeysCreateArgs, OutputArgs, SchemasCommand, SigningKeyArgs, SigningKeyFormat,
+    TokenArgs, UsersCommand, UsersCreateArgs,
 };
 use crate::output::{OutputFormat, csv_escape, simple_table, write_json, write_ndjson};
 use crate::{CliError, connect};
@@ -44,6 +44,7 @@ pub async fn keys(cmd: KeysCommand, out: &mut dyn Write) -> anyhow::Result<()> {
                 values,
             )
         }
+        KeysCommand::Signing(args) => signing_key(args, out),
         KeysCommand::Revoke { id, client } => {
             connect(&client)?
                 .revoke_key(&id)
@@ -53,6 +54,38 @@ pub async fn keys(cmd: KeysCommand, out: &mut dyn Write) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `vigil keys signing`: the checkpoint key's public half, created first if needed.
+fn signing_key(args: SigningKeyArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    use base64::Engine;
+    let path = args
+        .signing_key
+        .unwrap_or_else(|| args.data_dir.join("signing.key"));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let (key, created) = vigil_integrity::checkpoint::SigningKey::load_or_create(&path, &args.name)
+        .with_context(|| format!("loading the signing key {}", path.display()))?;
+    if created {
+        eprintln!("created signing key {} (mode 0600)", path.display());
+    }
+    let verifier = key.verifier();
+    match args.format {
+        SigningKeyFormat::Vkey => writeln!(out, "{}", verifier.to_vkey())?,
+        SigningKeyFormat::Json => {
+            let doc = serde_json::json!({
+                "name": verifier.name(),
+                "key_id": format!("{:08x}", verifier.key_id()),
+                "algorithm": "ed25519",
+                "public_key": base64::engine::general_purpose::STANDARD.encode(verifier.public_key()),
+                "vkey": verifier.to_vkey(),
+                "cosignature_vkey": verifier.cosignature_vkey(),
+            });
+            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        }
+    }
+    Ok(())
 }
 
 async fn create_key(args: KeysCreateArgs, out: &mut dyn Write) -> anyhow::Result<()> {

@@ -58,6 +58,9 @@ pub enum Command {
     Import(ImportArgs),
     /// Rebuild the index files of a data directory from its log (server stopped).
     Reindex(ReindexArgs),
+    /// Check the log is intact and only grew: a data directory or PostgreSQL store against its
+    /// signed checkpoints, a saved checkpoint against a running server, or one event offline.
+    Verify(Box<crate::verify::VerifyArgs>),
     /// Exchange the API key in VIGIL_TOKEN for a short-lived JWT.
     Token(TokenArgs),
     /// Measure ingest or query throughput and latency of a running server.
@@ -248,6 +251,14 @@ pub struct ServeArgs {
     /// Seal the active segment after this long even if it is not full.
     #[arg(long, env = "VIGIL_SEAL_INTERVAL", default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
     pub seal_interval: Duration,
+    /// Ed25519 key that signs checkpoints, in Go note format; created (mode 0600) at first
+    /// start when absent. Nodes sharing a PostgreSQL store must share it [default:
+    /// <data-dir>/signing.key].
+    #[arg(long, env = "VIGIL_SIGNING_KEY", value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+    /// Sign a checkpoint of every tenant whose log grew, this often.
+    #[arg(long, env = "VIGIL_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub checkpoint_interval: Duration,
     /// Background merging combines sealed segments up to this many events.
     #[arg(
         long,
@@ -384,6 +395,37 @@ pub enum KeysCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Print the public key checkpoints are signed with (a C2SP verifier key, what
+    /// `vigil verify --key` takes), creating the signing key if it does not exist yet.
+    Signing(SigningKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SigningKeyArgs {
+    /// Data directory whose `signing.key` is meant.
+    #[arg(
+        long,
+        env = "VIGIL_DATA_DIR",
+        default_value = "./vigil-data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// The key file itself [default: <data-dir>/signing.key].
+    #[arg(long, env = "VIGIL_SIGNING_KEY", value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+    /// Name of a key created now (the first word of its signature lines; a host name such as
+    /// `audit.example.com` tells witnesses which log it is). An existing key keeps its name.
+    #[arg(long, default_value = crate::serve::DEFAULT_SIGNING_KEY_NAME)]
+    pub name: String,
+    /// `vkey`: the verifier key alone; `json`: name, key id, raw key and both verifier keys.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = SigningKeyFormat::Vkey)]
+    pub format: SigningKeyFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SigningKeyFormat {
+    Vkey,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -857,6 +899,8 @@ mod tests {
             "VIGIL_RATE_BURST",
             "VIGIL_SEGMENT_MAX_EVENTS",
             "VIGIL_SEAL_INTERVAL",
+            "VIGIL_SIGNING_KEY",
+            "VIGIL_CHECKPOINT_INTERVAL",
             "VIGIL_LOG_FORMAT",
             "VIGIL_LOG_LEVEL",
         ] {

@@ -54,6 +54,9 @@ pub struct FileConfig {
     pub segment_max_events: Option<u64>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub seal_interval: Option<Duration>,
+    pub signing_key: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub checkpoint_interval: Option<Duration>,
     pub max_segment_events: Option<u64>,
     pub max_commit_events: Option<usize>,
     pub log_format: Option<LogFormat>,
@@ -129,6 +132,10 @@ pub struct Settings {
     pub segment_max_events: u64,
     #[serde(serialize_with = "ser_duration")]
     pub seal_interval: Duration,
+    /// The checkpoint signing key file.
+    pub signing_key: PathBuf,
+    #[serde(serialize_with = "ser_duration")]
+    pub checkpoint_interval: Duration,
     /// Merged segments hold at most this many events.
     pub max_segment_events: u64,
     /// Most events one group commit (one fsync) takes.
@@ -268,7 +275,7 @@ impl Settings {
             file.nats_timeout.unwrap_or(args.nats.nats_timeout)
         };
         let l = file.limits;
-        let settings = Self {
+        let mut settings = Self {
             listen: layer!(listen, file.listen),
             data_dir: layer!(data_dir, file.data_dir),
             store: layer!(store, file.store),
@@ -290,6 +297,8 @@ impl Settings {
             request_timeout: layer!(request_timeout, file.request_timeout),
             segment_max_events: layer!(segment_max_events, file.segment_max_events),
             seal_interval: layer!(seal_interval, file.seal_interval),
+            signing_key: PathBuf::new(),
+            checkpoint_interval: layer!(checkpoint_interval, file.checkpoint_interval),
             max_segment_events: layer!(max_segment_events, file.max_segment_events),
             max_commit_events: layer!(max_commit_events, file.max_commit_events),
             log_format: layer!(log_format, file.log_format),
@@ -321,6 +330,8 @@ impl Settings {
                 max_schema_bytes: layer!(max_schema_bytes, l.max_schema_bytes),
             },
         };
+        settings.signing_key = layer_opt!(signing_key, file.signing_key)
+            .unwrap_or_else(|| settings.data_dir.join("signing.key"));
         settings.validate()?;
         settings.check_roles()?;
         Ok(settings)
@@ -478,6 +489,9 @@ impl Settings {
         }
         if self.seal_interval.is_zero() {
             bail!("seal_interval must be longer than zero");
+        }
+        if self.checkpoint_interval.is_zero() {
+            bail!("checkpoint_interval must be longer than zero");
         }
         if self.request_timeout.is_zero() {
             bail!("request_timeout must be longer than zero");
@@ -817,6 +831,24 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("max_body_bytes (8000000)"), "{err}");
+    }
+
+    #[test]
+    fn the_signing_key_lives_in_the_data_dir_unless_placed_elsewhere() {
+        let s = resolve(&["--data-dir", "/srv/vigil"], "").unwrap();
+        assert_eq!(s.signing_key, PathBuf::from("/srv/vigil/signing.key"));
+        assert_eq!(s.checkpoint_interval, Duration::from_secs(1));
+        let s = resolve(
+            &["--data-dir", "/srv/vigil"],
+            "signing_key = \"/etc/vigil/signing.key\"\ncheckpoint_interval = \"5s\"",
+        )
+        .unwrap();
+        assert_eq!(s.signing_key, PathBuf::from("/etc/vigil/signing.key"));
+        assert_eq!(s.checkpoint_interval, Duration::from_secs(5));
+        let s = resolve(&["--signing-key", "/k"], "signing_key = \"/etc/k\"").unwrap();
+        assert_eq!(s.signing_key, PathBuf::from("/k"), "flag beats file");
+        let err = resolve(&["--checkpoint-interval", "0s"], "").unwrap_err();
+        assert!(err.to_string().contains("checkpoint_interval"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod import;
 mod nats;
 mod output;
 mod serve;
+mod verify;
 
 use std::fmt;
 use std::io::{BufWriter, ErrorKind, Write};
@@ -169,6 +170,7 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args, &mut out).await,
         Command::Generate(args) => generate::run(args, &mut out).await,
         Command::Reindex(args) => reindex(args, &mut out).await,
+        Command::Verify(args) => verify::run(*args, &mut out).await,
     };
     let flushed = out.flush().context("writing to stdout");
     result.and(flushed)

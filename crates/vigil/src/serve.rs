@@ -116,6 +116,21 @@ async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Resu
         }
     };
     let mut roles = JoinSet::new();
+    // Nodes that answer the API or write events sign checkpoints; those that write (or serve
+    // the embedded store directly) also sign them periodically.
+    if settings.runs(Role::Api) || settings.runs(Role::Writer) {
+        let key = load_signing_key(&settings.signing_key)?;
+        check_store_key(store.as_ref(), &key).await?;
+        let notary = Arc::new(vigil_api::notary::Notary::new(key, Arc::clone(&store)));
+        state.install_notary(Arc::clone(&notary));
+        if bus.is_none() || settings.runs(Role::Writer) {
+            let run = notary.run(settings.checkpoint_interval, stopped());
+            roles.spawn(async move {
+                run.await;
+                Ok(())
+            });
+        }
+    }
     if let Some(bus) = &bus {
         if settings.runs(Role::Writer) {
             let writer = vigil_bus::writer::run_writer(
@@ -191,6 +206,66 @@ async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Resu
     }
     result
 }
+
+/// Loads the checkpoint signing key, creating it at first start.
+fn load_signing_key(path: &Path) -> anyhow::Result<vigil_integrity::checkpoint::SigningKey> {
+    let (key, created) =
+        vigil_integrity::checkpoint::SigningKey::load_or_create(path, DEFAULT_SIGNING_KEY_NAME)
+            .with_context(|| format!("loading the signing key {}", path.display()))?;
+    let vkey = key.verifier().to_vkey();
+    if created {
+        tracing::info!(path = %path.display(), %vkey, "checkpoint signing key created");
+        eprintln!(
+            "vigil: checkpoint signing key created at {} (mode 0600); verifiers use {vkey}",
+            path.display()
+        );
+    } else {
+        tracing::info!(%vkey, "checkpoints signed with this key");
+    }
+    Ok(key)
+}
+
+/// The store remembers the first key that signed for it (meta document `signing-key`): a node
+/// with another key — a fresh one made on a node that was not given the shared key file —
+/// must not sign checkpoints verifiers would reject.
+async fn check_store_key(
+    store: &dyn Store,
+    key: &vigil_integrity::checkpoint::SigningKey,
+) -> anyhow::Result<()> {
+    const META: &str = "signing-key";
+    let vkey = key.verifier().to_vkey();
+    let known = store
+        .load_meta(META)
+        .await
+        .context("reading the store's signing key")?
+        .map(|doc| {
+            serde_json::from_slice::<serde_json::Value>(&doc)
+                .ok()
+                .and_then(|v| v.get("vkey").and_then(|k| k.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&doc).into_owned())
+        });
+    match known {
+        Some(known) if known == vkey => Ok(()),
+        Some(known) => anyhow::bail!(
+            "this store's checkpoints are signed with {known}, but this node's key is {vkey}: give every node the same key file (--signing-key)"
+        ),
+        None => {
+            let doc = serde_json::json!({ "vkey": vkey }).to_string();
+            let saved = store
+                .save_meta_if(META, None, doc.as_bytes())
+                .await
+                .context("recording the store's signing key")?;
+            if saved.is_none() {
+                // Another node recorded its key first: it must be ours.
+                return Box::pin(check_store_key(store, key)).await;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Name of a signing key created at first start (`vigil keys signing --name` picks another).
+pub const DEFAULT_SIGNING_KEY_NAME: &str = "vigil";
 
 fn flatten(ended: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
     ended.map_err(|e| anyhow::anyhow!("role task failed: {e}"))?

@@ -415,20 +415,22 @@ pub(crate) async fn count(
     Ok(axum::Json(CountResponse { count }))
 }
 
-/// One event by id. `?proof=true` (a Merkle inclusion proof) is answered 501 until the
-/// integrity layer serves proofs.
+/// One event by id. `?proof=true` adds `proof`: the Merkle inclusion proof of the event in a
+/// signed checkpoint (the newest, made now if it predates the event, or the kept one of
+/// `tree_size`), with that checkpoint's note attached.
 #[utoipa::path(
     get, path = "/v1/events/{id}", operation_id = "get_event", tag = "events",
     params(
         ("id" = String, Path, description = "Event id"),
-        ("proof" = Option<bool>, Query, description = "Add a Merkle inclusion proof (not available yet: 501)"),
+        ("proof" = Option<bool>, Query, description = "Add `proof`: the Merkle inclusion proof with the signed checkpoint it leads to"),
+        ("tree_size" = Option<u64>, Query, description = "With `proof`: prove inclusion in the kept checkpoint of this size (default: the newest, made now if it predates the event)"),
     ),
     responses(
         (status = 200, description = "The event", body = EventDoc),
         (status = 400, description = "invalid_id", body = ErrorBody),
         (status = 403, description = "Missing scope events:read", body = ErrorBody),
         (status = 404, description = "No such event in the caller's tenant", body = ErrorBody),
-        (status = 501, description = "Proofs are not served yet", body = ErrorBody),
+        (status = 501, description = "Proof asked of a server without a signing key", body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]
@@ -441,24 +443,31 @@ pub(crate) async fn get_one(
     principal.require(Scope::EventsRead)?;
     let Path(raw) = path.map_err(|e| ApiError::InvalidId(e.body_text()))?;
     let id = EventId::parse(&raw).map_err(|e| ApiError::InvalidId(e.message))?;
+    let mut proof = false;
+    let mut tree_size = None;
     for (name, value) in query_pairs(&uri)? {
-        if name != "proof" {
-            continue;
-        }
-        match value.as_str() {
-            "true" | "1" => {
-                return Err(ApiError::NotImplemented(
-                    "inclusion proofs come with the integrity layer; this server does not serve them yet".to_owned(),
-                ));
-            }
-            "false" | "0" | "" => {}
-            _ => {
-                return Err(QueryError::InvalidParameter {
-                    name: "proof".to_owned(),
-                    message: "must be true or false".to_owned(),
+        match name.as_str() {
+            "proof" => {
+                proof = match value.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" | "" => false,
+                    _ => {
+                        return Err(QueryError::InvalidParameter {
+                            name,
+                            message: "must be true or false".to_owned(),
+                        }
+                        .into());
+                    }
                 }
-                .into());
             }
+            "tree_size" => {
+                let size = value.parse::<u64>().ok().filter(|&n| n > 0);
+                tree_size = Some(size.ok_or_else(|| QueryError::InvalidParameter {
+                    name,
+                    message: "must be a positive integer".to_owned(),
+                })?);
+            }
+            _ => {}
         }
     }
     let event = state
@@ -466,7 +475,35 @@ pub(crate) async fn get_one(
         .get(&principal.tenant, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no event with id {}", id.as_str())))?;
-    Ok(json_response(event.to_json()))
+    let body = event.to_json();
+    if !proof {
+        return Ok(json_response(body));
+    }
+    let proof =
+        super::integrity::inclusion(&state, &principal.tenant, event.seq, tree_size).await?;
+    Ok(json_response(with_member(body, "proof", &proof)?))
+}
+
+/// Adds a member at the end of a JSON object's bytes.
+fn with_member(object: Vec<u8>, name: &str, value: &impl Serialize) -> Result<Vec<u8>, ApiError> {
+    let Some((b'}', head)) = object.split_last() else {
+        return Err(ApiError::Store(vigil_store::StoreError::Internal(
+            "a stored event is not a JSON object".to_owned(),
+        )));
+    };
+    let value = serde_json::to_vec(value)
+        .map_err(|e| ApiError::Store(vigil_store::StoreError::Internal(e.to_string())))?;
+    let mut out = Vec::with_capacity(object.len() + name.len() + value.len() + 4);
+    out.extend_from_slice(head);
+    if head != b"{" {
+        out.push(b',');
+    }
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(&value);
+    out.push(b'}');
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use crate::AppState;
 
 pub(crate) mod auth;
 pub(crate) mod events;
+pub(crate) mod integrity;
 pub(crate) mod keys;
 pub(crate) mod ops;
 pub(crate) mod schemas;
@@ -43,6 +44,7 @@ macro_rules! route_table {
             modifiers(&BearerAuth),
             tags(
                 (name = "events", description = "Ingest, query, count and export events"),
+                (name = "integrity", description = "Signed checkpoints and Merkle proofs (tamper evidence)"),
                 (name = "schemas", description = "Per-type JSON Schemas checked at ingest"),
                 (name = "auth", description = "Tokens for API keys and users"),
                 (name = "admin", description = "API keys and users (scope admin)"),
@@ -58,6 +60,9 @@ route_table! {
     get "/v1/events" => events::list;
     get "/v1/events/count" => events::count;
     get "/v1/events/{id}" => events::get_one;
+    get "/v1/checkpoint" => integrity::checkpoint;
+    get "/v1/checkpoint/key" => integrity::signing_key;
+    get "/v1/proof/consistency" => integrity::consistency;
     get "/v1/schemas" => schemas::list;
     put "/v1/schemas/{type}" => schemas::put;
     get "/v1/schemas/{type}" => schemas::get;
@@ -163,8 +168,14 @@ mod tests {
         assert!(json["components"]["securitySchemes"]["bearer"].is_object());
         for (path, item) in json["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
-                let public =
-                    ["/healthz", "/readyz", "/metrics", "/openapi.json"].contains(&path.as_str());
+                let public = [
+                    "/healthz",
+                    "/readyz",
+                    "/metrics",
+                    "/openapi.json",
+                    "/v1/checkpoint/key",
+                ]
+                .contains(&path.as_str());
                 let secured = op.get("security").is_some();
                 assert_eq!(secured, !public, "{method} {path}");
             }

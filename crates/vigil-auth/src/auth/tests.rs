@@ -83,6 +83,39 @@ impl Store for MemStore {
     async fn ready(&self) -> Result<(), StoreError> {
         Err(no_events())
     }
+    async fn tree_size(&self, _: &TenantId) -> Result<u64, StoreError> {
+        Err(no_events())
+    }
+    async fn tree_sizes(&self) -> Result<Vec<(TenantId, u64)>, StoreError> {
+        Err(no_events())
+    }
+    async fn read_hashes(
+        &self,
+        _: &TenantId,
+        _: &[u64],
+    ) -> Result<Vec<vigil_event::Hash>, StoreError> {
+        Err(no_events())
+    }
+    async fn save_checkpoint(
+        &self,
+        _: &TenantId,
+        _: &vigil_store::StoredCheckpoint,
+    ) -> Result<(), StoreError> {
+        Err(no_events())
+    }
+    async fn checkpoint(
+        &self,
+        _: &TenantId,
+        _: Option<u64>,
+    ) -> Result<Option<vigil_store::StoredCheckpoint>, StoreError> {
+        Err(no_events())
+    }
+    async fn checkpoints(
+        &self,
+        _: &TenantId,
+    ) -> Result<Vec<vigil_store::StoredCheckpoint>, StoreError> {
+        Err(no_events())
+    }
     async fn load_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .load_meta_versioned(name)
