@@ -57,6 +57,15 @@ impl TestDatabase {
         &self.url
     }
 
+    /// A plain connection to this database, for what the store's interface cannot do.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(self.url(), NoTls)
+            .await
+            .expect("connecting to the test database");
+        tokio::spawn(conn);
+        client
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -247,4 +256,22 @@ impl Drop for PrivateServer {
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Every event of `tenant` through a query (up to 100 000), ordered by seq.
+pub async fn events_by_seq(
+    store: &dyn vigil_store::Store,
+    tenant: &vigil_event::TenantId,
+) -> Vec<vigil_store::StoredEvent> {
+    let query = vigil_query::Query {
+        filter: vigil_query::Expr::All,
+        from: None,
+        to: None,
+        limit: 100_000,
+        order: vigil_query::Order::Asc,
+        cursor: None,
+    };
+    let mut events = store.query(tenant, &query).await.expect("query").events;
+    events.sort_by_key(|e| e.seq);
+    events
 }

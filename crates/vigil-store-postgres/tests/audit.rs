@@ -15,9 +15,9 @@ use vigil_event::{Limits, Prepared, TenantId, Timestamp, normalize};
 use vigil_integrity::audit::{AuditReport, Auditor};
 use vigil_integrity::checkpoint::{SigningKey, VerifierKey, origin};
 use vigil_integrity::tree::{Frontier, leaf_hash, tree_root};
-use vigil_query::{Expr, Order, Query};
+use vigil_query::Expr;
 use vigil_store::{Store, StoreError, StoredCheckpoint, StoredEvent};
-use vigil_store_postgres::testing::{TestDatabase, admin_url};
+use vigil_store_postgres::testing::{TestDatabase, admin_url, events_by_seq};
 use vigil_store_postgres::{PgConfig, PgStore};
 
 fn config(db: &TestDatabase) -> PgConfig {
@@ -64,34 +64,9 @@ fn batch(tenant_name: &str, prefix: &str, n: usize) -> Vec<Prepared> {
         .collect()
 }
 
-/// A plain connection to the test database, for what the store's interface cannot do.
-async fn sql(db: &TestDatabase) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(db.url(), NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    client
-}
-
 /// Every event of `tenant` through a query, by seq: what `log_range` must agree with.
 async fn queried(store: &PgStore, name: &str) -> Vec<StoredEvent> {
-    let mut all = store
-        .query(
-            &tenant(name),
-            &Query {
-                filter: Expr::All,
-                from: None,
-                to: None,
-                limit: 100_000,
-                order: Order::Asc,
-                cursor: None,
-            },
-        )
-        .await
-        .expect("query")
-        .events;
-    all.sort_by_key(|e| e.seq);
-    all
+    events_by_seq(store, &tenant(name)).await
 }
 
 /// The whole log of `tenant` by keyset, `limit` at a time.
@@ -237,7 +212,7 @@ async fn rows_sharing_a_seq_are_never_split_between_reads() {
     let db = TestDatabase::create().await;
     let store = open(&db).await;
     store.append(batch("t", "e", 6)).await.expect("append");
-    sql(&db)
+    db.client()
         .await
         .batch_execute(
             "INSERT INTO vigil_events SELECT * FROM vigil_events WHERE tenant = 't' AND seq = 3",
@@ -263,7 +238,7 @@ async fn rows_sharing_a_seq_are_never_split_between_reads() {
 
 /// The names of the event partitions.
 async fn partitions(db: &TestDatabase) -> Vec<String> {
-    sql(db)
+    db.client()
         .await
         .query(
             "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -324,7 +299,7 @@ async fn a_read_only_store_reads_everything_and_writes_nothing() {
     // A partition ahead that a writable store would create again when it opens.
     let before = partitions(&db).await;
     let last = before.last().expect("partitions").clone();
-    sql(&db)
+    db.client()
         .await
         .batch_execute(&format!("DROP TABLE \"{last}\""))
         .await
@@ -415,7 +390,7 @@ async fn a_read_only_store_reads_everything_and_writes_nothing() {
 
 /// The vigil tables in the test database.
 async fn vigil_tables(db: &TestDatabase) -> Vec<String> {
-    sql(db)
+    db.client()
         .await
         .query(
             "SELECT tablename::text FROM pg_tables WHERE tablename LIKE 'vigil%' ORDER BY 1",
@@ -429,7 +404,7 @@ async fn vigil_tables(db: &TestDatabase) -> Vec<String> {
 }
 
 async fn migrations(db: &TestDatabase) -> Vec<i32> {
-    sql(db)
+    db.client()
         .await
         .query("SELECT version FROM vigil_migrations ORDER BY 1", &[])
         .await
@@ -462,7 +437,7 @@ async fn a_read_only_open_refuses_a_database_it_would_have_to_migrate() {
     store.append(batch("t", "e", 3)).await.expect("append");
     store.shutdown().await.expect("shutdown");
     drop(store);
-    sql(&db)
+    db.client()
         .await
         .batch_execute(
             "DROP TABLE vigil_tree_hashes;
@@ -482,7 +457,7 @@ async fn a_read_only_open_refuses_a_database_it_would_have_to_migrate() {
     assert_eq!(migrations(&db).await, [1]);
 
     // A newer vigil's schema.
-    sql(&db)
+    db.client()
         .await
         .batch_execute("INSERT INTO vigil_migrations (version) VALUES (2), (99)")
         .await
@@ -506,7 +481,7 @@ async fn a_read_only_open_refuses_a_log_whose_tree_it_would_have_to_build() {
     store.append(batch("t", "f", 6)).await.expect("append");
     store.shutdown().await.expect("shutdown");
     drop(store);
-    let client = sql(&db).await;
+    let client = db.client().await;
     client
         .execute(
             "UPDATE vigil_tenants SET frontier = $1 WHERE tenant = 't'",
@@ -613,7 +588,7 @@ async fn an_audit_over_log_range_is_clean_until_rows_are_altered() {
     assert_eq!(a.last_verified_size, 360);
 
     // One byte of one event's canonical JSON changed behind vigil's back.
-    let client = sql(&db).await;
+    let client = db.client().await;
     client
         .batch_execute(
             "UPDATE vigil_events

@@ -6,12 +6,10 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use tokio_postgres::NoTls;
 use vigil_event::{Limits, Prepared, TenantId, Timestamp, normalize};
 use vigil_integrity::tree::{Frontier, leaf_hash, stored_hash_count, tree_root};
-use vigil_query::{Expr, Order, Query};
 use vigil_store::{Store, StoreError, StoredCheckpoint, StoredEvent};
-use vigil_store_postgres::testing::TestDatabase;
+use vigil_store_postgres::testing::{TestDatabase, events_by_seq};
 use vigil_store_postgres::{PgConfig, PgStore};
 
 async fn open(db: &TestDatabase) -> Arc<PgStore> {
@@ -44,34 +42,9 @@ fn batch(tenant_name: &str, prefix: &str, n: usize) -> Vec<Prepared> {
         .collect()
 }
 
-/// A plain connection to the test database, for what the `Store` interface cannot do.
-async fn sql(db: &TestDatabase) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(db.url(), NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    client
-}
-
 /// Every event of `tenant`, by seq.
 async fn events(store: &PgStore, name: &str) -> Vec<StoredEvent> {
-    let mut all = store
-        .query(
-            &tenant(name),
-            &Query {
-                filter: Expr::All,
-                from: None,
-                to: None,
-                limit: 100_000,
-                order: Order::Asc,
-                cursor: None,
-            },
-        )
-        .await
-        .expect("query")
-        .events;
-    all.sort_by_key(|e| e.seq);
-    all
+    events_by_seq(store, &tenant(name)).await
 }
 
 /// The stored hashes of the tree over `events`, computed from scratch.
@@ -102,7 +75,8 @@ async fn assert_tree(store: &PgStore, db: &TestDatabase, name: &str) -> u64 {
     for (i, (got, want)) in read.iter().zip(&stored).enumerate() {
         assert_eq!(got, want, "{name}: stored hash {i} of {size} leaves");
     }
-    let rows: i64 = sql(db)
+    let rows: i64 = db
+        .client()
         .await
         .query_one(
             "SELECT count(*) FROM vigil_tree_hashes WHERE tenant = $1",
@@ -238,7 +212,7 @@ async fn two_nodes_appending_to_one_tenant_grow_one_tree() {
 /// Turns the database back into what schema version 1 left: no tree tables, no frontier, no
 /// record of migration 2.
 async fn downgrade_to_version_1(db: &TestDatabase) {
-    sql(db)
+    db.client()
         .await
         .batch_execute(
             "DROP TABLE vigil_tree_hashes;
@@ -293,7 +267,7 @@ async fn the_writer_catches_up_with_events_an_older_vigil_wrote() {
     store.append(batch("t", "old", 25)).await.expect("append");
     let evs = events(&store, "t").await;
     let (at_11, _) = expected_hashes(&evs[..11]);
-    let client = sql(&db).await;
+    let client = db.client().await;
     client
         .execute(
             "UPDATE vigil_tenants SET frontier = $1 WHERE tenant = 't'",
@@ -348,7 +322,7 @@ async fn a_log_that_lost_events_before_it_had_a_tree_is_refused_not_misbuilt() {
     drop(store);
     downgrade_to_version_1(&db).await;
     // Retention removed seq 4 while the database was at version 1.
-    sql(&db)
+    db.client()
         .await
         .batch_execute("DELETE FROM vigil_events WHERE tenant = 't' AND seq = 4")
         .await
@@ -371,7 +345,7 @@ async fn a_failed_append_leaves_no_hashes_behind() {
     let store = open(&db).await;
     store.append(batch("t", "ok", 5)).await.expect("append");
     // The hashes are the last rows the transaction writes: fail right there.
-    let client = sql(&db).await;
+    let client = db.client().await;
     client
         .batch_execute(
             "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS

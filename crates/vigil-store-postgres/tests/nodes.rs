@@ -9,9 +9,8 @@ use vigil_event::{
     EventId, Hash, Limits, Prepared, TenantId, Timestamp, chain_hash, leaf_hash, normalize,
 };
 use vigil_integrity::tree::{stored_hash_count, stored_hash_index};
-use vigil_query::{Expr, Order, Query};
 use vigil_store::{Store, StoredEvent};
-use vigil_store_postgres::testing::TestDatabase;
+use vigil_store_postgres::testing::{TestDatabase, events_by_seq};
 use vigil_store_postgres::{PgConfig, PgStore};
 
 async fn node(db: &TestDatabase) -> Arc<PgStore> {
@@ -39,23 +38,7 @@ fn event(tenant: &str, id: &str, time: Timestamp) -> Prepared {
 }
 
 async fn all(store: &PgStore, tenant: &str) -> Vec<StoredEvent> {
-    let mut events = store
-        .query(
-            &TenantId::parse(tenant).expect("tenant"),
-            &Query {
-                filter: Expr::All,
-                from: None,
-                to: None,
-                limit: 10_000,
-                order: Order::Asc,
-                cursor: None,
-            },
-        )
-        .await
-        .expect("query")
-        .events;
-    events.sort_by_key(|e| e.seq);
-    events
+    events_by_seq(store, &TenantId::parse(tenant).expect("tenant")).await
 }
 
 fn assert_linear(events: &[StoredEvent]) {

@@ -14,7 +14,7 @@ use vigil_event::{EventId, Hash, Limits, TenantId, Timestamp, chain_hash, leaf_h
 use vigil_integrity::tree::{Frontier, stored_hash_count};
 use vigil_query::{Expr, Order, Query};
 use vigil_store::{Store, StoreError};
-use vigil_store_postgres::testing::PrivateServer;
+use vigil_store_postgres::testing::{PrivateServer, events_by_seq};
 use vigil_store_postgres::{PgConfig, PgStore};
 
 fn event(tenant: &TenantId, id: String) -> vigil_event::Prepared {
@@ -28,23 +28,7 @@ fn event(tenant: &TenantId, id: String) -> vigil_event::Prepared {
 
 /// Every event of `tenant`, oldest first by seq.
 async fn all_events(store: &PgStore, tenant: &TenantId) -> Vec<vigil_store::StoredEvent> {
-    let mut events = store
-        .query(
-            tenant,
-            &Query {
-                filter: Expr::All,
-                from: None,
-                to: None,
-                limit: 100_000,
-                order: Order::Asc,
-                cursor: None,
-            },
-        )
-        .await
-        .expect("query")
-        .events;
-    events.sort_by_key(|e| e.seq);
-    events
+    events_by_seq(store, tenant).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
