@@ -18,7 +18,7 @@
 //! <data-dir>/log/<id>.seg           sealed segment: records in zstd blocks (the log)
 //! <data-dir>/index/<id>.idx         derived index of a sealed segment
 //! <data-dir>/meta/<name>.json       small documents (credentials, schemas), mode 0600
-//! <data-dir>/merkle/<tenant>.*      each tenant's Merkle tree and signed checkpoints ([`merkle`])
+//! <data-dir>/merkle/<tenant>.*      each tenant's Merkle tree and signed checkpoints ([`trees`])
 //! ```
 //!
 //! # Example
@@ -42,15 +42,14 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod error;
-mod memtable;
-mod merkle;
+mod index;
+mod log;
 mod query;
-mod record;
-pub mod scan;
 mod seal;
-mod segment;
-mod wal;
+mod trees;
 mod writer;
+
+pub use log::scan;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -72,7 +71,8 @@ use vigil_store::{
 
 pub use error::EmbeddedError;
 use error::Result;
-use memtable::Memtable;
+use index::memtable::Memtable;
+use log::{record, segment, wal};
 use segment::{Sealed, SegmentView};
 use writer::{Command, Writer};
 
@@ -151,7 +151,7 @@ pub(crate) struct Shared {
     /// Consecutive failed seal attempts: past a few, the store reports itself not ready.
     pub seal_failures: std::sync::atomic::AtomicU32,
     /// Every tenant's Merkle tree and checkpoints.
-    pub trees: merkle::Trees,
+    pub trees: trees::Trees,
     /// Held for the life of the store: one process per data directory.
     _lock: File,
 }
@@ -340,8 +340,8 @@ fn recompute_leaves(
     dir: &Path,
     sealed: &[Arc<Sealed>],
     memtables: &[Arc<RwLock<Memtable>>],
-    trees: &merkle::Trees,
-    missing: HashMap<String, merkle::Missing>,
+    trees: &trees::Trees,
+    missing: HashMap<String, trees::Missing>,
 ) -> Result<u64> {
     /// Leaves are handed to the tree in chunks of this many.
     const CHUNK: usize = 65_536;
@@ -597,7 +597,7 @@ impl EmbeddedStore {
             .iter()
             .map(|(t, s)| (t.clone(), s.last_seq))
             .collect();
-        let (trees, missing) = merkle::Trees::open(&dir, &log_sizes)?;
+        let (trees, missing) = trees::Trees::open(&dir, &log_sizes)?;
         if !missing.is_empty() {
             let started = Instant::now();
             let events = recompute_leaves(&dir, &sealed, &memtables, &trees, missing)?;

@@ -18,7 +18,7 @@ use vigil_store::{Page, StoredEvent};
 
 use crate::SegRef;
 use crate::error::Result;
-use crate::segment::{OwnedRecord, SegmentView, TimeBlock};
+use crate::log::segment::{OwnedRecord, SegmentView, TimeBlock};
 
 /// A doc set and whether every member surely matches (false: confirm against the event).
 #[derive(Debug)]

@@ -12,9 +12,9 @@ use vigil_event::{Hash, Scalar, Term, flatten};
 
 use crate::Shared;
 use crate::error::{EmbeddedError, Result};
-use crate::memtable::Memtable;
-use crate::record::Record;
-use crate::segment::{self, DocRef, Docs, IndexMeta, Sealed, SegmentView, TenantTail};
+use crate::index::memtable::Memtable;
+use crate::log::record::Record;
+use crate::log::segment::{self, DocRef, Docs, IndexMeta, Sealed, SegmentView, TenantTail};
 
 /// Consecutive seal failures after which `/readyz` reports the store unavailable.
 pub(crate) const UNREADY_AFTER_FAILURES: u32 = 3;

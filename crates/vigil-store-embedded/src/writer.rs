@@ -18,10 +18,10 @@ use vigil_event::{Hash, Prepared, Scalar, Term, chain_hash, leaf_hash};
 use vigil_store::{Appended, Conflict, StoreError};
 
 use crate::error::{EmbeddedError, Result};
-use crate::memtable::Memtable;
-use crate::record::{self, Record};
-use crate::segment;
-use crate::wal::WalWriter;
+use crate::index::memtable::Memtable;
+use crate::log::record::{self, Record};
+use crate::log::segment;
+use crate::log::wal::WalWriter;
 use crate::{Shared, TenantState};
 
 pub(crate) type AppendReply = oneshot::Sender<Result<Vec<Appended>, StoreError>>;

@@ -14,8 +14,9 @@ use vigil_event::Hash;
 use vigil_store::StoredCheckpoint;
 
 use crate::error::Result;
-use crate::segment::{self, RawSegment};
-use crate::{lock_dir, merkle, wal};
+use crate::log::segment::{self, RawSegment};
+use crate::log::wal;
+use crate::{lock_dir, trees};
 
 /// One event as stored.
 #[derive(Debug, Clone, Copy)]
@@ -155,5 +156,5 @@ pub fn scan_log(data_dir: &Path, visitor: &mut impl LogVisitor) -> Result<ScanSu
 
 /// Every signed checkpoint kept in a data directory, by tenant, smallest size first.
 pub fn checkpoints(data_dir: &Path) -> Result<BTreeMap<String, Vec<StoredCheckpoint>>> {
-    merkle::read_all_checkpoints(data_dir)
+    trees::read_all_checkpoints(data_dir)
 }

@@ -25,7 +25,7 @@ use roaring::RoaringBitmap;
 use vigil_event::Hash;
 
 use crate::error::{EmbeddedError, Result};
-use crate::record::{self, Record};
+use crate::log::record::{self, Record};
 
 /// zstd level of sealed blocks: fast to write (sealing competes with ingest for the CPU), and
 /// blocks of 32 similar events still compress several-fold.

@@ -14,9 +14,9 @@ use hashbrown::HashTable;
 use roaring::RoaringBitmap;
 
 use crate::error::{EmbeddedError, Result};
-use crate::record::{self, Record};
-use crate::segment::{BLOCK_DOCS, DocRef, OwnedRecord, SegmentView, TimeBlock, path_of};
-use crate::wal::WalReader;
+use crate::log::record::{self, Record};
+use crate::log::segment::{BLOCK_DOCS, DocRef, OwnedRecord, SegmentView, TimeBlock, path_of};
+use crate::log::wal::WalReader;
 
 /// Where a document's record lives in the log, and the fields queries sort and filter by.
 #[derive(Debug, Clone, Copy)]

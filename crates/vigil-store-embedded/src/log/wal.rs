@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{EmbeddedError, Result};
-use crate::record::{self, DecodeError, Entry, Record};
+use crate::log::record::{self, DecodeError, Entry, Record};
 
 /// Appends records to one `.wal` file. Owned by the writer thread.
 #[derive(Debug)]

@@ -29,7 +29,7 @@ use vigil_integrity::tree::{Frontier, frontier_indexes, stored_hash_count};
 use vigil_store::StoredCheckpoint;
 
 use crate::error::{EmbeddedError, Result};
-use crate::segment;
+use crate::log::segment;
 
 const HASH_LEN: u64 = 32;
 
