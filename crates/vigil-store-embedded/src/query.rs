@@ -16,9 +16,10 @@ use vigil_event::{Scalar, Term, TermKind, Timestamp};
 use vigil_query::{CmpOp, Cursor, Expr, Literal, Order, Query, parse_time_bound};
 use vigil_store::{Page, StoredEvent};
 
-use crate::SegRef;
 use crate::error::Result;
-use crate::log::segment::{OwnedRecord, SegmentView, TimeBlock};
+use crate::index::lookup::{SegmentView, TimeBlock};
+use crate::log::record::OwnedRecord;
+use crate::state::SegRef;
 
 /// A doc set and whether every member surely matches (false: confirm against the event).
 #[derive(Debug)]

@@ -10,11 +10,14 @@ use std::sync::{Arc, RwLock};
 
 use vigil_event::{Hash, Scalar, Term, flatten};
 
-use crate::Shared;
 use crate::error::{EmbeddedError, Result};
+use crate::index::lookup::{DocRef, SegmentView};
 use crate::index::memtable::Memtable;
+use crate::index::merge;
+use crate::index::sealed::{self, Docs, IndexMeta, Sealed, TenantTail};
 use crate::log::record::Record;
-use crate::log::segment::{self, DocRef, Docs, IndexMeta, Sealed, SegmentView, TenantTail};
+use crate::log::{segment, wal};
+use crate::state::Shared;
 
 /// Consecutive seal failures after which `/readyz` reports the store unavailable.
 pub(crate) const UNREADY_AFTER_FAILURES: u32 = 3;
@@ -75,7 +78,7 @@ fn merge_once(shared: &Shared) -> bool {
         return false;
     };
     let started = std::time::Instant::now();
-    match segment::merge(&shared.dir, run) {
+    match merge::merge(&shared.dir, run) {
         Ok(merged) => {
             let ids: Vec<u64> = run.iter().map(|s| s.id).collect();
             shared.replace_sealed(&ids, Arc::new(merged));
@@ -97,7 +100,7 @@ const MERGE_FACTOR: usize = 4;
 
 /// Deletes a superseded segment's files (a reader still holding its maps keeps them alive).
 pub(crate) fn remove_segment_files(dir: &Path, id: u64) {
-    for p in [segment::seg_path(dir, id), segment::idx_path(dir, id)] {
+    for p in [segment::seg_path(dir, id), sealed::idx_path(dir, id)] {
         if let Err(e) = std::fs::remove_file(&p)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -115,7 +118,7 @@ fn seal_one(shared: &Shared, mem: &Arc<RwLock<Memtable>>) -> bool {
         Ok(sealed) => {
             let docs = sealed.doc_count();
             shared.replace_memtable(id, Arc::new(sealed));
-            let wal = segment::wal_path(&shared.dir, id);
+            let wal = wal::wal_path(&shared.dir, id);
             if let Err(e) = std::fs::remove_file(&wal) {
                 tracing::warn!(error = %e, path = %wal.display(), "could not remove sealed log file");
             }
@@ -155,7 +158,7 @@ pub(crate) fn seal(dir: &Path, mem: &RwLock<Memtable>) -> Result<Sealed> {
         block_times,
     };
     let terms = mem.sorted_terms();
-    segment::write_index(&segment::idx_path(dir, mem.id), &meta, &mut |sink| {
+    sealed::write_index(&sealed::idx_path(dir, mem.id), &meta, &mut |sink| {
         terms
             .iter()
             .try_for_each(|(term, docs)| sink(term, Docs::Sorted(docs)))
@@ -269,7 +272,7 @@ pub(crate) fn rebuild_index(dir: &Path, id: u64) -> Result<u64> {
         tenants,
         block_times,
     };
-    segment::write_index(&segment::idx_path(dir, id), &meta, &mut |sink| {
+    sealed::write_index(&sealed::idx_path(dir, id), &meta, &mut |sink| {
         sorted
             .iter()
             .try_for_each(|(term, docs)| sink(term, Docs::Sorted(docs)))

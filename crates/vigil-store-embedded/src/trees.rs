@@ -29,7 +29,7 @@ use vigil_integrity::tree::{Frontier, frontier_indexes, stored_hash_count};
 use vigil_store::StoredCheckpoint;
 
 use crate::error::{EmbeddedError, Result};
-use crate::log::segment;
+use crate::fsync;
 
 const HASH_LEN: u64 = 32;
 
@@ -204,7 +204,7 @@ impl Checkpoints {
         if on_disk > valid_len {
             tracing::warn!(path = %path.display(), "truncating an interrupted checkpoint write");
             file.set_len(valid_len)
-                .and_then(|()| file.sync_all())
+                .and_then(|()| fsync::sync_all(&file, &path))
                 .map_err(EmbeddedError::io("truncating", &path))?;
         }
         let mut index = BTreeMap::new();
@@ -255,7 +255,7 @@ impl Checkpoints {
         let file = open_rw(&self.path)?;
         let write = file
             .write_all_at(&line, self.len)
-            .and_then(|()| file.sync_data());
+            .and_then(|()| fsync::sync_data(&file, &self.path));
         if let Err(e) = write {
             // Cut what may have reached the file, so the next line starts clean.
             let _ = file.set_len(self.len);
@@ -337,7 +337,7 @@ impl Tree {
 
     fn sync(&self) -> Result<()> {
         File::open(&self.path)
-            .and_then(|f| f.sync_data())
+            .and_then(|f| fsync::sync_data(&f, &self.path))
             .map_err(EmbeddedError::io("syncing", &self.path))
     }
 }
@@ -458,8 +458,8 @@ impl Trees {
         }
         // Files created above (and the directory itself) must survive a crash: checkpoints are
         // the one thing the log cannot rebuild.
-        segment::sync_dir(&dir)?;
-        segment::sync_dir(data_dir)?;
+        fsync::sync_dir(&dir)?;
+        fsync::sync_dir(data_dir)?;
         Ok((
             Self {
                 dir,
@@ -495,7 +495,7 @@ impl Trees {
             .open(&path)
             .map_err(EmbeddedError::io("creating", &path))?;
         let (checkpoints, _) = Checkpoints::open(&self.dir, tenant)?;
-        segment::sync_dir(&self.dir)?;
+        fsync::sync_dir(&self.dir)?;
         let tree = Arc::new(Tree {
             path,
             size: AtomicU64::new(0),
@@ -603,9 +603,9 @@ impl Trees {
         let clean = clean_path(&self.dir);
         let mut f = File::create(&clean).map_err(EmbeddedError::io("creating", &clean))?;
         f.write_all(b"hash files complete\n")
-            .and_then(|()| f.sync_all())
+            .and_then(|()| fsync::sync_all(&f, &clean))
             .map_err(EmbeddedError::io("writing", &clean))?;
-        segment::sync_dir(&self.dir)
+        fsync::sync_dir(&self.dir)
     }
 }
 

@@ -18,11 +18,11 @@ use vigil_event::{Hash, Prepared, Scalar, Term, chain_hash, leaf_hash};
 use vigil_store::{Appended, Conflict, StoreError};
 
 use crate::error::{EmbeddedError, Result};
+use crate::fsync;
 use crate::index::memtable::Memtable;
 use crate::log::record::{self, Record};
-use crate::log::segment;
-use crate::log::wal::WalWriter;
-use crate::{Shared, TenantState};
+use crate::log::wal::{self, WalWriter};
+use crate::state::{Shared, TenantState};
 
 pub(crate) type AppendReply = oneshot::Sender<Result<Vec<Appended>, StoreError>>;
 
@@ -363,9 +363,9 @@ impl Writer {
         }
         let old_id = self.active.read().unwrap_or_else(|e| e.into_inner()).id;
         let new_id = old_id + 1;
-        let path = segment::wal_path(&self.shared.dir, new_id);
+        let path = wal::wal_path(&self.shared.dir, new_id);
         let wal = WalWriter::open(&path, 0)?;
-        segment::sync_dir(&self.shared.dir.join("log"))?;
+        fsync::sync_dir(&self.shared.dir.join("log"))?;
         let mem = Arc::new(RwLock::new(Memtable::new(new_id, &path)?));
         let old = std::mem::replace(&mut self.active, mem.clone());
         self.wal = wal;

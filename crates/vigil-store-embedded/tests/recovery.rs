@@ -364,3 +364,131 @@ async fn a_failing_seal_loses_nothing_and_the_store_reopens() {
     assert_eq!(next[0].seq, 26);
     store.shutdown().await.expect("shutdown");
 }
+
+/// A failed fsync is never answered as a success, and loses nothing that was.
+///
+/// The fault hook (`FsyncFault`, feature `fault-injection`) fails one fsync the way a disk
+/// reports it: the bytes were written, the sync returns an error. When that fsync is the
+/// write-ahead log's for a commit group, the request in that group gets `Unavailable` (503 at
+/// the HTTP edge), the writer poisons itself and every later append gets `Unavailable` too,
+/// rather than acknowledging events after a gap whose durability is unknown. After the store is
+/// dropped and the directory reopened, it holds exactly the acknowledged events: every one of
+/// them, none of the failed group's, with gap-free seqs, an unbroken chain and a Merkle tree
+/// whose every stored hash matches the events. The second test fails the n-th fsync of any kind
+/// (directories at open, Merkle files, sealing running beside the writer): whichever it hits,
+/// a reopen holds exactly what was acknowledged.
+mod failed_fsync {
+    use std::path::Path;
+
+    use vigil_event::leaf_hash;
+    use vigil_integrity::tree::{Frontier, stored_hash_count};
+    use vigil_store::{Store, StoreError};
+    use vigil_store_embedded::{EmbeddedError, EmbeddedStore, FsyncFault, Synced};
+
+    use super::{acme, assert_chain, event, everything, small};
+
+    /// Appends per run, each of this many events; with 16-event segments the run seals and
+    /// rotates several times.
+    const BATCHES: usize = 12;
+    const BATCH: usize = 3;
+
+    /// Appends `BATCHES` batches one at a time; returns the ids acknowledged, and the index of
+    /// the first batch that failed. Once one fails, every later one must fail the same way.
+    async fn load(store: &EmbeddedStore) -> (Vec<String>, Option<usize>) {
+        let mut acked = Vec::new();
+        let mut failed = None;
+        for b in 0..BATCHES {
+            let batch: Vec<_> = (b * BATCH..(b + 1) * BATCH).map(event).collect();
+            match store.append(batch).await {
+                Ok(appended) => {
+                    assert_eq!(failed, None, "batch {b} acknowledged after a failed one");
+                    assert!(appended.iter().all(|a| !a.duplicate));
+                    acked.extend(appended.into_iter().map(|a| a.id.as_str().to_owned()));
+                }
+                Err(StoreError::Unavailable(_)) => failed = failed.or(Some(b)),
+                Err(e) => panic!("batch {b}: expected Unavailable, got {e}"),
+            }
+        }
+        if failed.is_some() {
+            assert!(matches!(
+                store.ready().await,
+                Err(StoreError::Unavailable(_))
+            ));
+        }
+        (acked, failed)
+    }
+
+    /// Reopens `dir` (no fault armed) and checks it holds exactly `acked`, in seq order, with
+    /// the chain and the Merkle tree intact; then that the store takes appends again.
+    async fn reopened_holds_exactly(dir: &Path, acked: &[String]) {
+        let store = EmbeddedStore::open(small(dir)).expect("reopen");
+        let events = everything(&store).await;
+        let ids: Vec<String> = events
+            .iter()
+            .map(|e| {
+                let v: serde_json::Value = serde_json::from_slice(&e.canonical).expect("json");
+                v["id"].as_str().expect("id").to_owned()
+            })
+            .collect();
+        assert_eq!(
+            ids, acked,
+            "stored events differ from the acknowledged ones"
+        );
+        assert_chain(&events, acked.len());
+
+        let size = store.tree_size(&acme()).await.expect("tree size");
+        assert_eq!(size, acked.len() as u64);
+        let all: Vec<u64> = (0..stored_hash_count(size)).collect();
+        let stored = store.read_hashes(&acme(), &all).await.expect("hashes");
+        let mut expected = Vec::new();
+        let mut tree = Frontier::new();
+        for e in &events {
+            tree.push(leaf_hash(&e.canonical), |h| expected.push(*h));
+        }
+        assert_eq!(stored, expected, "Merkle hashes disagree with the events");
+
+        let next = store.append(vec![event(10_000)]).await.expect("append");
+        assert_eq!(next[0].seq, acked.len() as u64 + 1);
+        store.shutdown().await.expect("shutdown");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_log_fsync_poisons_and_a_reopen_holds_what_was_acknowledged() {
+        for nth in [1, 2, 3, 5, 8, 12] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let fault = FsyncFault::fail_nth(dir.path(), Synced::Log, nth);
+            let store = EmbeddedStore::open(small(dir.path())).expect("open");
+            let (acked, failed) = load(&store).await;
+            assert!(fault.fired(), "fsync {nth} never happened");
+            // One append is one commit group: the nth group's fsync is the nth of the log.
+            let nth = nth as usize;
+            assert_eq!(failed, Some(nth - 1), "fsync {nth}");
+            assert_eq!(acked.len(), (nth - 1) * BATCH, "fsync {nth}");
+            store.shutdown().await.expect("shutdown");
+            drop(store);
+            drop(fault);
+            reopened_holds_exactly(dir.path(), &acked).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn any_failed_fsync_loses_nothing_acknowledged() {
+        for nth in 1..=24 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let fault = FsyncFault::fail_nth(dir.path(), Synced::Any, nth);
+            let acked = match EmbeddedStore::open(small(dir.path())) {
+                Ok(store) => {
+                    let (acked, _) = load(&store).await;
+                    store.shutdown().await.expect("shutdown");
+                    acked
+                }
+                // The fsync of a directory created while opening.
+                Err(EmbeddedError::Io { .. }) => Vec::new(),
+                Err(e) => panic!("fsync {nth}: open failed with {e}"),
+            };
+            assert!(fault.fired(), "fsync {nth} never happened");
+            drop(fault);
+            reopened_holds_exactly(dir.path(), &acked).await;
+        }
+    }
+}

@@ -14,8 +14,10 @@ use hashbrown::HashTable;
 use roaring::RoaringBitmap;
 
 use crate::error::{EmbeddedError, Result};
+use crate::index::lookup::{DocRef, SegmentView, TimeBlock, path_of};
+use crate::log::record::OwnedRecord;
 use crate::log::record::{self, Record};
-use crate::log::segment::{BLOCK_DOCS, DocRef, OwnedRecord, SegmentView, TimeBlock, path_of};
+use crate::log::segment::BLOCK_DOCS;
 use crate::log::wal::WalReader;
 
 /// Where a document's record lives in the log, and the fields queries sort and filter by.

@@ -33,6 +33,32 @@ pub(crate) struct Record<'a> {
     pub canonical: &'a [u8],
 }
 
+/// A record read back, owning its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OwnedRecord {
+    pub tenant: String,
+    pub seq: u64,
+    pub time: i64,
+    pub chain: Hash,
+    pub digest: Hash,
+    pub id: String,
+    pub canonical: Vec<u8>,
+}
+
+impl From<&Record<'_>> for OwnedRecord {
+    fn from(r: &Record<'_>) -> Self {
+        Self {
+            tenant: r.tenant.to_owned(),
+            seq: r.seq,
+            time: r.time,
+            chain: r.chain,
+            digest: r.digest,
+            id: r.id.to_owned(),
+            canonical: r.canonical.to_vec(),
+        }
+    }
+}
+
 /// Appends the encoded record to `out`.
 pub(crate) fn encode(r: &Record<'_>, out: &mut Vec<u8>) {
     let payload_len = 1 + 1 + r.tenant.len() + 8 + 8 + 32 + 32 + 1 + r.id.len() + r.canonical.len();

@@ -16,7 +16,8 @@ use vigil_store::StoredCheckpoint;
 use crate::error::Result;
 use crate::log::segment::{self, RawSegment};
 use crate::log::wal;
-use crate::{lock_dir, trees};
+use crate::recovery::{list_segments, lock_dir};
+use crate::trees;
 
 /// One event as stored.
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +53,7 @@ pub struct ScanSummary {
 /// The log's files in order: `(id, sealed)`; segments a merge superseded are left out, as
 /// opening the store would leave them out.
 fn segments_in_order(data_dir: &Path) -> Result<Vec<(u64, bool)>> {
-    let (sealed, wals, _) = crate::list_segments(&data_dir.join("log"))?;
+    let (sealed, wals, _) = list_segments(&data_dir.join("log"))?;
     let mut ranges = Vec::new();
     for &id in &sealed {
         // An unreadable footer is reported when the segment itself is read.
@@ -85,7 +86,7 @@ pub fn log_bytes(data_dir: &Path) -> Result<u64> {
         let path = if sealed {
             segment::seg_path(data_dir, id)
         } else {
-            segment::wal_path(data_dir, id)
+            wal::wal_path(data_dir, id)
         };
         total += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     }
@@ -122,7 +123,7 @@ pub fn scan_log(data_dir: &Path, visitor: &mut impl LogVisitor) -> Result<ScanSu
             summary.bytes += bytes;
             visitor.progress(bytes);
         } else {
-            let path = segment::wal_path(data_dir, id);
+            let path = wal::wal_path(data_dir, id);
             let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let replay = wal::replay(&path, |_, _, rec| {
                 summary.events += 1;

@@ -6,7 +6,12 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{EmbeddedError, Result};
+use crate::fsync;
 use crate::log::record::{self, DecodeError, Entry, Record};
+
+pub(crate) fn wal_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join("log").join(format!("{id:020}.wal"))
+}
 
 /// Appends records to one `.wal` file. Owned by the writer thread.
 #[derive(Debug)]
@@ -56,7 +61,7 @@ impl WalWriter {
         if let Err(e) = self
             .file
             .set_len(self.synced)
-            .and_then(|()| self.file.sync_all())
+            .and_then(|()| fsync::sync_all(&self.file, &self.path))
         {
             tracing::warn!(error = %e, path = %self.path.display(), "could not cut back an unacknowledged write");
         }
@@ -65,8 +70,7 @@ impl WalWriter {
 
     /// fdatasync: everything appended so far is on disk when this returns Ok.
     pub(crate) fn sync(&mut self) -> Result<()> {
-        self.file
-            .sync_data()
+        fsync::sync_data(&self.file, &self.path)
             .map_err(EmbeddedError::io("syncing log", &self.path))?;
         self.synced = self.len;
         Ok(())
@@ -201,6 +205,5 @@ pub(crate) fn truncate(path: &Path, len: u64) -> Result<()> {
         .map_err(EmbeddedError::io("opening log", path))?;
     file.set_len(len)
         .map_err(EmbeddedError::io("truncating log", path))?;
-    file.sync_all()
-        .map_err(EmbeddedError::io("syncing log", path))
+    fsync::sync_all(&file, path).map_err(EmbeddedError::io("syncing log", path))
 }
