@@ -2,17 +2,17 @@
 //!
 //! Same [`Store`] contract as the embedded store, for deployments where several stateless vigil
 //! nodes share one database:
-//! - **append** ([`append`], [`writer`]): one writer task per node commits everything queued as one
+//! - **append** ([`writer`]): one writer task per node commits everything queued as one
 //!   transaction — tenant heads locked (`SELECT … FOR UPDATE`, so seq stays gap-free and the
 //!   chain linear across nodes), ids checked, events and ids streamed in with binary `COPY`,
 //!   heads moved, committed with `synchronous_commit` on. A reply means committed.
-//! - **query** ([`read`], [`sql`]): the query language compiled to parameterised SQL over envelope
+//! - **query** ([`sql`]): the query language compiled to parameterised SQL over envelope
 //!   columns and `fields`, the event flattened to `{"path": [scalars]}` under a GIN index;
 //!   newest first on `(tenant, time_ns, seq)`, cursors as keyset pagination.
-//! - **layout** ([`schema`], [`retention`], [`meta`]): embedded, versioned migrations applied at start; events
+//! - **layout** ([`schema`]): embedded, versioned migrations applied at start; events
 //!   partitioned by UTC day, created ahead and on demand; retention drops whole partitions;
 //!   credentials and schemas in `vigil_meta` with compare-and-swap versions.
-//! - **tamper evidence** ([`merkle`], [`checkpoints`]): each tenant's log is an RFC 6962 Merkle tree (leaf `i`
+//! - **tamper evidence** ([`merkle`]): each tenant's log is an RFC 6962 Merkle tree (leaf `i`
 //!   = the event with seq `i + 1`), grown by the writer in the append's own transaction under
 //!   the same head lock. Its stored hashes (`vigil_integrity::tree` layout) live in
 //!   `vigil_tree_hashes (tenant, idx, hash)`, never partitioned nor touched by retention; its
@@ -25,22 +25,23 @@
 //!
 //! # Layout
 //! One file per stage, in the order an event meets them:
-//! - [`config`]: [`PgConfig`], [`redact_url`], the session settings every connection gets and
-//!   the connection pools;
-//! - [`open`]: [`PgStore::connect`] (migrations, partitions, building missing Merkle trees,
-//!   starting the writer and maintenance) and [`PgStore::connect_read_only`] for audits;
-//! - [`append`]: an append derives the indexed columns and queues the events to the writer;
-//! - [`writer`]: group commit, one transaction per group under the tenants' head locks;
-//! - [`merkle`]: each tenant's Merkle tree, grown inside the writer's transaction;
-//! - [`row`]: an event as `vigil_events` columns, and stored columns back into values;
-//! - [`read`]: get by id, query pages (plan, fetch, confirm), count, and
-//!   [`PgStore::log_range`] for audits; [`sql`] compiles the query language it runs;
-//! - [`checkpoints`]: tree sizes, stored hashes for proofs, signed checkpoints;
-//! - [`meta`]: meta documents (credentials, schemas) with compare-and-swap versions;
-//! - [`schema`]: migrations and daily partitions; [`retention`]: the maintenance round that
-//!   creates partitions ahead and drops expired ones;
-//! - [`error`]: database errors as [`StoreError`]s, and which are worth retrying.
-//!
+//! ```text
+//! config.rs       PgConfig, redact_url, the settings every session runs with, the pools
+//! open.rs         connect: migrations, partitions, missing Merkle trees, writer and
+//!                 maintenance started; connect_read_only for audits
+//! append.rs       derive the indexed columns, queue the events to the writer, await the commit
+//! writer.rs       group commit: one transaction per group under the tenants' head locks
+//! merkle.rs       each tenant's Merkle tree, grown inside the writer's transaction
+//! row.rs          an event as vigil_events columns; stored columns back into values
+//! read.rs         get by id, query pages (plan, fetch, confirm), count, log_range
+//! sql.rs          the query language compiled to parameterised SQL
+//! checkpoints.rs  tree sizes, stored hashes for proofs, signed checkpoints
+//! meta.rs         meta documents with compare-and-swap versions
+//! schema.rs       migrations and daily partitions (DDL)
+//! retention.rs    maintenance: partitions created ahead, expired ones dropped
+//! error.rs        database errors as StoreErrors, and which are worth retrying
+//! testing.rs      a throwaway database per test (feature "testing")
+//! ```
 //! This file holds [`PgStore`] and its [`Store`] implementation, which hands each call to
 //! the file of its stage.
 //!
