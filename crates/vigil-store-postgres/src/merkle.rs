@@ -19,7 +19,7 @@ use vigil_event::{Hash, leaf_hash};
 use vigil_integrity::tree::Frontier;
 
 use crate::error::{PgError, Result};
-use crate::writer::{to_i64, to_seq};
+use crate::row::{to_i64, to_seq};
 
 /// Events read and hashed per round trip when a tree catches up with its log, and per
 /// transaction when the store builds the trees of an existing database: such a transaction

@@ -1,11 +1,20 @@
-//! One event as the columns of `vigil_events`.
+//! Rows and columns: one event as the columns of `vigil_events` (the derived `fields`, `actor`
+//! and `actor_multi`, and `jsonb` sent as is), and stored columns back into values (seqs,
+//! hashes, events, checkpoints).
+//!
+//! Both directions sit below the stages that use them: the writer ([`crate::writer`]) and the
+//! Merkle tree ([`crate::merkle`]) convert seqs and hashes here rather than in each other, and
+//! the reads turn their rows into events here.
 
 use std::error::Error;
 
 use bytes::{BufMut, BytesMut};
 use serde_json::{Map, Value};
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use vigil_event::{Scalar, flatten};
+use vigil_event::{Hash, Scalar, Timestamp, flatten};
+use vigil_store::{StoredCheckpoint, StoredEvent};
+
+use crate::error::{PgError, Result};
 
 /// Longest `actor.id` kept in the indexed `actor` column (a btree entry holds at most about
 /// 2.7 kB).
@@ -114,6 +123,44 @@ impl ToSql for RawJsonb<'_> {
     }
 
     to_sql_checked!();
+}
+
+// Stored columns back into values. `bigint` and `bytea` columns hold what only vigil wrote:
+// a value out of range means the database was changed behind its back.
+
+pub(crate) fn to_seq(v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| PgError::Corrupt(format!("negative seq {v}")))
+}
+
+pub(crate) fn to_i64(seq: u64) -> i64 {
+    // Seqs count events; they never approach 2^63.
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn to_hash(bytes: &[u8]) -> Result<Hash> {
+    bytes
+        .try_into()
+        .map_err(|_| PgError::Corrupt(format!("hash of {} bytes", bytes.len())))
+}
+
+/// A `vigil_checkpoints` row (`size, root, time_ns, note`).
+pub(crate) fn checkpoint_of(row: &tokio_postgres::Row) -> Result<StoredCheckpoint> {
+    Ok(StoredCheckpoint {
+        size: to_seq(row.get(0))?,
+        root: to_hash(row.get(1))?,
+        timestamp: Timestamp::from_nanos(row.get(2)),
+        note: row.get(3),
+    })
+}
+
+/// An event of a `SELECT seq, time_ns, canonical, hash` row.
+pub(crate) fn event_of(row: &tokio_postgres::Row) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: to_seq(row.get(0))?,
+        time: Timestamp::from_nanos(row.get(1)),
+        canonical: row.get(2),
+        hash: to_hash(row.get(3))?,
+    })
 }
 
 #[cfg(test)]

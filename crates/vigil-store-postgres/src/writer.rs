@@ -36,7 +36,7 @@ use vigil_store::{Appended, Conflict, StoreError};
 
 use crate::error::{PgError, Result};
 use crate::merkle::{HashRows, TreeEdge};
-use crate::row::{Derived, RawJsonb};
+use crate::row::{Derived, RawJsonb, to_hash, to_i64, to_seq};
 
 pub(crate) type Reply = oneshot::Sender<Result<Vec<Appended>, StoreError>>;
 
@@ -461,19 +461,4 @@ async fn copy_ids(tx: &tokio_postgres::Transaction<'_>, rows: &[NewEvent<'_>]) -
     }
     writer.finish().await?;
     Ok(())
-}
-
-pub(crate) fn to_seq(v: i64) -> Result<u64> {
-    u64::try_from(v).map_err(|_| PgError::Corrupt(format!("negative seq {v}")))
-}
-
-pub(crate) fn to_i64(seq: u64) -> i64 {
-    // Seqs count events; they never approach 2^63.
-    i64::try_from(seq).unwrap_or(i64::MAX)
-}
-
-pub(crate) fn to_hash(bytes: &[u8]) -> Result<Hash> {
-    bytes
-        .try_into()
-        .map_err(|_| PgError::Corrupt(format!("hash of {} bytes", bytes.len())))
 }
