@@ -58,14 +58,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::TryStreamExt;
-use serde_json::{Map, Value};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 use vigil_event::{EventId, Hash, Prepared, TenantId, Timestamp};
-use vigil_query::{Cursor, Expr, Order, Query};
-use vigil_store::{Appended, MetaVersion, Page, Store, StoreError, StoredCheckpoint, StoredEvent};
+use vigil_query::{Expr, Order, Query};
+use vigil_store::{
+    Appended, MAX_PAGE_READ_BYTES, MetaVersion, Page, Store, StoreError, StoredCheckpoint,
+    StoredEvent,
+};
 
 pub use error::PgError;
 
@@ -194,10 +196,6 @@ impl fmt::Debug for PgStore {
             .finish_non_exhaustive()
     }
 }
-
-/// Most event bytes one query reads before it ends the page early (with a cursor to go on),
-/// whatever the `limit`: bounds a page's memory as the embedded store does.
-const MAX_PAGE_READ_BYTES: usize = 32 * 1024 * 1024;
 
 /// What a read asks for, besides its position, size and plan.
 #[derive(Debug, Clone, Copy)]
@@ -568,20 +566,9 @@ impl PgStore {
                 }
             }
         }
-        let next_cursor = if out.len() > limit || cut {
-            out.truncate(limit);
-            out.last().map(|e| Cursor {
-                order: q.order,
-                time: e.time,
-                seq: e.seq,
-            })
-        } else {
-            None
-        };
-        Ok(Page {
-            events: out,
-            next_cursor,
-        })
+        let more = out.len() > limit || cut;
+        out.truncate(limit);
+        Ok(Page::new(out, q.order, more))
     }
 
     /// The position of the `n`-th event of `tenant` in the range after `after`, in `order`;
@@ -1022,10 +1009,11 @@ async fn confirm_all(
     .map_err(|e| PgError::Corrupt(format!("confirming events failed: {e}")))?
 }
 
+/// A stored event that is not a JSON object is corruption here: PostgreSQL checked it on the way
+/// in.
 fn confirm(filter: &Expr, ev: &StoredEvent, now: Timestamp) -> Result<bool> {
-    let event: Map<String, Value> = serde_json::from_slice(&ev.canonical)
-        .map_err(|e| PgError::Corrupt(format!("event seq {} is not JSON: {e}", ev.seq)))?;
-    Ok(filter.matches(&event, now))
+    vigil_store::confirm(filter, &ev.canonical, now)
+        .map_err(|e| PgError::Corrupt(format!("event seq {} is not JSON: {e}", ev.seq)))
 }
 
 /// Creates the partitions for today and the days ahead; applies retention. The database work
