@@ -14,8 +14,9 @@ use crate::time::TimeLiteral;
 use crate::{CmpOp, Expr, Literal};
 
 /// Envelope fields that hold RFC 3339 strings: ranges on them always compare times, and exact
-/// matches also accept the same instant written another way.
-pub(crate) fn is_time_path(path: &str) -> bool {
+/// matches also accept the same instant written another way. A store's index must treat these
+/// paths the same way, so it asks here (through `vigil_store::is_time_path`).
+pub fn is_time_path(path: &str) -> bool {
     matches!(path, "time" | "received_at")
 }
 

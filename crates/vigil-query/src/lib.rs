@@ -50,6 +50,7 @@ mod time;
 pub use ast::{CmpOp, Expr, Literal};
 pub use cursor::{Cursor, Order, TimeRange};
 pub use error::QueryError;
+pub use eval::is_time_path;
 pub use params::{Query, QueryLimits};
 pub use parse::parse_expr;
 pub use time::parse_time_bound;

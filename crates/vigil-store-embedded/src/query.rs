@@ -14,7 +14,7 @@ use std::collections::BinaryHeap;
 use roaring::RoaringBitmap;
 use vigil_event::{Scalar, Term, TermKind, Timestamp};
 use vigil_query::{CmpOp, Cursor, Expr, Literal, Order, Query, parse_time_bound};
-use vigil_store::{Page, StoredEvent};
+use vigil_store::{MAX_PAGE_READ_BYTES, Page, StoredEvent, is_time_path};
 
 use crate::error::Result;
 use crate::index::lookup::{SegmentView, TimeBlock};
@@ -32,11 +32,6 @@ fn universe(seg: &dyn SegmentView) -> RoaringBitmap {
     let mut b = RoaringBitmap::new();
     b.insert_range(0..seg.doc_count());
     b
-}
-
-/// Paths whose values are RFC 3339 times, compared as instants.
-fn is_time_path(path: &str) -> bool {
-    path == "time" || path == "received_at"
 }
 
 fn time_literal(lit: &Literal, now: Timestamp) -> Option<Timestamp> {
@@ -376,14 +371,11 @@ fn for_each_match(
     })
 }
 
+/// Whether a candidate the index could not decide matches: a stored event that is not a JSON
+/// object matches nothing.
 fn confirm(seg: &dyn SegmentView, doc: u32, filter: &Expr, now: Timestamp) -> Result<bool> {
     let rec = seg.read(doc)?;
-    Ok(
-        match serde_json::from_slice::<serde_json::Value>(&rec.canonical) {
-            Ok(serde_json::Value::Object(map)) => filter.matches(&map, now),
-            _ => false,
-        },
-    )
+    Ok(vigil_store::confirm(filter, &rec.canonical, now).unwrap_or(false))
 }
 
 pub(crate) fn to_stored(rec: OwnedRecord) -> StoredEvent {
@@ -394,10 +386,6 @@ pub(crate) fn to_stored(rec: OwnedRecord) -> StoredEvent {
         hash: rec.chain,
     }
 }
-
-/// Most event bytes one query page reads from the log, whatever its `limit`: bounds the memory
-/// of a page of large events (the HTTP layer cuts its responses smaller still).
-pub(crate) const MAX_PAGE_READ_BYTES: usize = 32 * 1024 * 1024;
 
 /// An event's order key, segment index and doc id.
 type Ranked = ((i64, u64), usize, u32);
@@ -485,19 +473,7 @@ pub(crate) fn execute(
             events.push(e);
         }
     }
-    let next_cursor = if more || cut {
-        events.last().map(|e| Cursor {
-            order,
-            time: e.time,
-            seq: e.seq,
-        })
-    } else {
-        None
-    };
-    Ok(Page {
-        events,
-        next_cursor,
-    })
+    Ok(Page::new(events, order, more || cut))
 }
 
 /// Counts the matches of `filter` for `tenant` with `from <= time < to`.

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use vigil_event::{Hash, Scalar, Term, flatten};
+use vigil_store::telemetry::SegmentSealed;
 
 use crate::error::{EmbeddedError, Result};
 use crate::index::lookup::{DocRef, SegmentView};
@@ -122,12 +123,14 @@ fn seal_one(shared: &Shared, mem: &Arc<RwLock<Memtable>>) -> bool {
             if let Err(e) = std::fs::remove_file(&wal) {
                 tracing::warn!(error = %e, path = %wal.display(), "could not remove sealed log file");
             }
-            tracing::info!(
-                segment = id,
-                docs,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "segment sealed"
-            );
+            SegmentSealed {
+                segment: id,
+                events: u64::from(docs),
+                bytes: file_len(&segment::seg_path(&shared.dir, id))
+                    + file_len(&sealed::idx_path(&shared.dir, id)),
+                elapsed: started.elapsed(),
+            }
+            .emit();
             true
         }
         Err(e) => {
@@ -135,6 +138,11 @@ fn seal_one(shared: &Shared, mem: &Arc<RwLock<Memtable>>) -> bool {
             false
         }
     }
+}
+
+/// A file's size, for telemetry (0 when it cannot be read).
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 /// Writes the sealed files of a memtable and opens them.

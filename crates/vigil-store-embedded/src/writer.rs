@@ -1,5 +1,6 @@
-//! The single writer thread: assigns seq and chain hashes, appends to the log, and acknowledges
-//! a whole group of requests with one fsync (group commit).
+//! The single writer thread: takes a group of queued requests, has
+//! [`vigil_store::commit::decide`] say which events are new and what seq and chain hash each
+//! gets, appends them to the log and acknowledges the whole group with one fsync (group commit).
 //!
 //! Requests queue in a bounded channel while the previous group's fsync runs; the next loop
 //! iteration takes everything queued (up to `max_commit_events`) as one group. A request is
@@ -14,15 +15,17 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use vigil_event::{Hash, Prepared, Scalar, Term, chain_hash, leaf_hash};
-use vigil_store::{Appended, Conflict, StoreError};
+use vigil_event::{EventId, Hash, Prepared, Scalar, TenantId, Term};
+use vigil_store::commit::{self, Decision, Head, NewEvent, Prior, StoreState};
+use vigil_store::telemetry::{GroupCommitted, LogSynced};
+use vigil_store::{Appended, StoreError};
 
 use crate::error::{EmbeddedError, Result};
 use crate::fsync;
 use crate::index::memtable::Memtable;
 use crate::log::record::{self, Record};
 use crate::log::wal::{self, WalWriter};
-use crate::state::{Shared, TenantState};
+use crate::state::{SegRef, Shared, TenantState};
 
 pub(crate) type AppendReply = oneshot::Sender<Result<Vec<Appended>, StoreError>>;
 
@@ -52,21 +55,46 @@ pub(crate) struct Writer {
     pub hash_buf: Vec<u8>,
 }
 
-/// `(tenant, id)` → something, hashed fast (the keys are authenticated clients' ids; foldhash is
-/// randomly seeded, so they cannot aim for collisions).
-type IdMap<'a, V> = HashMap<(&'a str, &'a str), V, foldhash::fast::RandomState>;
-
 /// Record bytes besides the canonical JSON: version, tenant, seq, time, hashes, id.
 const RECORD_OVERHEAD: usize = 1 + 1 + 255 + 8 + 8 + 32 + 32 + 1 + 255;
 
-/// Where one new event sits in the group's buffer.
-struct Pending {
-    request: usize,
-    index: usize,
-    offset: usize,
-    len: u32,
-    seq: u64,
-    leaf: Hash,
+/// What a group's decision reads from the embedded store: the durable segments (the group's own
+/// events are not in them yet) and the writer's tenant heads.
+struct Durable<'s> {
+    views: &'s [SegRef],
+    tenants: &'s HashMap<String, TenantState>,
+}
+
+impl StoreState for Durable<'_> {
+    fn admit(&self, event: &Prepared) -> Result<(), StoreError> {
+        let bytes = event.canonical_len_hint();
+        if bytes + RECORD_OVERHEAD > record::MAX_PAYLOAD {
+            return Err(EmbeddedError::TooLarge {
+                bytes,
+                max: record::MAX_PAYLOAD - RECORD_OVERHEAD,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    fn stored(&self, tenant: &TenantId, id: &EventId) -> Result<Option<Prior>, StoreError> {
+        let found = crate::query::find_id(self.views, tenant.as_str(), id.as_str())?;
+        Ok(found.map(|r| Prior {
+            seq: r.seq,
+            digest: r.digest,
+            retried: false,
+        }))
+    }
+
+    fn head(&self, tenant: &TenantId) -> Head {
+        self.tenants
+            .get(tenant.as_str())
+            .map_or_else(Head::default, |s| Head {
+                seq: s.last_seq,
+                chain: s.last_chain,
+            })
+    }
 }
 
 impl Writer {
@@ -129,141 +157,66 @@ impl Writer {
 
     fn commit(&mut self, group: Vec<(Vec<Prepared>, AppendReply)>, buf: &mut Vec<u8>) {
         let started = Instant::now();
+        let requests = group.len();
+        let events = group.iter().map(|(events, _)| events.len()).sum();
+        let answered = |written: u64| GroupCommitted {
+            requests,
+            events,
+            written,
+            elapsed: started.elapsed(),
+        };
         if self.shared.poisoned.load(Ordering::SeqCst) {
             for (_, reply) in group {
                 let _ = reply.send(Err(EmbeddedError::Poisoned.into()));
             }
+            answered(0).emit();
             return;
         }
         buf.clear();
-        let mut pending: Vec<Pending> = Vec::new();
-        let mut results: Vec<Option<Result<Vec<Appended>, StoreError>>> =
-            Vec::with_capacity(group.len());
-        // Ids written by this group, not yet visible in the index.
-        let mut fresh: IdMap<'_, (u64, Hash)> = IdMap::default();
-        let mut canonical = Vec::with_capacity(4096);
         // Durable events, for the id checks. Released before the memtable is written to.
         let views = self.shared.refs();
+        let decision = commit::decide(
+            group.iter().map(|(events, _)| events.as_slice()),
+            &Durable {
+                views: &views,
+                tenants: &self.tenants,
+            },
+        );
+        drop(views);
+        let Decision {
+            results,
+            new,
+            heads,
+        } = decision;
 
-        for (ri, (events, _)) in group.iter().enumerate() {
-            // Phase 1: decide duplicate / conflict / new without changing any state.
-            let mut decided: Vec<Option<u64>> = Vec::with_capacity(events.len());
-            let mut conflicts = Vec::new();
-            let mut local: IdMap<'_, (usize, Hash)> = IdMap::default();
-            let mut failed = None;
-            for (i, ev) in events.iter().enumerate() {
-                if ev.canonical_len_hint() + RECORD_OVERHEAD > record::MAX_PAYLOAD {
-                    failed = Some(EmbeddedError::TooLarge {
-                        bytes: ev.canonical_len_hint(),
-                        max: record::MAX_PAYLOAD - RECORD_OVERHEAD,
-                    });
-                    break;
-                }
-                let key = (ev.tenant.as_str(), ev.id.as_str());
-                let prior = if let Some(&(seq, digest)) = fresh.get(&key) {
-                    Some((Some(seq), digest))
-                } else if let Some(&(_, digest)) = local.get(&key) {
-                    Some((None, digest))
-                } else {
-                    match crate::query::find_id(&views, key.0, key.1) {
-                        Ok(found) => found.map(|r| (Some(r.seq), r.digest)),
-                        Err(e) => {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                };
-                match prior {
-                    Some((seq, digest)) if digest == ev.content_digest => {
-                        decided.push(seq.or(Some(0)))
-                    }
-                    Some(_) => conflicts.push(Conflict {
-                        index: i,
-                        id: ev.id.clone(),
-                    }),
-                    None => {
-                        local.insert(key, (i, ev.content_digest));
-                        decided.push(None);
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                results.push(Some(Err(e.into())));
-                continue;
-            }
-            if !conflicts.is_empty() {
-                results.push(Some(Err(StoreError::Conflict(conflicts))));
-                continue;
-            }
-            // Phase 2: assign seqs and chain hashes, encode records.
-            let mut appended = Vec::with_capacity(events.len());
-            let mut first_of: IdMap<'_, u64> = IdMap::default();
-            for (i, (ev, prior)) in events.iter().zip(decided).enumerate() {
-                let key = (ev.tenant.as_str(), ev.id.as_str());
-                if let Some(seq) = prior {
-                    // seq 0 marks a repeat inside this request: the first copy's seq.
-                    let seq = if seq == 0 {
-                        first_of.get(&key).copied().unwrap_or(0)
-                    } else {
-                        seq
-                    };
-                    appended.push(Appended {
-                        id: ev.id.clone(),
-                        seq,
-                        duplicate: true,
-                    });
-                    continue;
-                }
-                let state = self
-                    .tenants
-                    .entry(ev.tenant.as_str().to_owned())
-                    .or_default();
-                let seq = state.last_seq + 1;
-                canonical.clear();
-                ev.write_canonical(seq, &mut canonical);
-                let leaf = leaf_hash(&canonical);
-                let chain = chain_hash(&state.last_chain, &leaf);
-                state.last_seq = seq;
-                state.last_chain = chain;
+        if !new.is_empty() {
+            // Where each new event's record sits in `buf`.
+            let mut records: Vec<(usize, u32)> = Vec::with_capacity(new.len());
+            for n in &new {
                 let offset = buf.len();
                 record::encode(
                     &Record {
-                        tenant: ev.tenant.as_str(),
-                        seq,
-                        time: ev.time.as_nanos(),
-                        chain,
-                        digest: ev.content_digest,
-                        id: ev.id.as_str(),
-                        canonical: &canonical,
+                        tenant: n.event.tenant.as_str(),
+                        seq: n.seq,
+                        time: n.event.time.as_nanos(),
+                        chain: n.chain,
+                        digest: n.event.content_digest,
+                        id: n.event.id.as_str(),
+                        canonical: &n.canonical,
                     },
                     buf,
                 );
-                pending.push(Pending {
-                    request: ri,
-                    index: i,
-                    offset,
-                    len: (buf.len() - offset) as u32,
-                    seq,
-                    leaf,
-                });
-                first_of.insert(key, seq);
-                fresh.insert(key, (seq, ev.content_digest));
-                appended.push(Appended {
-                    id: ev.id.clone(),
-                    seq,
-                    duplicate: false,
-                });
+                records.push((offset, (buf.len() - offset) as u32));
             }
-            results.push(Some(Ok(appended)));
-        }
-
-        drop(views);
-        if !pending.is_empty() {
-            record::encode_commit(pending.len() as u32, buf);
+            record::encode_commit(new.len() as u32, buf);
             let write = self.wal.append(buf).and_then(|base| {
                 let t = Instant::now();
                 self.wal.sync()?;
-                metrics::histogram!("vigil_fsync_seconds").record(t.elapsed().as_secs_f64());
+                LogSynced {
+                    bytes: buf.len() as u64,
+                    elapsed: t.elapsed(),
+                }
+                .emit();
                 Ok(base)
             });
             let base = match write {
@@ -274,69 +227,66 @@ impl Writer {
                     self.wal.rollback();
                     tracing::error!(error = %e, path = %self.wal.path().display(), "log write failed; writer poisoned");
                     self.shared.poisoned.store(true, Ordering::SeqCst);
+                    drop(new);
                     for (_, reply) in group {
                         let _ = reply.send(Err(EmbeddedError::Poisoned.into()));
                     }
+                    answered(0).emit();
                     return;
                 }
             };
+            for (tenant, head) in heads {
+                let state = TenantState {
+                    last_seq: head.seq,
+                    last_chain: head.chain,
+                };
+                match self.tenants.get_mut(tenant.as_str()) {
+                    Some(s) => *s = state,
+                    None => {
+                        self.tenants.insert(tenant.as_str().to_owned(), state);
+                    }
+                }
+            }
             // Into the trees before the events become visible: whoever reads an event can get
             // its proof.
-            self.extend_trees(&group, &pending);
+            self.extend_trees(&new);
             let mut mem = self.active.write().unwrap_or_else(|e| e.into_inner());
             let mut seq_term = Vec::with_capacity(16);
-            for p in &pending {
-                let Some(ev) = group
-                    .get(p.request)
-                    .and_then(|(events, _)| events.get(p.index))
-                else {
-                    continue;
-                };
-                let raw = buf
-                    .get(p.offset..p.offset + p.len as usize)
-                    .unwrap_or_default();
+            for (n, &(offset, len)) in new.iter().zip(&records) {
+                let raw = buf.get(offset..offset + len as usize).unwrap_or_default();
                 let Ok((rec, _)) = record::decode(raw) else {
                     continue;
                 };
-                debug_assert_eq!(rec.seq, p.seq);
+                debug_assert_eq!(rec.seq, n.seq);
                 seq_term.clear();
-                Term::encode_into("seq", Scalar::Number(p.seq as f64), &mut seq_term);
+                Term::encode_into("seq", Scalar::Number(n.seq as f64), &mut seq_term);
                 mem.insert(
-                    base + p.offset as u64,
-                    p.len,
+                    base + offset as u64,
+                    len,
                     &rec,
-                    ev.terms().chain(std::iter::once(seq_term.as_slice())),
+                    n.event.terms().chain(std::iter::once(seq_term.as_slice())),
                 );
             }
-            drop(mem);
-            metrics::counter!("vigil_store_events_appended_total").increment(pending.len() as u64);
-            metrics::histogram!("vigil_commit_group_events").record(pending.len() as f64);
         }
+        let written = new.len() as u64;
+        drop(new);
         for ((_, reply), result) in group.into_iter().zip(results) {
-            if let Some(r) = result {
-                let _ = reply.send(r);
-            }
+            let _ = reply.send(result);
         }
-        metrics::histogram!("vigil_commit_seconds").record(started.elapsed().as_secs_f64());
+        answered(written).emit();
     }
 
     /// Adds a durable group's leaves to their tenants' Merkle trees, before the group is
     /// answered. The events are in the log already: a failed hash write poisons the writer
     /// (recovery recomputes the hashes from the log) but does not fail this group.
-    fn extend_trees(&mut self, group: &[(Vec<Prepared>, AppendReply)], pending: &[Pending]) {
+    fn extend_trees(&mut self, new: &[NewEvent<'_>]) {
         // Per tenant: the first new seq and the leaves from it.
         let mut by_tenant: Vec<(&str, u64, Vec<Hash>)> = Vec::new();
-        for p in pending {
-            let Some(ev) = group
-                .get(p.request)
-                .and_then(|(events, _)| events.get(p.index))
-            else {
-                continue;
-            };
-            let tenant = ev.tenant.as_str();
+        for n in new {
+            let tenant = n.event.tenant.as_str();
             match by_tenant.iter_mut().find(|(t, _, _)| *t == tenant) {
-                Some((_, _, leaves)) => leaves.push(p.leaf),
-                None => by_tenant.push((tenant, p.seq, vec![p.leaf])),
+                Some((_, _, leaves)) => leaves.push(n.leaf),
+                None => by_tenant.push((tenant, n.seq, vec![n.leaf])),
             }
         }
         for (tenant, first_seq, leaves) in by_tenant {

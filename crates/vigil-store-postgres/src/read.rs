@@ -7,11 +7,10 @@
 //! stops at a byte cap, and a page then hands back a keyset cursor to go on.
 
 use futures::TryStreamExt;
-use serde_json::{Map, Value};
 use tokio_postgres::types::ToSql;
 use vigil_event::{EventId, TenantId, Timestamp};
-use vigil_query::{Cursor, Expr, Order, Query};
-use vigil_store::{Page, StoreError, StoredEvent};
+use vigil_query::{Expr, Order, Query};
+use vigil_store::{MAX_PAGE_READ_BYTES, Page, StoreError, StoredEvent};
 
 use crate::PgStore;
 use crate::error::{PgError, Result};
@@ -232,20 +231,9 @@ impl PgStore {
                 }
             }
         }
-        let next_cursor = if out.len() > limit || cut {
-            out.truncate(limit);
-            out.last().map(|e| Cursor {
-                order: q.order,
-                time: e.time,
-                seq: e.seq,
-            })
-        } else {
-            None
-        };
-        Ok(Page {
-            events: out,
-            next_cursor,
-        })
+        let more = out.len() > limit || cut;
+        out.truncate(limit);
+        Ok(Page::new(out, q.order, more))
     }
 
     /// The position of the `n`-th event of `tenant` in the range after `after`, in `order`;
@@ -402,13 +390,6 @@ fn push_range(
     }
 }
 
-// The page byte cap and the confirmation of candidates, kept together: the embedded store has
-// the same rules (its `query.rs`).
-
-/// Most event bytes one query reads before it ends the page early (with a cursor to go on),
-/// whatever the `limit`: bounds a page's memory as the embedded store does.
-const MAX_PAGE_READ_BYTES: usize = 32 * 1024 * 1024;
-
 /// The candidates `filter` really matches, checked off the async runtime (JSON parsing).
 async fn confirm_all(
     filter: &Expr,
@@ -429,10 +410,11 @@ async fn confirm_all(
     .map_err(|e| PgError::Corrupt(format!("confirming events failed: {e}")))?
 }
 
+/// A stored event that is not a JSON object is corruption here: PostgreSQL checked it on the way
+/// in.
 fn confirm(filter: &Expr, ev: &StoredEvent, now: Timestamp) -> Result<bool> {
-    let event: Map<String, Value> = serde_json::from_slice(&ev.canonical)
-        .map_err(|e| PgError::Corrupt(format!("event seq {} is not JSON: {e}", ev.seq)))?;
-    Ok(filter.matches(&event, now))
+    vigil_store::confirm(filter, &ev.canonical, now)
+        .map_err(|e| PgError::Corrupt(format!("event seq {} is not JSON: {e}", ev.seq)))
 }
 
 #[cfg(all(test, feature = "testing"))]

@@ -8,11 +8,12 @@
 //!    holds the last seq, the chain hash and the Merkle tree's frontier (a frontier behind the
 //!    seq — events written by an older vigil — is first extended from the stored events, see
 //!    [`crate::merkle`]);
-//! 2. look up every id of the group (`vigil_event_ids`) and decide, request by request, which
-//!    events are new, which are duplicates (same id and content) and which requests conflict
-//!    (same id, other content: that request fails whole, the others go on);
-//! 3. assign seqs and chain hashes, push each new event's leaf onto its tenant's tree,
-//!    `COPY … (FORMAT binary)` the events and their ids in;
+//! 2. look up every id of the group (`vigil_event_ids`) and let [`vigil_store::commit::decide`]
+//!    say, request by request, which events are new, which are duplicates (same id and content)
+//!    and which requests conflict (same id, other content: that request fails whole, the others
+//!    go on), and the seq and chain hash of each new event;
+//! 3. push each new event's leaf onto its tenant's tree, `COPY … (FORMAT binary)` the events
+//!    and their ids in;
 //! 4. move the heads (seq, chain hash, frontier) and insert the trees' new stored hashes
 //!    (about two per event) in one statement, and commit. With `synchronous_commit` on (the
 //!    default, never changed here), the commit returns once the WAL is flushed: only then are
@@ -31,8 +32,10 @@ use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
-use vigil_event::{Hash, Prepared, chain_hash, leaf_hash};
-use vigil_store::{Appended, Conflict, StoreError};
+use vigil_event::{EventId, Hash, Prepared, TenantId};
+use vigil_store::commit::{self, Prior, StoreState};
+use vigil_store::telemetry::GroupCommitted;
+use vigil_store::{Appended, StoreError};
 
 use crate::error::{PgError, Result};
 use crate::merkle::{HashRows, TreeEdge};
@@ -87,18 +90,16 @@ pub(crate) async fn run(pool: Pool, config: WriterConfig, mut rx: mpsc::Receiver
             }
             outcome = Ok(results);
         }
-        metrics::histogram!("vigil_commit_seconds").record(started.elapsed().as_secs_f64());
+        let requests = group.len();
+        let mut written = 0u64;
         match outcome {
             Ok(results) => {
-                let mut written = 0u64;
                 for (job, result) in group.into_iter().zip(results) {
                     if let Ok(appended) = &result {
                         written += appended.iter().filter(|a| !a.duplicate).count() as u64;
                     }
                     let _ = job.reply.send(result);
                 }
-                metrics::counter!("vigil_store_events_appended_total").increment(written);
-                metrics::histogram!("vigil_commit_group_events").record(count as f64);
             }
             Err(e) => {
                 tracing::warn!(error = %e, events = count, "append group failed");
@@ -108,6 +109,13 @@ pub(crate) async fn run(pool: Pool, config: WriterConfig, mut rx: mpsc::Receiver
                 }
             }
         }
+        GroupCommitted {
+            requests,
+            events: count,
+            written,
+            elapsed: started.elapsed(),
+        }
+        .emit();
     }
 }
 
@@ -140,7 +148,7 @@ async fn commit_with_retry(
     }
 }
 
-/// An event the group writes, with its position and derived columns.
+/// An event the group writes, with its derived columns.
 struct NewEvent<'a> {
     ev: &'a Prepared,
     derived: &'a Derived,
@@ -157,11 +165,34 @@ struct Head {
     tree: TreeEdge,
 }
 
-/// What was stored under an id before this group.
-#[derive(Clone, Copy)]
-struct Prior {
-    seq: u64,
-    digest: Hash,
+/// What a group's decision reads, all fetched under the heads' locks: the group's ids as
+/// stored, the heads, and the seqs earlier attempts of this group gave its new ids.
+struct Locked<'s> {
+    stored: &'s HashMap<(String, String), (u64, Hash)>,
+    heads: &'s HashMap<String, Head>,
+    attempted: &'s HashMap<(String, String), u64>,
+}
+
+impl StoreState for Locked<'_> {
+    fn stored(&self, tenant: &TenantId, id: &EventId) -> Result<Option<Prior>, StoreError> {
+        let key = (tenant.as_str().to_owned(), id.as_str().to_owned());
+        Ok(self.stored.get(&key).map(|&(seq, digest)| Prior {
+            seq,
+            digest,
+            // Committed by an earlier attempt whose outcome was unknown (same seq as that
+            // attempt gave it).
+            retried: self.attempted.get(&key) == Some(&seq),
+        }))
+    }
+
+    fn head(&self, tenant: &TenantId) -> commit::Head {
+        self.heads
+            .get(tenant.as_str())
+            .map_or_else(commit::Head::default, |h| commit::Head {
+                seq: h.seq,
+                chain: h.hash,
+            })
+    }
 }
 
 async fn commit(
@@ -214,7 +245,7 @@ async fn commit(
         .iter()
         .flat_map(|j| j.events.iter().map(|e| (e.tenant.as_str(), e.id.as_str())))
         .unzip();
-    let mut stored: HashMap<(String, String), Prior> = HashMap::new();
+    let mut stored: HashMap<(String, String), (u64, Hash)> = HashMap::new();
     for row in tx
         .query(
             "SELECT i.tenant, i.id, i.seq, i.digest
@@ -228,106 +259,47 @@ async fn commit(
         let seq: i64 = row.get(2);
         stored.insert(
             (row.get(0), row.get(1)),
-            Prior {
-                seq: to_seq(seq)?,
-                digest: to_hash(row.get(3))?,
-            },
+            (to_seq(seq)?, to_hash(row.get(3))?),
         );
     }
 
-    // 3. Decide each request, assign seqs and hashes.
-    let mut fresh: HashMap<(&str, &str), Prior> = HashMap::new();
-    let mut results = Vec::with_capacity(group.len());
-    let mut rows: Vec<NewEvent<'_>> = Vec::new();
-    for job in group {
-        let mut conflicts = Vec::new();
-        let mut local: HashMap<(&str, &str), Hash> = HashMap::new();
-        for (i, ev) in job.events.iter().enumerate() {
-            let key = (ev.tenant.as_str(), ev.id.as_str());
-            let prior = fresh
-                .get(&key)
-                .map(|p| p.digest)
-                .or_else(|| local.get(&key).copied())
-                .or_else(|| {
-                    stored
-                        .get(&(key.0.to_owned(), key.1.to_owned()))
-                        .map(|p| p.digest)
-                });
-            match prior {
-                Some(digest) if digest != ev.content_digest => conflicts.push(Conflict {
-                    index: i,
-                    id: ev.id.clone(),
-                }),
-                Some(_) => {}
-                None => {
-                    local.insert(key, ev.content_digest);
-                }
-            }
-        }
-        if !conflicts.is_empty() {
-            results.push(Err(StoreError::Conflict(conflicts)));
-            continue;
-        }
-        let mut appended = Vec::with_capacity(job.events.len());
-        for (ev, derived) in job.events.iter().zip(&job.derived) {
-            let key = (ev.tenant.as_str(), ev.id.as_str());
-            let owned_key = (key.0.to_owned(), key.1.to_owned());
-            if let Some(p) = fresh.get(&key) {
-                appended.push(Appended {
-                    id: ev.id.clone(),
-                    seq: p.seq,
-                    duplicate: true,
-                });
-                continue;
-            }
-            if let Some(p) = stored.get(&owned_key) {
-                // Committed by an earlier attempt of this very group whose outcome was unknown
-                // (same seq as that attempt gave it): new to the caller, not a duplicate. Later
-                // copies of the id in the group are duplicates of it, as on a first attempt.
-                let ours = attempted.get(&owned_key) == Some(&p.seq);
-                if ours {
-                    fresh.insert(key, *p);
-                }
-                appended.push(Appended {
-                    id: ev.id.clone(),
-                    seq: p.seq,
-                    duplicate: !ours,
-                });
-                continue;
-            }
-            let head = heads
-                .get_mut(key.0)
-                .ok_or_else(|| PgError::Corrupt(format!("no head row for tenant {}", key.0)))?;
-            let seq = head.seq + 1;
-            let canonical = ev.canonical_bytes(seq);
-            let leaf = leaf_hash(&canonical);
-            let hash = chain_hash(&head.hash, &leaf);
-            head.seq = seq;
-            head.hash = hash;
-            head.tree.push(leaf);
-            debug_assert_eq!(head.tree.size(), seq, "Merkle tree and log out of step");
-            fresh.insert(
-                key,
-                Prior {
-                    seq,
-                    digest: ev.content_digest,
-                },
-            );
-            rows.push(NewEvent {
-                ev,
-                derived,
-                seq,
-                hash,
-                canonical,
-            });
-            appended.push(Appended {
-                id: ev.id.clone(),
-                seq,
-                duplicate: false,
-            });
-        }
-        results.push(Ok(appended));
+    // 3. Decide each request (see `vigil_store::commit`); push each new event's leaf onto its
+    // tenant's tree.
+    let decision = commit::decide(
+        group.iter().map(|j| j.events.as_slice()),
+        &Locked {
+            stored: &stored,
+            heads: &heads,
+            attempted: &*attempted,
+        },
+    );
+    let mut rows: Vec<NewEvent<'_>> = Vec::with_capacity(decision.new.len());
+    for n in decision.new {
+        let tenant = n.event.tenant.as_str();
+        let head = heads
+            .get_mut(tenant)
+            .ok_or_else(|| PgError::Corrupt(format!("no head row for tenant {tenant}")))?;
+        head.tree.push(n.leaf);
+        debug_assert_eq!(head.tree.size(), n.seq, "Merkle tree and log out of step");
+        let derived = group
+            .get(n.request)
+            .and_then(|j| j.derived.get(n.index))
+            .ok_or_else(|| PgError::Corrupt(format!("no derived columns for seq {}", n.seq)))?;
+        rows.push(NewEvent {
+            ev: n.event,
+            derived,
+            seq: n.seq,
+            hash: n.chain,
+            canonical: n.canonical,
+        });
     }
+    for (tenant, moved) in &decision.heads {
+        if let Some(head) = heads.get_mut(tenant.as_str()) {
+            head.seq = moved.seq;
+            head.hash = moved.chain;
+        }
+    }
+    let results = decision.results;
 
     if !rows.is_empty() {
         copy_events(&tx, &rows).await?;

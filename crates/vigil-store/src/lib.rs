@@ -1,12 +1,68 @@
-//! The `Store` trait: the append → index → query stages behind one interface.
+//! The contract between vigil and its event stores, and what every store shares.
 //!
-//! Only the `vigil` binary picks a concrete backend (the embedded segment log by default,
-//! PostgreSQL later); everything else — the HTTP API, the NATS writer and reader — talks to an
-//! `Arc<dyn Store>`. Every backend passes the same conformance suite
+//! [`Store`] puts the append → index → query stages behind one interface. Only the `vigil`
+//! binary picks a backend — the embedded segment log (`vigil-store-embedded`, the default) or
+//! PostgreSQL (`vigil-store-postgres`); everything else (the HTTP API, the NATS writer and
+//! reader) talks to an `Arc<dyn Store>`. Every backend passes the same conformance suite
 //! (`store_conformance_suite!`, feature `testsuite`).
 //!
-//! Tenant isolation lives here: every read takes the tenant, and a backend never returns an
+//! The decisions every backend must make alike are written here once, pure, and the backends
+//! keep only their I/O: which events of a commit group are new and which seq, leaf and chain
+//! hash each gets ([`commit`]), how a page ends ([`Page::new`], [`MAX_PAGE_READ_BYTES`]), and
+//! how a candidate an index cannot decide is confirmed ([`confirm`]).
+//!
+//! Tenant isolation lives here too: every read takes the tenant, and a backend never returns an
 //! event of another tenant, whatever the filter says.
+//!
+//! # Layout
+//! - `lib.rs`: the [`Store`] trait, what it takes and returns ([`Appended`], [`StoredEvent`],
+//!   [`Page`], [`StoredCheckpoint`]) and [`StoreError`].
+//! - [`commit`]: the group-commit decision (duplicates, conflicts, seq, Merkle leaf, chain
+//!   hash per tenant) both writers call.
+//! - `page.rs`: ending a page of query results and writing its JSON form ([`Page::to_json`]).
+//! - `confirm.rs`: confirming index candidates with the query evaluator ([`confirm`],
+//!   [`is_time_path`]).
+//! - [`telemetry`]: typed events of the write path (commit groups, fsyncs, seals).
+//! - [`shared`]: keeping a meta document in step across processes sharing a store.
+//! - `testsuite`, `model` (feature `testsuite`): the conformance suite and the model tests
+//!   every backend runs.
+//!
+//! # Example
+//! A writer's decision for one request, against a store holding nothing yet:
+//! ```
+//! use serde_json::json;
+//! use vigil_event::{EventId, Limits, TenantId, Timestamp, normalize};
+//! use vigil_store::StoreError;
+//! use vigil_store::commit::{Head, Prior, StoreState, decide};
+//!
+//! struct Empty;
+//!
+//! impl StoreState for Empty {
+//!     fn stored(&self, _: &TenantId, _: &EventId) -> Result<Option<Prior>, StoreError> {
+//!         Ok(None)
+//!     }
+//!     fn head(&self, _: &TenantId) -> Head {
+//!         Head::default()
+//!     }
+//! }
+//!
+//! let tenant = TenantId::parse("acme").unwrap();
+//! let event = |id: &str| {
+//!     let event = json!({"id": id, "type": "login.failed", "time": "2024-05-01T12:00:00Z"});
+//!     normalize(event, &Limits::default()).unwrap().prepare(&tenant, Timestamp::now(), "docs")
+//! };
+//! let request = vec![event("a"), event("b"), event("a")];
+//! let decision = decide([request.as_slice()], &Empty);
+//! let answer: Vec<(u64, bool)> = decision.results[0]
+//!     .as_ref()
+//!     .unwrap()
+//!     .iter()
+//!     .map(|a| (a.seq, a.duplicate))
+//!     .collect();
+//! assert_eq!(answer, [(1, false), (2, false), (1, true)]);
+//! assert_eq!(decision.new.len(), 2);
+//! assert_eq!(decision.heads[0].1.seq, 2);
+//! ```
 
 use std::fmt::Debug;
 
@@ -14,12 +70,18 @@ use async_trait::async_trait;
 use vigil_event::{EventId, Hash, Prepared, TenantId, Timestamp};
 use vigil_query::{Cursor, Expr, Query};
 
+pub mod commit;
+mod confirm;
 #[cfg(feature = "testsuite")]
 pub mod model;
 mod page;
 pub mod shared;
+pub mod telemetry;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
+
+pub use confirm::{confirm, is_time_path};
+pub use page::MAX_PAGE_READ_BYTES;
 
 /// The outcome of appending one event.
 #[derive(Debug, Clone, PartialEq, Eq)]

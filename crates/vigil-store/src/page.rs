@@ -1,18 +1,51 @@
-//! The JSON form of a page of events, written from their stored bytes.
+//! Pages of query results: how a backend ends one, and their JSON form.
 //!
-//! A page is bounded in bytes as well as in events: it stops before the event that would take it
-//! past `max_bytes` (the first event always goes in), and `next_cursor` then continues after the
-//! last event written.
+//! A page is bounded in bytes twice. A backend stops reading once a page holds
+//! [`MAX_PAGE_READ_BYTES`] of events (bounding its memory whatever the `limit`) and builds the
+//! page with [`Page::new`], whose `next_cursor` continues after the last event read. The JSON
+//! form ([`Page::to_json`]) then stops before the event that would take it past the caller's
+//! `max_bytes` (the first event always goes in), and its `next_cursor` continues after the last
+//! event written.
 
 use serde_json::Value;
-use vigil_query::{Cursor, Query};
+use vigil_query::{Cursor, Order, Query};
 
-use crate::Page;
+use crate::{Page, StoredEvent};
+
+/// Most event bytes a backend reads for one query page, whatever its `limit`: bounds the memory
+/// of a page of large events (the HTTP layer cuts its responses smaller still).
+pub const MAX_PAGE_READ_BYTES: usize = 32 * 1024 * 1024;
 
 /// Room kept at the end of a page for `],"next_cursor":"…"}`.
 const PAGE_TAIL_BYTES: usize = 128;
 
+impl StoredEvent {
+    /// The position just after this event, for a query in `order`: where the next page starts.
+    pub fn cursor(&self, order: Order) -> Cursor {
+        Cursor {
+            order,
+            time: self.time,
+            seq: self.seq,
+        }
+    }
+}
+
 impl Page {
+    /// A page of `events`, read in `order`. When `more` may follow (the query matched more than
+    /// its `limit`, or reading stopped at [`MAX_PAGE_READ_BYTES`]), `next_cursor` continues
+    /// after the last event; otherwise the page is the last.
+    pub fn new(events: Vec<StoredEvent>, order: Order, more: bool) -> Self {
+        let next_cursor = if more {
+            events.last().map(|e| e.cursor(order))
+        } else {
+            None
+        };
+        Self {
+            events,
+            next_cursor,
+        }
+    }
+
     /// `{"events": [...], "next_cursor": ...}`: the body of `GET /v1/events` and of a NATS query
     /// reply. See the module doc for the byte bound.
     pub fn to_json(self, query: &Query, max_bytes: usize) -> Vec<u8> {
@@ -34,12 +67,7 @@ impl Page {
             out.extend_from_slice(&event.to_json());
             if i > 0 && out.len() > budget {
                 out.truncate(start);
-                let last = &page.events[i - 1];
-                next = Some(Cursor {
-                    order: query.order,
-                    time: last.time,
-                    seq: last.seq,
-                });
+                next = Some(page.events[i - 1].cursor(query.order));
                 break;
             }
         }
