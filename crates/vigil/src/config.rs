@@ -660,6 +660,162 @@ mod tests {
         serve.settings.resolve(&matches, parse_file(file)?)
     }
 
+    /// Two values `id` accepts (the second differs from the first), as a flag or variable
+    /// takes them and as `vigil.toml` writes them. Only the layering is under test here, so
+    /// they need not pass validation.
+    fn sample_values(arg: &clap::Arg) -> [(String, toml::Value); 2] {
+        if let Some([a, b, ..]) = arg.get_possible_values().get(..2) {
+            let value = |v: &clap::builder::PossibleValue| {
+                let name = v.get_name().to_owned();
+                let file = if arg.get_id() == "roles" {
+                    toml::Value::Array(vec![name.clone().into()])
+                } else {
+                    name.clone().into()
+                };
+                (name, file)
+            };
+            return [value(a), value(b)];
+        }
+        let name = arg
+            .get_value_names()
+            .and_then(|n| n.first())
+            .map(|n| n.as_str());
+        match name {
+            Some("DURATION") => ["2days", "3days"].map(|v| (v.to_owned(), v.into())),
+            Some("N" | "BYTES" | "DAYS") => [2, 3].map(|v| (v.to_string(), v.into())),
+            Some("PER_SEC") => [2.5, 3.5].map(|v| (v.to_string(), v.into())),
+            _ => ["/sample/a", "/sample/b"].map(|v| (v.to_owned(), v.into())),
+        }
+    }
+
+    /// The file key of option `id`: its name, under `[limits]` for the limits.
+    fn file_key(id: &str) -> String {
+        let in_limits = <LimitSettings as clap::Args>::augment_args(clap::Command::new("limits"))
+            .get_arguments()
+            .any(|a| a.get_id() == id);
+        if in_limits {
+            format!("limits.{id}")
+        } else {
+            id.to_owned()
+        }
+    }
+
+    fn printed(settings: &Settings, key: &str) -> Option<toml::Value> {
+        let mut table = toml::Table::new();
+        settings.write_toml(&mut table).unwrap();
+        match key.split_once('.') {
+            Some((section, key)) => table[section].as_table().unwrap().get(key).cloned(),
+            None => table.get(key).cloned(),
+        }
+    }
+
+    /// Every option, read from the option table itself: its flag is `--<name>`, its variable
+    /// `VIGIL_<NAME>`, its file key `<name>` (`limits.<name>`); a file value beats the default
+    /// and a flag beats the file. (The variable's place between them is clap's: a variable
+    /// and a flag are both explicit; `tests/cli.rs` runs the binary with all four layers.)
+    #[test]
+    fn every_option_maps_to_its_flag_variable_and_file_key_in_order() {
+        let command = Serve::command();
+        let mut seen = 0;
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" {
+                continue;
+            }
+            seen += 1;
+            assert_eq!(arg.get_long(), Some(id.replace('_', "-").as_str()), "{id}");
+            let env = format!("VIGIL_{}", id.to_uppercase());
+            assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(&env)), "{id}");
+
+            let key = file_key(id);
+            let [(_, file_value), (flag_value, flag_file_value)] = sample_values(arg);
+            let file_text = match key.split_once('.') {
+                Some((section, key)) => format!("[{section}]\n{key} = {file_value}\n"),
+                None => format!("{key} = {file_value}\n"),
+            };
+            let flag = format!("--{}", arg.get_long().unwrap());
+            // The TLS certificate and key go together on the command line.
+            let partner: &[&str] = match id {
+                "nats_tls_cert" => &["--nats-tls-key", "/k"],
+                "nats_tls_key" => &["--nats-tls-cert", "/c"],
+                _ => &[],
+            };
+            let layered = |argv: &[&str], file: &str| {
+                let partner = if argv.is_empty() { &[][..] } else { partner };
+                let argv = std::iter::once("serve")
+                    .chain(partner.iter().copied())
+                    .chain(argv.iter().copied());
+                let matches = Serve::command().try_get_matches_from(argv).unwrap();
+                let mut settings = Serve::from_arg_matches(&matches).unwrap().settings;
+                settings.layer(parse_file(file).unwrap(), &matches);
+                printed(&settings, &key)
+            };
+            assert_eq!(
+                layered(&[], &file_text),
+                Some(file_value.clone()),
+                "{id}: file beats default"
+            );
+            assert_eq!(
+                layered(&[&flag, &flag_value], &file_text),
+                Some(flag_file_value),
+                "{id}: flag beats file"
+            );
+            assert!(
+                parse_file(&file_text.replace(id, &format!("{id}x"))).is_err(),
+                "{id}: a misspelt key is refused"
+            );
+        }
+        assert_eq!(
+            seen, 45,
+            "options added or lost: update docs/configuration.md"
+        );
+    }
+
+    /// docs/configuration.md documents every option with its flag, variable and key, and
+    /// documents nothing the table does not have.
+    #[test]
+    fn the_documented_options_are_the_options() {
+        let docs = include_str!("../../../docs/configuration.md");
+        let command = Serve::command();
+        let mut documented = std::collections::BTreeSet::new();
+        for line in docs.lines().filter(|l| l.starts_with("| `--")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if cells.len() != 7 {
+                continue; // the client commands' table: option, env var, default, meaning
+            }
+            let flags: Vec<&str> = cells[1].split(", ").map(|f| f.trim_matches('`')).collect();
+            let keys: Vec<&str> = cells[3].split(", ").map(|k| k.trim_matches('`')).collect();
+            for (i, flag) in flags.iter().enumerate() {
+                let long = flag.trim_start_matches("--");
+                let id = long.replace('-', "_");
+                documented.insert(id.clone());
+                if matches!(long, "config" | "print-config") {
+                    continue;
+                }
+                let arg = command
+                    .get_arguments()
+                    .find(|a| a.get_long() == Some(long))
+                    .unwrap_or_else(|| panic!("documented {flag} is no option"));
+                let env = arg.get_env().unwrap().to_str().unwrap().to_owned();
+                // The TLS row abbreviates `VIGIL_NATS_TLS_CERT` as `…_CERT`.
+                assert!(
+                    cells[2].contains(&env)
+                        || cells[2].contains(env.trim_start_matches("VIGIL_NATS_TLS")),
+                    "{flag}: documented as {}, is {env}",
+                    cells[2]
+                );
+                assert_eq!(keys[i], file_key(&id), "{flag}");
+            }
+        }
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            assert!(
+                id == "help" || documented.contains(id),
+                "{id} is not documented"
+            );
+        }
+    }
+
     #[test]
     fn defaults_apply_without_file_or_flags() {
         let s = resolve(&[], "").unwrap();
