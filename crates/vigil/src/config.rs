@@ -1,19 +1,25 @@
-//! `vigil serve` configuration: defaults < `vigil.toml` < `VIGIL_*` environment < flags.
+//! `vigil serve` configuration: every option, described once, and the rules they obey.
 //!
-//! clap already merges flags, environment variables (including those a `.env` file set) and
-//! defaults; [`ArgMatches::value_source`] tells which of the three a value came from. The file
-//! slots in between: a file value replaces a clap *default*, never a value the user gave as a
-//! flag or variable.
+//! [`Settings`] is the table of options: each field's doc comment is its help, its `#[arg]`
+//! its flag, `VIGIL_*` variable and default, its name its `vigil.toml` key (`[limits]` for
+//! [`LimitSettings`]; the NATS options of [`NatsArgs`] sit at the top level). The
+//! [`options!`] macro derives the file form and the layering defaults < `vigil.toml` <
+//! `VIGIL_*` environment (and `.env`) < flags from it. [`Settings::resolve`] layers, fills the
+//! defaults that depend on other options and checks the result; the `*_config` methods hand
+//! each component its part.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::ArgMatches;
-use clap::parser::ValueSource;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use clap::{ArgMatches, ValueEnum};
+use serde::{Deserialize, Serialize};
 
-use crate::cli::{LogFormat, Role, ServeArgs};
+use crate::args::{NatsArgs, NatsFile, parse_duration};
+use crate::layered::{file_value_via_serde, options, refuse_unknown};
+
+/// Name of a signing key created at first start (`vigil keys signing --name` picks another).
+pub const DEFAULT_SIGNING_KEY_NAME: &str = "vigil";
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "vigil.toml";
@@ -27,164 +33,279 @@ pub const MAX_EVENT_BYTES_LIMIT: usize = 15 * 1024 * 1024;
 /// segment are numbered with `u32`.
 const MAX_SEGMENT_EVENTS_LIMIT: u64 = u32::MAX as u64;
 
-/// `vigil.toml`. Every key is optional; unknown keys are an error (a typo must not silently
-/// leave a limit at its default).
-#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub store: Option<String>,
-    pub postgres_pool_size: Option<usize>,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub postgres_statement_timeout: Option<Duration>,
-    pub postgres_partitions_ahead: Option<u32>,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub postgres_retry_for: Option<Duration>,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub retention: Option<Duration>,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub jwt_ttl: Option<Duration>,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub meta_refresh_interval: Option<Duration>,
-    pub rate_limit: Option<f64>,
-    pub rate_burst: Option<u32>,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub request_timeout: Option<Duration>,
-    pub segment_max_events: Option<u64>,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub seal_interval: Option<Duration>,
-    pub signing_key: Option<PathBuf>,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub checkpoint_interval: Option<Duration>,
-    pub max_segment_events: Option<u64>,
-    pub max_commit_events: Option<usize>,
-    pub log_format: Option<LogFormat>,
-    pub log_level: Option<String>,
-    pub nats: Option<String>,
-    pub roles: Option<Vec<Role>>,
-    pub nats_namespace: Option<String>,
-    pub nats_inbox_prefix: Option<String>,
-    pub nats_tls_ca: Option<PathBuf>,
-    pub nats_tls_cert: Option<PathBuf>,
-    pub nats_tls_key: Option<PathBuf>,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub nats_timeout: Option<Duration>,
-    pub nats_replicas: Option<usize>,
-    pub nats_max_bytes: Option<u64>,
-    pub writer_batch_size: Option<usize>,
-    pub writer_batch_bytes: Option<usize>,
-    #[serde(default)]
-    pub limits: FileLimits,
+options! {
+    /// The effective configuration of one `vigil serve`: its options as clap parses them,
+    /// then, once [`Settings::resolve`] layered the file under them, the values the server
+    /// runs with. [`Settings::to_toml`] prints it in the `vigil.toml` shape
+    /// (`--print-config`).
+    pub struct Settings, file FileConfig {
+        /// Address and port to listen on (port 0 picks a free one).
+        #[arg(
+            long,
+            env = "VIGIL_LISTEN",
+            default_value = "127.0.0.1:7878",
+            value_name = "ADDR"
+        )]
+        pub listen: String,
+        /// Directory holding the event log, indexes and credentials (created if missing).
+        #[arg(
+            long,
+            env = "VIGIL_DATA_DIR",
+            default_value = "./vigil-data",
+            value_name = "DIR"
+        )]
+        pub data_dir: PathBuf,
+        /// Where events, credentials and schemas live: `embedded` (the data directory) or a
+        /// PostgreSQL URL `postgres://user:password@host:port/database` shared by several
+        /// nodes.
+        #[arg(
+            long,
+            env = "VIGIL_STORE",
+            default_value = "embedded",
+            hide_env_values = true,
+            value_name = "embedded|URL"
+        )]
+        pub store: String,
+        /// PostgreSQL: connections per node.
+        #[arg(
+            long,
+            env = "VIGIL_POSTGRES_POOL_SIZE",
+            default_value_t = 16,
+            value_name = "N"
+        )]
+        pub postgres_pool_size: usize,
+        /// PostgreSQL: longest a statement may run before it is cancelled (503 for the
+        /// request).
+        #[arg(long, env = "VIGIL_POSTGRES_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+        pub postgres_statement_timeout: Duration,
+        /// PostgreSQL: daily partitions kept created ahead of today.
+        #[arg(
+            long,
+            env = "VIGIL_POSTGRES_PARTITIONS_AHEAD",
+            default_value_t = 3,
+            value_name = "DAYS"
+        )]
+        pub postgres_partitions_ahead: u32,
+        /// PostgreSQL: how long an append retries a lost connection or restarting server
+        /// before answering 503.
+        #[arg(long, env = "VIGIL_POSTGRES_RETRY_FOR", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+        pub postgres_retry_for: Duration,
+        /// PostgreSQL: drop whole daily partitions older than this (90d, 1y, …) [default: keep
+        /// everything].
+        #[arg(long, env = "VIGIL_RETENTION", value_parser = parse_duration, value_name = "DURATION")]
+        pub retention: Option<Duration>,
+        /// Longest time until a response starts; beyond it: 503 timeout.
+        #[arg(long, env = "VIGIL_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+        pub request_timeout: Duration,
+        /// Lifetime of the JWTs POST /v1/auth/token issues (15m, 1h, …).
+        #[arg(long, env = "VIGIL_JWT_TTL", default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
+        pub jwt_ttl: Duration,
+        /// How often credentials and schemas are reloaded from the store, so keys, users and
+        /// schemas changed through another vigil process sharing it take effect here.
+        #[arg(long, env = "VIGIL_META_REFRESH_INTERVAL", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+        pub meta_refresh_interval: Duration,
+        /// Requests per second allowed per credential (token bucket) [default: unlimited].
+        #[arg(long, env = "VIGIL_RATE_LIMIT", value_name = "PER_SEC")]
+        pub rate_limit: Option<f64>,
+        /// Burst size of the per-credential rate limit [default: one second's worth, at
+        /// least 1].
+        #[arg(long, env = "VIGIL_RATE_BURST", value_name = "N")]
+        pub rate_burst: Option<u32>,
+        /// Events per log segment before it is sealed and indexed.
+        #[arg(
+            long,
+            env = "VIGIL_SEGMENT_MAX_EVENTS",
+            default_value_t = 262_144,
+            value_name = "N"
+        )]
+        pub segment_max_events: u64,
+        /// Seal the active segment after this long even if it is not full.
+        #[arg(long, env = "VIGIL_SEAL_INTERVAL", default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+        pub seal_interval: Duration,
+        /// Ed25519 key that signs checkpoints, in Go note format; created (mode 0600) at first
+        /// start when absent. Nodes sharing a PostgreSQL store must share it [default:
+        /// <data-dir>/signing.key].
+        #[arg(long, env = "VIGIL_SIGNING_KEY", value_name = "FILE")]
+        pub signing_key: Option<PathBuf>,
+        /// Sign a checkpoint of every tenant whose log grew, this often.
+        #[arg(long, env = "VIGIL_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+        pub checkpoint_interval: Duration,
+        /// Background merging combines sealed segments up to this many events.
+        #[arg(
+            long,
+            env = "VIGIL_MAX_SEGMENT_EVENTS",
+            default_value_t = 4 * 1024 * 1024,
+            value_name = "N"
+        )]
+        pub max_segment_events: u64,
+        /// Most events made durable by one fsync (group commit).
+        #[arg(
+            long,
+            env = "VIGIL_MAX_COMMIT_EVENTS",
+            default_value_t = 65_536,
+            value_name = "N"
+        )]
+        pub max_commit_events: usize,
+        /// Log format on stderr.
+        #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+        pub log_format: LogFormat,
+        /// Log filter: a level (error, warn, info, debug, trace) or directives
+        /// (`info,vigil_api=debug`).
+        #[arg(
+            long,
+            env = "VIGIL_LOG_LEVEL",
+            default_value = "info",
+            value_name = "FILTER"
+        )]
+        pub log_level: String,
+        /// What this process does, comma-separated: `api` (HTTP), `writer` (consume JetStream
+        /// into the store), `reader` (answer NATS queries) [default: all three with --nats,
+        /// api without].
+        #[arg(
+            long,
+            env = "VIGIL_ROLES",
+            value_enum,
+            value_delimiter = ',',
+            value_name = "ROLES"
+        )]
+        pub roles: Vec<Role>,
+        /// NATS: copies of each stream message in a NATS cluster (1 on a single server, 3 to
+        /// survive the loss of a node).
+        #[arg(
+            long,
+            env = "VIGIL_NATS_REPLICAS",
+            default_value_t = 1,
+            value_name = "N"
+        )]
+        pub nats_replicas: usize,
+        /// NATS: most bytes of events waiting in the stream for a writer; beyond, ingest
+        /// answers 503 [default: as much as the NATS server allows].
+        #[arg(long, env = "VIGIL_NATS_MAX_BYTES", value_name = "BYTES")]
+        pub nats_max_bytes: Option<u64>,
+        /// Writer: most events pulled from JetStream and appended with one store call.
+        #[arg(
+            long,
+            env = "VIGIL_WRITER_BATCH_SIZE",
+            default_value_t = 5_000,
+            value_name = "N"
+        )]
+        pub writer_batch_size: usize,
+        /// Writer: most payload bytes pulled and appended at once (bounds a writer's memory).
+        #[arg(
+            long,
+            env = "VIGIL_WRITER_BATCH_BYTES",
+            default_value_t = 64 * 1024 * 1024,
+            value_name = "BYTES"
+        )]
+        pub writer_batch_bytes: usize,
+        // Distributed mode: with `--nats`, the api role publishes events to JetStream and
+        // answers 202 once it acknowledged them; writers store them.
+        flatten nats: NatsArgs, file NatsFile,
+        section limits: LimitSettings, file FileLimits,
+    }
 }
 
-/// The `[limits]` table of `vigil.toml`.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileLimits {
-    pub max_body_bytes: Option<usize>,
-    pub max_batch_events: Option<usize>,
-    pub max_event_bytes: Option<usize>,
-    pub max_depth: Option<usize>,
-    pub max_key_bytes: Option<usize>,
-    pub max_string_bytes: Option<usize>,
-    pub max_fields: Option<usize>,
-    pub max_query_limit: Option<usize>,
-    pub max_page_bytes: Option<usize>,
-    pub max_inflight_bytes: Option<usize>,
-    pub max_schemas_per_tenant: Option<usize>,
-    pub max_schema_bytes: Option<usize>,
+options! {
+    /// Request and event bounds, `[limits]` in the file.
+    pub struct LimitSettings, file FileLimits {
+        /// Largest request body, in bytes.
+        #[arg(long, env = "VIGIL_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024, value_name = "BYTES")]
+        pub max_body_bytes: usize,
+        /// Most events in one POST /v1/events batch.
+        #[arg(
+            long,
+            env = "VIGIL_MAX_BATCH_EVENTS",
+            default_value_t = 10_000,
+            value_name = "N"
+        )]
+        pub max_batch_events: usize,
+        /// Largest single event, in bytes of JSON.
+        #[arg(long, env = "VIGIL_MAX_EVENT_BYTES", default_value_t = 256 * 1024, value_name = "BYTES")]
+        pub max_event_bytes: usize,
+        /// Deepest nesting of objects and arrays in an event (the event itself is depth 1).
+        #[arg(long, env = "VIGIL_MAX_DEPTH", default_value_t = 16, value_name = "N")]
+        pub max_depth: usize,
+        /// Longest object key in an event, in bytes.
+        #[arg(
+            long,
+            env = "VIGIL_MAX_KEY_BYTES",
+            default_value_t = 256,
+            value_name = "BYTES"
+        )]
+        pub max_key_bytes: usize,
+        /// Longest string value in an event, in bytes.
+        #[arg(long, env = "VIGIL_MAX_STRING_BYTES", default_value_t = 64 * 1024, value_name = "BYTES")]
+        pub max_string_bytes: usize,
+        /// Most scalar fields in one event (each is indexed).
+        #[arg(
+            long,
+            env = "VIGIL_MAX_FIELDS",
+            default_value_t = 1_000,
+            value_name = "N"
+        )]
+        pub max_fields: usize,
+        /// Largest `limit` a query may ask for.
+        #[arg(
+            long,
+            env = "VIGIL_MAX_QUERY_LIMIT",
+            default_value_t = 10_000,
+            value_name = "N"
+        )]
+        pub max_query_limit: usize,
+        /// Largest JSON page of GET /v1/events (and export chunk), in bytes; a page always
+        /// holds at least one event.
+        #[arg(long, env = "VIGIL_MAX_PAGE_BYTES", default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+        pub max_page_bytes: usize,
+        /// Most POST /v1/events body bytes held at once across all requests; beyond: 503
+        /// overloaded.
+        #[arg(long, env = "VIGIL_MAX_INFLIGHT_BYTES", default_value_t = 256 * 1024 * 1024, value_name = "BYTES")]
+        pub max_inflight_bytes: usize,
+        /// Most schemas one tenant may register.
+        #[arg(
+            long,
+            env = "VIGIL_MAX_SCHEMAS_PER_TENANT",
+            default_value_t = 1_000,
+            value_name = "N"
+        )]
+        pub max_schemas_per_tenant: usize,
+        /// Largest schema document, in bytes.
+        #[arg(long, env = "VIGIL_MAX_SCHEMA_BYTES", default_value_t = 256 * 1024, value_name = "BYTES")]
+        pub max_schema_bytes: usize,
+    }
 }
 
-/// The effective configuration of one `vigil serve`. Serialises to the `vigil.toml` shape
-/// (`--print-config`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Settings {
-    pub listen: String,
-    pub data_dir: PathBuf,
-    /// `embedded` or a PostgreSQL URL (printed with its password masked).
-    #[serde(serialize_with = "ser_store")]
-    pub store: String,
-    pub postgres_pool_size: usize,
-    #[serde(serialize_with = "ser_duration")]
-    pub postgres_statement_timeout: Duration,
-    pub postgres_partitions_ahead: u32,
-    #[serde(serialize_with = "ser_duration")]
-    pub postgres_retry_for: Duration,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "ser_opt_duration"
-    )]
-    pub retention: Option<Duration>,
-    #[serde(serialize_with = "ser_duration")]
-    pub jwt_ttl: Duration,
-    /// How often credentials and schemas are reloaded from the store (changes made through
-    /// other processes sharing it).
-    #[serde(serialize_with = "ser_duration")]
-    pub meta_refresh_interval: Duration,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_burst: Option<u32>,
-    /// Longest time until a response starts (503 `timeout` beyond).
-    #[serde(serialize_with = "ser_duration")]
-    pub request_timeout: Duration,
-    pub segment_max_events: u64,
-    #[serde(serialize_with = "ser_duration")]
-    pub seal_interval: Duration,
-    /// The checkpoint signing key file.
-    pub signing_key: PathBuf,
-    #[serde(serialize_with = "ser_duration")]
-    pub checkpoint_interval: Duration,
-    /// Merged segments hold at most this many events.
-    pub max_segment_events: u64,
-    /// Most events one group commit (one fsync) takes.
-    pub max_commit_events: usize,
-    pub log_format: LogFormat,
-    pub log_level: String,
-    /// NATS URL(s) (printed with passwords masked); `None`: no bus, the api appends directly.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "ser_opt_nats"
-    )]
-    pub nats: Option<String>,
-    pub roles: Vec<Role>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nats_namespace: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nats_inbox_prefix: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nats_tls_ca: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nats_tls_cert: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nats_tls_key: Option<PathBuf>,
-    #[serde(serialize_with = "ser_duration")]
-    pub nats_timeout: Duration,
-    pub nats_replicas: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nats_max_bytes: Option<u64>,
-    pub writer_batch_size: usize,
-    pub writer_batch_bytes: usize,
-    pub limits: LimitSettings,
+/// A role of a vigil process (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The HTTP API.
+    Api,
+    /// Consumes the JetStream event stream into the store.
+    Writer,
+    /// Answers queries on NATS (`query.event.<tenant>`).
+    Reader,
 }
 
-/// Request and event bounds, `[limits]` in the file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LimitSettings {
-    pub max_body_bytes: usize,
-    pub max_batch_events: usize,
-    pub max_event_bytes: usize,
-    pub max_depth: usize,
-    pub max_key_bytes: usize,
-    pub max_string_bytes: usize,
-    pub max_fields: usize,
-    pub max_query_limit: usize,
-    pub max_page_bytes: usize,
-    pub max_inflight_bytes: usize,
-    pub max_schemas_per_tenant: usize,
-    pub max_schema_bytes: usize,
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Writer => "writer",
+            Self::Reader => "reader",
+        }
+    }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+file_value_via_serde!(Role, LogFormat);
 
 /// Reads the configuration file: `explicit` (which must exist) or `./vigil.toml` when present.
 /// Returns the path read, if any, with its contents.
@@ -205,145 +326,53 @@ pub fn load_file(explicit: Option<&Path>) -> anyhow::Result<(Option<PathBuf>, Fi
     Ok((Some(path), file))
 }
 
-/// Parses `vigil.toml` text; the error names an unknown key and where it is.
+/// Parses `vigil.toml` text; an error names the unknown key or the malformed value.
 pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
-    toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
-}
-
-/// True when the user gave `id` as a flag or a variable (not a clap default).
-fn explicit(matches: &ArgMatches, id: &str) -> bool {
-    matches!(
-        matches.value_source(id),
-        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-    )
+    let mut table: toml::Table =
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+    let file = FileConfig::take(&mut table, "")?;
+    refuse_unknown(&table, "")?;
+    Ok(file)
 }
 
 impl Settings {
-    /// Layers `file` under the flags and variables in `args`/`matches` (the `serve` subcommand's
-    /// matches), then checks the result.
-    pub fn resolve(
-        args: &ServeArgs,
-        matches: &ArgMatches,
-        file: FileConfig,
-    ) -> anyhow::Result<Self> {
-        macro_rules! layer {
-            ($field:ident, $file_value:expr) => {
-                if explicit(matches, stringify!($field)) {
-                    args.$field.clone()
-                } else {
-                    $file_value.unwrap_or_else(|| args.$field.clone())
-                }
+    /// Layers `file` under the flags and variables these settings were parsed from
+    /// (`matches`, the `serve` subcommand's), fills the defaults that depend on other
+    /// options, then checks the result.
+    pub fn resolve(mut self, matches: &ArgMatches, file: FileConfig) -> anyhow::Result<Self> {
+        self.layer(file, matches);
+        if self.roles.is_empty() {
+            self.roles = if self.nats.nats.is_some() {
+                vec![Role::Api, Role::Writer, Role::Reader]
+            } else {
+                vec![Role::Api]
             };
-        }
-        macro_rules! layer_opt {
-            ($field:ident, $file_value:expr) => {
-                if explicit(matches, stringify!($field)) {
-                    args.$field.clone()
-                } else {
-                    $file_value.or(args.$field.clone())
-                }
-            };
-        }
-        macro_rules! layer_nats {
-            ($field:ident, $file_value:expr) => {
-                if explicit(matches, stringify!($field)) {
-                    args.nats.$field.clone()
-                } else {
-                    $file_value.or(args.nats.$field.clone())
-                }
-            };
-        }
-        let nats = layer_nats!(nats, file.nats);
-        let roles = if explicit(matches, "roles") {
-            args.roles.clone()
         } else {
-            file.roles.unwrap_or_default()
-        };
-        let roles = if !roles.is_empty() {
-            let mut roles = roles;
-            roles.sort_unstable();
-            roles.dedup();
-            roles
-        } else if nats.is_some() {
-            vec![Role::Api, Role::Writer, Role::Reader]
-        } else {
-            vec![Role::Api]
-        };
-        let nats_timeout = if explicit(matches, "nats_timeout") {
-            args.nats.nats_timeout
-        } else {
-            file.nats_timeout.unwrap_or(args.nats.nats_timeout)
-        };
-        let l = file.limits;
-        let mut settings = Self {
-            listen: layer!(listen, file.listen),
-            data_dir: layer!(data_dir, file.data_dir),
-            store: layer!(store, file.store),
-            postgres_pool_size: layer!(postgres_pool_size, file.postgres_pool_size),
-            postgres_statement_timeout: layer!(
-                postgres_statement_timeout,
-                file.postgres_statement_timeout
-            ),
-            postgres_partitions_ahead: layer!(
-                postgres_partitions_ahead,
-                file.postgres_partitions_ahead
-            ),
-            postgres_retry_for: layer!(postgres_retry_for, file.postgres_retry_for),
-            retention: layer_opt!(retention, file.retention),
-            jwt_ttl: layer!(jwt_ttl, file.jwt_ttl),
-            meta_refresh_interval: layer!(meta_refresh_interval, file.meta_refresh_interval),
-            rate_limit: layer_opt!(rate_limit, file.rate_limit),
-            rate_burst: layer_opt!(rate_burst, file.rate_burst),
-            request_timeout: layer!(request_timeout, file.request_timeout),
-            segment_max_events: layer!(segment_max_events, file.segment_max_events),
-            seal_interval: layer!(seal_interval, file.seal_interval),
-            signing_key: PathBuf::new(),
-            checkpoint_interval: layer!(checkpoint_interval, file.checkpoint_interval),
-            max_segment_events: layer!(max_segment_events, file.max_segment_events),
-            max_commit_events: layer!(max_commit_events, file.max_commit_events),
-            log_format: layer!(log_format, file.log_format),
-            log_level: layer!(log_level, file.log_level),
-            nats,
-            roles,
-            nats_namespace: layer_nats!(nats_namespace, file.nats_namespace),
-            nats_inbox_prefix: layer_nats!(nats_inbox_prefix, file.nats_inbox_prefix),
-            nats_tls_ca: layer_nats!(nats_tls_ca, file.nats_tls_ca),
-            nats_tls_cert: layer_nats!(nats_tls_cert, file.nats_tls_cert),
-            nats_tls_key: layer_nats!(nats_tls_key, file.nats_tls_key),
-            nats_timeout,
-            nats_replicas: layer!(nats_replicas, file.nats_replicas),
-            nats_max_bytes: layer_opt!(nats_max_bytes, file.nats_max_bytes),
-            writer_batch_size: layer!(writer_batch_size, file.writer_batch_size),
-            writer_batch_bytes: layer!(writer_batch_bytes, file.writer_batch_bytes),
-            limits: LimitSettings {
-                max_body_bytes: layer!(max_body_bytes, l.max_body_bytes),
-                max_batch_events: layer!(max_batch_events, l.max_batch_events),
-                max_event_bytes: layer!(max_event_bytes, l.max_event_bytes),
-                max_depth: layer!(max_depth, l.max_depth),
-                max_key_bytes: layer!(max_key_bytes, l.max_key_bytes),
-                max_string_bytes: layer!(max_string_bytes, l.max_string_bytes),
-                max_fields: layer!(max_fields, l.max_fields),
-                max_query_limit: layer!(max_query_limit, l.max_query_limit),
-                max_page_bytes: layer!(max_page_bytes, l.max_page_bytes),
-                max_inflight_bytes: layer!(max_inflight_bytes, l.max_inflight_bytes),
-                max_schemas_per_tenant: layer!(max_schemas_per_tenant, l.max_schemas_per_tenant),
-                max_schema_bytes: layer!(max_schema_bytes, l.max_schema_bytes),
-            },
-        };
-        settings.signing_key = layer_opt!(signing_key, file.signing_key)
-            .unwrap_or_else(|| settings.data_dir.join("signing.key"));
-        settings.validate()?;
-        settings.check_roles()?;
-        Ok(settings)
+            self.roles.sort_unstable();
+            self.roles.dedup();
+        }
+        if self.signing_key.is_none() {
+            self.signing_key = Some(self.data_dir.join("signing.key"));
+        }
+        self.validate()?;
+        self.check_roles()?;
+        Ok(self)
+    }
+
+    /// The checkpoint signing key file (`<data-dir>/signing.key` unless placed elsewhere).
+    pub fn signing_key(&self) -> PathBuf {
+        self.signing_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("signing.key"))
     }
 
     /// The roles must make sense together with the store and `--nats`.
     pub fn check_roles(&self) -> anyhow::Result<()> {
         let has = |r: Role| self.roles.contains(&r);
-        if self.nats.is_none() && (has(Role::Writer) || has(Role::Reader)) {
+        if self.nats.nats.is_none() && (has(Role::Writer) || has(Role::Reader)) {
             bail!("the writer and reader roles work on NATS: give --nats (or VIGIL_NATS)");
         }
-        if self.nats.is_some()
+        if self.nats.nats.is_some()
             && matches!(self.backend(), Backend::Embedded)
             && has(Role::Api)
             && !has(Role::Writer)
@@ -378,24 +407,15 @@ impl Settings {
 
     /// The bus configuration, when `--nats` is given.
     pub fn bus_config(&self, connection_name: &str) -> Option<vigil_bus::BusConfig> {
-        let url = self.nats.as_deref()?;
+        let url = self.nats.nats.as_deref()?;
         Some(vigil_bus::BusConfig {
-            namespace: self.nats_namespace.clone(),
-            inbox_prefix: self.nats_inbox_prefix.clone(),
-            tls: vigil_bus::TlsFiles {
-                ca: self.nats_tls_ca.clone(),
-                cert: self.nats_tls_cert.clone(),
-                key: self.nats_tls_key.clone(),
-            },
-            connection_name: connection_name.to_owned(),
             streams: vigil_bus::StreamSettings {
                 replicas: self.nats_replicas,
                 max_message_bytes: vigil_bus::max_message_bytes_for(self.limits.max_event_bytes),
                 max_bytes: self.nats_max_bytes,
                 ..vigil_bus::StreamSettings::default()
             },
-            request_timeout: self.nats_timeout,
-            ..vigil_bus::BusConfig::new(url)
+            ..self.nats.bus_config(url, connection_name)
         })
     }
 
@@ -586,9 +606,20 @@ impl Settings {
         }
     }
 
-    /// The settings as `vigil.toml` text.
+    /// The settings as `vigil.toml` text. Secrets never print: the passwords in the store
+    /// and NATS URLs are masked.
     pub fn to_toml(&self) -> anyhow::Result<String> {
-        toml::to_string(self).context("rendering the configuration as toml")
+        let mut table = toml::Table::new();
+        self.write_toml(&mut table)
+            .context("rendering the configuration as toml")?;
+        table.insert(
+            "store".to_owned(),
+            vigil_store_postgres::redact_url(&self.store).into(),
+        );
+        if let Some(nats) = &self.nats.nats {
+            table.insert("nats".to_owned(), vigil_bus::redact(nats).into());
+        }
+        toml::to_string(&table).context("rendering the configuration as toml")
     }
 }
 
@@ -607,54 +638,182 @@ pub enum Backend<'a> {
     Postgres(&'a str),
 }
 
-#[allow(clippy::ref_option)] // serde's serialize_with passes `&Option<String>`
-fn ser_opt_nats<S: Serializer>(nats: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&vigil_bus::redact(nats.as_deref().unwrap_or_default()))
-}
-
-fn ser_store<S: Serializer>(store: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&vigil_store_postgres::redact_url(store))
-}
-
-fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => ser_duration(d, s),
-        None => s.serialize_none(),
-    }
-}
-
-fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let text = Option::<String>::deserialize(d)?;
-    text.map(|t| {
-        humantime::parse_duration(&t)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {t:?}: {e}")))
-    })
-    .transpose()
-}
-
-fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_duration(*d).to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory, FromArgMatches};
 
     use super::*;
-    use crate::cli::{Cli, Command};
+
+    /// `vigil serve`'s options alone, as the command flattens them.
+    #[derive(Debug, clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        settings: Settings,
+    }
 
     /// Settings from a command line (no environment involved: tests never set variables) and
     /// a file.
     fn resolve(argv: &[&str], file: &str) -> anyhow::Result<Settings> {
-        let mut full = vec!["vigil", "serve"];
-        full.extend_from_slice(argv);
-        let matches = Cli::command().try_get_matches_from(full)?;
-        let cli = Cli::from_arg_matches(&matches)?;
-        let Command::Serve(args) = cli.command else {
-            panic!("not serve")
-        };
-        let serve_matches = matches.subcommand_matches("serve").expect("serve matches");
-        Settings::resolve(&args, serve_matches, parse_file(file)?)
+        let matches = Serve::command()
+            .try_get_matches_from(std::iter::once("serve").chain(argv.iter().copied()))?;
+        let serve = Serve::from_arg_matches(&matches)?;
+        serve.settings.resolve(&matches, parse_file(file)?)
+    }
+
+    /// Two values `id` accepts (the second differs from the first), as a flag or variable
+    /// takes them and as `vigil.toml` writes them. Only the layering is under test here, so
+    /// they need not pass validation.
+    fn sample_values(arg: &clap::Arg) -> [(String, toml::Value); 2] {
+        if let Some([a, b, ..]) = arg.get_possible_values().get(..2) {
+            let value = |v: &clap::builder::PossibleValue| {
+                let name = v.get_name().to_owned();
+                let file = if arg.get_id() == "roles" {
+                    toml::Value::Array(vec![name.clone().into()])
+                } else {
+                    name.clone().into()
+                };
+                (name, file)
+            };
+            return [value(a), value(b)];
+        }
+        let name = arg
+            .get_value_names()
+            .and_then(|n| n.first())
+            .map(|n| n.as_str());
+        match name {
+            Some("DURATION") => ["2days", "3days"].map(|v| (v.to_owned(), v.into())),
+            Some("N" | "BYTES" | "DAYS") => [2, 3].map(|v| (v.to_string(), v.into())),
+            Some("PER_SEC") => [2.5, 3.5].map(|v| (v.to_string(), v.into())),
+            _ => ["/sample/a", "/sample/b"].map(|v| (v.to_owned(), v.into())),
+        }
+    }
+
+    /// The file key of option `id`: its name, under `[limits]` for the limits.
+    fn file_key(id: &str) -> String {
+        let in_limits = <LimitSettings as clap::Args>::augment_args(clap::Command::new("limits"))
+            .get_arguments()
+            .any(|a| a.get_id() == id);
+        if in_limits {
+            format!("limits.{id}")
+        } else {
+            id.to_owned()
+        }
+    }
+
+    fn printed(settings: &Settings, key: &str) -> Option<toml::Value> {
+        let mut table = toml::Table::new();
+        settings.write_toml(&mut table).unwrap();
+        match key.split_once('.') {
+            Some((section, key)) => table[section].as_table().unwrap().get(key).cloned(),
+            None => table.get(key).cloned(),
+        }
+    }
+
+    /// Every option, read from the option table itself: its flag is `--<name>`, its variable
+    /// `VIGIL_<NAME>`, its file key `<name>` (`limits.<name>`); a file value beats the default
+    /// and a flag beats the file. (The variable's place between them is clap's: a variable
+    /// and a flag are both explicit; `tests/cli.rs` runs the binary with all four layers.)
+    #[test]
+    fn every_option_maps_to_its_flag_variable_and_file_key_in_order() {
+        let command = Serve::command();
+        let mut seen = 0;
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" {
+                continue;
+            }
+            seen += 1;
+            assert_eq!(arg.get_long(), Some(id.replace('_', "-").as_str()), "{id}");
+            let env = format!("VIGIL_{}", id.to_uppercase());
+            assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(&env)), "{id}");
+
+            let key = file_key(id);
+            let [(_, file_value), (flag_value, flag_file_value)] = sample_values(arg);
+            let file_text = match key.split_once('.') {
+                Some((section, key)) => format!("[{section}]\n{key} = {file_value}\n"),
+                None => format!("{key} = {file_value}\n"),
+            };
+            let flag = format!("--{}", arg.get_long().unwrap());
+            // The TLS certificate and key go together on the command line.
+            let partner: &[&str] = match id {
+                "nats_tls_cert" => &["--nats-tls-key", "/k"],
+                "nats_tls_key" => &["--nats-tls-cert", "/c"],
+                _ => &[],
+            };
+            let layered = |argv: &[&str], file: &str| {
+                let partner = if argv.is_empty() { &[][..] } else { partner };
+                let argv = std::iter::once("serve")
+                    .chain(partner.iter().copied())
+                    .chain(argv.iter().copied());
+                let matches = Serve::command().try_get_matches_from(argv).unwrap();
+                let mut settings = Serve::from_arg_matches(&matches).unwrap().settings;
+                settings.layer(parse_file(file).unwrap(), &matches);
+                printed(&settings, &key)
+            };
+            assert_eq!(
+                layered(&[], &file_text),
+                Some(file_value.clone()),
+                "{id}: file beats default"
+            );
+            assert_eq!(
+                layered(&[&flag, &flag_value], &file_text),
+                Some(flag_file_value),
+                "{id}: flag beats file"
+            );
+            assert!(
+                parse_file(&file_text.replace(id, &format!("{id}x"))).is_err(),
+                "{id}: a misspelt key is refused"
+            );
+        }
+        assert_eq!(
+            seen, 45,
+            "options added or lost: update docs/configuration.md"
+        );
+    }
+
+    /// docs/configuration.md documents every option with its flag, variable and key, and
+    /// documents nothing the table does not have.
+    #[test]
+    fn the_documented_options_are_the_options() {
+        let docs = include_str!("../../../docs/configuration.md");
+        let command = Serve::command();
+        let mut documented = std::collections::BTreeSet::new();
+        for line in docs.lines().filter(|l| l.starts_with("| `--")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if cells.len() != 7 {
+                continue; // the client commands' table: option, env var, default, meaning
+            }
+            let flags: Vec<&str> = cells[1].split(", ").map(|f| f.trim_matches('`')).collect();
+            let keys: Vec<&str> = cells[3].split(", ").map(|k| k.trim_matches('`')).collect();
+            for (i, flag) in flags.iter().enumerate() {
+                let long = flag.trim_start_matches("--");
+                let id = long.replace('-', "_");
+                documented.insert(id.clone());
+                if matches!(long, "config" | "print-config") {
+                    continue;
+                }
+                let arg = command
+                    .get_arguments()
+                    .find(|a| a.get_long() == Some(long))
+                    .unwrap_or_else(|| panic!("documented {flag} is no option"));
+                let env = arg.get_env().unwrap().to_str().unwrap().to_owned();
+                // The TLS row abbreviates `VIGIL_NATS_TLS_CERT` as `…_CERT`.
+                assert!(
+                    cells[2].contains(&env)
+                        || cells[2].contains(env.trim_start_matches("VIGIL_NATS_TLS")),
+                    "{flag}: documented as {}, is {env}",
+                    cells[2]
+                );
+                assert_eq!(keys[i], file_key(&id), "{flag}");
+            }
+        }
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            assert!(
+                id == "help" || documented.contains(id),
+                "{id} is not documented"
+            );
+        }
     }
 
     #[test]
@@ -836,17 +995,17 @@ mod tests {
     #[test]
     fn the_signing_key_lives_in_the_data_dir_unless_placed_elsewhere() {
         let s = resolve(&["--data-dir", "/srv/vigil"], "").unwrap();
-        assert_eq!(s.signing_key, PathBuf::from("/srv/vigil/signing.key"));
+        assert_eq!(s.signing_key(), PathBuf::from("/srv/vigil/signing.key"));
         assert_eq!(s.checkpoint_interval, Duration::from_secs(1));
         let s = resolve(
             &["--data-dir", "/srv/vigil"],
             "signing_key = \"/etc/vigil/signing.key\"\ncheckpoint_interval = \"5s\"",
         )
         .unwrap();
-        assert_eq!(s.signing_key, PathBuf::from("/etc/vigil/signing.key"));
+        assert_eq!(s.signing_key(), PathBuf::from("/etc/vigil/signing.key"));
         assert_eq!(s.checkpoint_interval, Duration::from_secs(5));
         let s = resolve(&["--signing-key", "/k"], "signing_key = \"/etc/k\"").unwrap();
-        assert_eq!(s.signing_key, PathBuf::from("/k"), "flag beats file");
+        assert_eq!(s.signing_key(), PathBuf::from("/k"), "flag beats file");
         let err = resolve(&["--checkpoint-interval", "0s"], "").unwrap_err();
         assert!(err.to_string().contains("checkpoint_interval"), "{err}");
     }

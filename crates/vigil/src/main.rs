@@ -1,117 +1,50 @@
 //! `vigil`: the server and its command-line client in one binary.
 //!
-//! `main` only loads `.env`, parses the command line and hands off to a module per command:
-//! [`serve`] runs the server over the embedded store; [`events`], [`admin`], [`import`],
-//! [`bench`] and [`generate`] talk to a running server through `vigil_client`; `reindex` works
-//! offline on a data directory. Errors print as `error: <message> (<code>)` on stderr; the exit status is 2 for
-//! a usage error and 1 for any other failure.
+//! `main` only loads `.env`, parses the command line, hands off to the command and prints
+//! its error as `error: <message> (<code>)` on stderr; the exit status is 2 for a usage error
+//! and 1 for any other failure.
+//!
+//! # Layout
+//!
+//! - `cli.rs`: the command line, one variant per command.
+//! - `commands/`: one module per command, owning its arguments and its `run`:
+//!   - `serve.rs`: `serve`, `writer`, `reader`; the only place that names a concrete store;
+//!   - `events.rs`: `query`, `last`, `count`, `export`;
+//!   - `admin.rs`: `keys`, `users`, `schemas`, `token`;
+//!   - `import.rs`, `reindex.rs`, `verify.rs`;
+//!   - `bench.rs` with `bench/`: `bench` and its query templates;
+//!   - `generate.rs` with `generate/`: `generate`, its scenarios and its HTTP or NATS target.
+//! - `args.rs` with `args/`: argument groups several commands share (`--url`/`--token`,
+//!   `--output`, the NATS connection).
+//! - `config.rs`: the `serve` options, each described once, layered defaults < `vigil.toml` <
+//!   `VIGIL_*` (and `.env`) < flags, and the rules they obey.
+//! - `layered.rs`: the `options!` macro that turns one description of an option into its
+//!   flag, variable, default, help and file key.
+//! - `output.rs`: tables, JSON, NDJSON and CSV on stdout.
+//! - `error.rs`: [`CliError`], a failure the CLI detects, with a stable code.
+//!
+//! Modules depend in one direction: `main`, `cli` → `commands` → `args`, `config`, `output`
+//! → `layered`, `error`.
 
-mod admin;
-mod bench;
+mod args;
 mod cli;
+mod commands;
 mod config;
-mod events;
-mod generate;
-mod import;
-mod nats;
+mod error;
+mod layered;
 mod output;
-mod serve;
-mod verify;
 
-use std::fmt;
 use std::io::{BufWriter, ErrorKind, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{CommandFactory, FromArgMatches};
-use vigil_client::{Client, ClientError};
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
+use vigil_client::ClientError;
 
-use crate::cli::{Cli, ClientArgs, Command, Role};
-
-/// A failure the CLI itself detects, with a stable code like the server's.
-#[derive(Debug)]
-pub struct CliError {
-    code: &'static str,
-    message: String,
-}
-
-impl CliError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// A command line that parsed but cannot be carried out as given (exit status 2).
-    pub fn usage(message: impl Into<String>) -> Self {
-        Self::new("usage", message)
-    }
-}
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for CliError {}
-
-/// A client for the server named by `--url`/`VIGIL_URL`, with the `VIGIL_TOKEN` credential.
-pub fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
-    let token = args
-        .token
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned);
-    if token.is_none() {
-        return Err(CliError::new(
-            "unauthenticated",
-            "no credential: set VIGIL_TOKEN (or pass --token)",
-        )
-        .into());
-    }
-    Ok(Client::new(&args.url, token)?)
-}
-
-/// `vigil serve`, or a single-role shorthand (`vigil writer`, `vigil reader`) that is
-/// `vigil serve --roles <role>`.
-async fn serve_command(
-    args: &cli::ServeArgs,
-    matches: &clap::ArgMatches,
-    name: &str,
-    only: Option<Role>,
-) -> anyhow::Result<()> {
-    let serve_matches = matches
-        .subcommand_matches(name)
-        .context("parsing serve options")?;
-    if only.is_some() {
-        if !args.roles.is_empty() {
-            return Err(CliError::usage(format!(
-                "vigil {name} runs the {name} role only; use vigil serve --roles for others"
-            ))
-            .into());
-        }
-        if args.nats.nats.is_none() {
-            return Err(CliError::usage(format!(
-                "vigil {name} needs --nats (or VIGIL_NATS): it works on the NATS JetStream bus"
-            ))
-            .into());
-        }
-    }
-    let (file_path, file) = config::load_file(args.config.as_deref())?;
-    let mut settings = config::Settings::resolve(args, serve_matches, file)?;
-    if let Some(role) = only {
-        settings.roles = vec![role];
-        settings.check_roles()?;
-    }
-    if args.print_config {
-        print!("{}", settings.to_toml()?);
-        return Ok(());
-    }
-    serve::run(settings, file_path).await
-}
+use crate::cli::{Cli, Command};
+use crate::commands::{admin, bench, events, generate, import, reindex, serve, verify};
+use crate::config::Role;
+use crate::error::CliError;
 
 fn main() -> ExitCode {
     // `.env` in the working directory, as earlier deployments used; real variables win.
@@ -142,21 +75,23 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let result = match cli.command {
         Command::Serve(args) => {
             drop(out);
-            return serve_command(&args, matches, "serve", None).await;
+            return serve::command(*args, serve_matches(matches, "serve")?, "serve", None).await;
         }
         Command::Writer(args) => {
+            let matches = serve_matches(matches, "writer")?;
             drop(out);
-            return serve_command(&args, matches, "writer", Some(Role::Writer)).await;
+            return serve::command(*args, matches, "writer", Some(Role::Writer)).await;
         }
         Command::Reader(args) => {
+            let matches = serve_matches(matches, "reader")?;
             drop(out);
-            return serve_command(&args, matches, "reader", Some(Role::Reader)).await;
+            return serve::command(*args, matches, "reader", Some(Role::Reader)).await;
         }
         Command::Keys(cmd) => admin::keys(cmd, &mut out).await,
         Command::Users(cmd) => admin::users(cmd, &mut out).await,
@@ -169,21 +104,18 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         Command::Import(args) => import::run(args, &mut out).await,
         Command::Bench(args) => bench::run(args, &mut out).await,
         Command::Generate(args) => generate::run(args, &mut out).await,
-        Command::Reindex(args) => reindex(args, &mut out).await,
+        Command::Reindex(args) => reindex::run(args, &mut out).await,
         Command::Verify(args) => verify::run(*args, &mut out).await,
     };
     let flushed = out.flush().context("writing to stdout");
     result.and(flushed)
 }
 
-async fn reindex(args: cli::ReindexArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let dir = args.data_dir.clone();
-    let report = tokio::task::spawn_blocking(move || vigil_store_embedded::reindex(&dir))
-        .await
-        .context("reindexing")?
-        .with_context(|| format!("reindexing {}", args.data_dir.display()))?;
-    writeln!(out, "{report}")?;
-    Ok(())
+/// The matches of serve subcommand `name`: they tell flags and variables from defaults.
+fn serve_matches<'a>(matches: &'a ArgMatches, name: &str) -> anyhow::Result<&'a ArgMatches> {
+    matches
+        .subcommand_matches(name)
+        .context("parsing serve options")
 }
 
 /// Prints `error: <message> (<code>)` (plus any details the server sent) and picks the exit

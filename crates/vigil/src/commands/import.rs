@@ -13,19 +13,33 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use vigil_client::{Client, ClientError};
 
-use crate::cli::ImportArgs;
+use crate::args::{ClientArgs, OutputArgs, connect};
+use crate::error::CliError;
 use crate::output::{OutputFormat, simple_table, write_json};
-use crate::{CliError, connect};
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// NDJSON file, one event per line; `-` reads stdin.
+    pub file: PathBuf,
+    /// Events per request.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch_size: u64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
 
 /// Most failures kept (and printed) individually; the rest are only counted.
 const MAX_REPORTED_FAILURES: usize = 100;

@@ -1,18 +1,171 @@
 //! `vigil keys`, `vigil users`, `vigil schemas`, `vigil token`: administration over HTTP.
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 use vigil_client::{NewKey, NewUser};
 
-use crate::cli::{
-    KeysCommand, KeysCreateArgs, OutputArgs, SchemasCommand, SigningKeyArgs, SigningKeyFormat,
-    TokenArgs, UsersCommand, UsersCreateArgs,
-};
+use crate::args::{ClientArgs, OutputArgs, connect, parse_duration};
+use crate::config::DEFAULT_SIGNING_KEY_NAME;
+use crate::error::CliError;
 use crate::output::{OutputFormat, csv_escape, simple_table, write_json, write_ndjson};
-use crate::{CliError, connect};
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key; its secret is printed once.
+    Create(KeysCreateArgs),
+    /// List the keys you administer.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Revoke a key at once (JWTs minted from it stop working too).
+    Revoke {
+        /// Key id (from `vigil keys list`).
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the public key checkpoints are signed with (a C2SP verifier key, what
+    /// `vigil verify --key` takes), creating the signing key if it does not exist yet.
+    Signing(SigningKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SigningKeyArgs {
+    /// Data directory whose `signing.key` is meant.
+    #[arg(
+        long,
+        env = "VIGIL_DATA_DIR",
+        default_value = "./vigil-data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// The key file itself [default: <data-dir>/signing.key].
+    #[arg(long, env = "VIGIL_SIGNING_KEY", value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+    /// Name of a key created now (the first word of its signature lines; a host name such as
+    /// `audit.example.com` tells witnesses which log it is). An existing key keeps its name.
+    #[arg(long, default_value = DEFAULT_SIGNING_KEY_NAME)]
+    pub name: String,
+    /// `vkey`: the verifier key alone; `json`: name, key id, raw key and both verifier keys.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = SigningKeyFormat::Vkey)]
+    pub format: SigningKeyFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SigningKeyFormat {
+    Vkey,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysCreateArgs {
+    /// Tenant the key belongs to.
+    #[arg(long)]
+    pub tenant: String,
+    /// Comma-separated scopes: events:write, events:read, schemas:write, admin.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub scopes: Vec<String>,
+    /// Label; events sent with the key default their `source` to it [default: the tenant].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Expire the key after this long (30d, 12h) [default: never].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub expires_in: Option<Duration>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user. The password comes from VIGIL_USER_PASSWORD or, with --password-stdin,
+    /// from the first line of stdin.
+    Create(UsersCreateArgs),
+    /// List the users you administer.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Delete a user.
+    Delete {
+        username: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UsersCreateArgs {
+    #[arg(long)]
+    pub username: String,
+    #[arg(long)]
+    pub tenant: String,
+    /// Comma-separated scopes: events:write, events:read, schemas:write, admin.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub scopes: Vec<String>,
+    /// Read the password from the first line of stdin.
+    #[arg(long, conflicts_with = "password")]
+    pub password_stdin: bool,
+    /// The password (environment only: it never appears on the command line).
+    #[arg(long, env = "VIGIL_USER_PASSWORD", hide = true, hide_env_values = true)]
+    pub password: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemasCommand {
+    /// Register (or replace) the JSON Schema for an event type.
+    Put {
+        /// Event type (`account.created`).
+        event_type: String,
+        /// JSON Schema file (draft 2020-12); `-` reads stdin.
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the schema registered for an event type.
+    Get {
+        event_type: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove the schema of an event type (its events are no longer validated).
+    Delete {
+        event_type: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the registered schemas.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// `table` prints the bare token (for `$(vigil token)`); json prints it with its expiry.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
 
 pub async fn keys(cmd: KeysCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match cmd {

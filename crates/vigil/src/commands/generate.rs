@@ -28,6 +28,7 @@ use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use clap::{ArgGroup, Args};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
@@ -37,12 +38,73 @@ use vigil_bus::BusError;
 use vigil_client::ClientError;
 use vigil_event::TenantId;
 
-use crate::cli::{ClientArgs, GenerateArgs};
+use crate::args::{ClientArgs, NatsArgs, OutputArgs, connect};
+use crate::error::CliError;
 use crate::output::{OutputFormat, simple_table, write_json};
-use crate::{CliError, connect};
 
 pub use scenario::EventGenerator;
 use target::{Ack, SendError, Target};
+
+/// `vigil generate`. The target is one of a group: exactly one of `--http` and `--nats`.
+#[derive(Debug, Args)]
+#[command(
+    group(ArgGroup::new("target").required(true).args(["http", "nats"])),
+    after_help = "Stops after --count events, or at SIGINT/SIGTERM: the request in flight \
+                  finishes (a second signal abandons it), then the summary is printed."
+)]
+pub struct GenerateArgs {
+    /// Send to the vigil server at URL: batches to POST /v1/events, authenticated with
+    /// VIGIL_TOKEN (a key with scope events:write).
+    #[arg(long, value_name = "URL")]
+    pub http: Option<String>,
+    /// Or publish to NATS JetStream (--nats URL), on `events.<tenant>`, where vigil's writers
+    /// take them.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Events per second (fractions allowed: 0.2 is one every five seconds); 0 sends as fast
+    /// as the target accepts.
+    #[arg(long, default_value_t = 100.0, value_parser = parse_rate, value_name = "N")]
+    pub rate: f64,
+    /// Stop after N events [default: run until SIGINT or SIGTERM].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Reproducible events: the same seed gives the same events with the same ids
+    /// (gen-s<SEED>-0, -1, …) whatever --rate and --batch-size, and without a `time`, so the
+    /// server stamps its receipt time and a re-run is recognised as duplicates [default:
+    /// random events, ids unique to the run, `time` set when generated].
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Tenant the events are for. Over NATS they are published on `events.<TENANT>`
+    /// [default: `default`]. Over HTTP the server files events under the credential's tenant
+    /// and this is not sent: it must name that tenant.
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+    /// Most events per request.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000), value_name = "N")]
+    pub batch_size: u64,
+    /// API key or JWT. Prefer the environment variable: command-line arguments are visible to
+    /// other users of the machine.
+    #[arg(
+        long,
+        env = "VIGIL_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// The summary printed at the end.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Events per second: a finite number, 0 or more.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!(
+            "expected events per second, 0 or more (0: as fast as possible), got {s:?}"
+        )),
+    }
+}
 
 /// How far behind its schedule the generator may fall and still catch up.
 const MAX_CATCH_UP: Duration = Duration::from_secs(1);

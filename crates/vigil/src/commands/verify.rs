@@ -24,8 +24,8 @@ use vigil_store::Store;
 use vigil_store_embedded::scan::{self, LogEvent, LogVisitor};
 use vigil_store_postgres::{PgConfig, PgStore};
 
-use crate::CliError;
-use crate::cli::ClientArgs;
+use crate::args::{ClientArgs, connect};
+use crate::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -201,7 +201,7 @@ fn verify_event(args: &VerifyArgs, path: &Path, out: &mut dyn Write) -> anyhow::
 /// `vigil verify --url U --checkpoint saved.json`: the server's current checkpoint is signed
 /// by the trusted key and a consistency proof shows it extends the saved one.
 async fn verify_growth(args: &VerifyArgs, saved: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
-    let client = crate::connect(&args.client)?;
+    let client = connect(&args.client)?;
     let key = match &args.key {
         Some(path) => read_key(path)?,
         None => {

@@ -7,51 +7,53 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
 use vigil_bus::{Bus, BusConfig, TlsFiles};
 
-use crate::CliError;
-use crate::cli::parse_duration;
+use crate::args::parse_duration;
+use crate::error::CliError;
+use crate::layered::options;
 
-/// Where NATS is, and how to talk to it.
-#[derive(Debug, Clone, Args)]
-pub struct NatsArgs {
-    /// NATS with JetStream: `nats://user:password@host:4222`, or several servers separated by
-    /// commas. Prefer the environment variable: command-line arguments are visible to other
-    /// users of the machine.
-    #[arg(long, env = "VIGIL_NATS", hide_env_values = true, value_name = "URL")]
-    pub nats: Option<String>,
-    /// Prefix of every NATS subject and suffix of every stream name, for several deployments
-    /// (or tests) on one NATS server; the same on every node of a deployment.
-    #[arg(long, env = "VIGIL_NATS_NAMESPACE", value_name = "NS")]
-    pub nats_namespace: Option<String>,
-    /// Prefix of this process's reply subjects [default: `_INBOX`]. The least-privilege server
-    /// configuration (deploy/nats/) lets each user read only its own, `_INBOX.<user>`.
-    #[arg(long, env = "VIGIL_NATS_INBOX_PREFIX", value_name = "PREFIX")]
-    pub nats_inbox_prefix: Option<String>,
-    /// CA certificates (PEM) to trust for the NATS server's certificate; turns TLS on.
-    #[arg(long, env = "VIGIL_NATS_TLS_CA", value_name = "FILE")]
-    pub nats_tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for servers that verify clients; needs --nats-tls-key.
-    #[arg(
-        long,
-        env = "VIGIL_NATS_TLS_CERT",
-        value_name = "FILE",
-        requires = "nats_tls_key"
-    )]
-    pub nats_tls_cert: Option<PathBuf>,
-    /// Private key (PEM) of the client certificate; needs --nats-tls-cert.
-    #[arg(
-        long,
-        env = "VIGIL_NATS_TLS_KEY",
-        value_name = "FILE",
-        requires = "nats_tls_cert"
-    )]
-    pub nats_tls_key: Option<PathBuf>,
-    /// How long to wait for the connection, for JetStream's acknowledgement of a publish, and
-    /// for the answer to a request.
-    #[arg(long, env = "VIGIL_NATS_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
-    pub nats_timeout: Duration,
+options! {
+    /// Where NATS is, and how to talk to it. In `vigil serve` these are also `vigil.toml` keys.
+    pub struct NatsArgs, file NatsFile {
+        /// NATS with JetStream: `nats://user:password@host:4222`, or several servers separated
+        /// by commas. Prefer the environment variable: command-line arguments are visible to
+        /// other users of the machine.
+        #[arg(long, env = "VIGIL_NATS", hide_env_values = true, value_name = "URL")]
+        pub nats: Option<String>,
+        /// Prefix of every NATS subject and suffix of every stream name, for several
+        /// deployments (or tests) on one NATS server; the same on every node of a deployment.
+        #[arg(long, env = "VIGIL_NATS_NAMESPACE", value_name = "NS")]
+        pub nats_namespace: Option<String>,
+        /// Prefix of this process's reply subjects [default: `_INBOX`]. The least-privilege
+        /// server configuration (deploy/nats/) lets each user read only its own,
+        /// `_INBOX.<user>`.
+        #[arg(long, env = "VIGIL_NATS_INBOX_PREFIX", value_name = "PREFIX")]
+        pub nats_inbox_prefix: Option<String>,
+        /// CA certificates (PEM) to trust for the NATS server's certificate; turns TLS on.
+        #[arg(long, env = "VIGIL_NATS_TLS_CA", value_name = "FILE")]
+        pub nats_tls_ca: Option<PathBuf>,
+        /// Client certificate (PEM) for servers that verify clients; needs --nats-tls-key.
+        #[arg(
+            long,
+            env = "VIGIL_NATS_TLS_CERT",
+            value_name = "FILE",
+            requires = "nats_tls_key"
+        )]
+        pub nats_tls_cert: Option<PathBuf>,
+        /// Private key (PEM) of the client certificate; needs --nats-tls-cert.
+        #[arg(
+            long,
+            env = "VIGIL_NATS_TLS_KEY",
+            value_name = "FILE",
+            requires = "nats_tls_cert"
+        )]
+        pub nats_tls_key: Option<PathBuf>,
+        /// How long to wait for the connection, for JetStream's acknowledgement of a publish,
+        /// and for the answer to a request.
+        #[arg(long, env = "VIGIL_NATS_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+        pub nats_timeout: Duration,
+    }
 }
 
 impl NatsArgs {

@@ -7,6 +7,7 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use clap::{ArgGroup, Args, ValueEnum};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -14,14 +15,132 @@ use vigil_bus::QueryRequest;
 use vigil_client::{ClientError, ExportFormat, Order, Page, QueryParams};
 use vigil_event::TenantId;
 
-use crate::cli::{
-    CountArgs, ExportArgs, ExportFormatArg, FilterArgs, LastArgs, OrderArg, QueryArgs,
-};
+use crate::args::{ClientArgs, NatsArgs, OutputArgs, connect};
+use crate::error::CliError;
 use crate::output::{
     OutputFormat, TableStyle, event_table, write_csv_header, write_csv_rows, write_events,
     write_json, write_ndjson,
 };
-use crate::{CliError, connect};
+
+/// Which events: an expression, exact-match filters and a time range.
+#[derive(Debug, Clone, Args)]
+pub struct FilterArgs {
+    /// Filter expression, e.g. `severity>=7 AND type:login.failed` [default: every event].
+    #[arg(value_name = "EXPR")]
+    pub expr: Option<String>,
+    /// Exact-match filter `path=value` (`--where actor.id=u-7`); repeatable, ANDed.
+    #[arg(long = "where", value_name = "PATH=VALUE", value_parser = parse_where)]
+    pub filters: Vec<(String, String)>,
+    /// Start of the time range (inclusive): RFC 3339 or relative (`-15m`, `-24h`, `-7d`).
+    #[arg(long, allow_hyphen_values = true, value_name = "TIME")]
+    pub from: Option<String>,
+    /// End of the time range (exclusive): RFC 3339 or relative.
+    #[arg(long, allow_hyphen_values = true, value_name = "TIME")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OrderArg {
+    /// Newest first.
+    Desc,
+    /// Oldest first.
+    Asc,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Events per page.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    #[arg(long, value_enum, default_value_t = OrderArg::Desc)]
+    pub order: OrderArg,
+    /// Continue from a previous page's `next_cursor`.
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Follow cursors to the end of the result instead of stopping after one page.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `vigil last`: over HTTP by default, over NATS (a reader answers) with `--nats`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("bus").args(["nats"]).requires("tenant")))]
+pub struct LastArgs {
+    /// How many events.
+    #[arg(short = 'n', long = "count", default_value_t = 10, value_name = "N")]
+    pub count: usize,
+    /// Only events of at least this severity.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=10), conflicts_with = "above")]
+    pub min_severity: Option<u8>,
+    /// Only events of severity strictly above N.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=10))]
+    pub above: Option<u8>,
+    /// Only events of this type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: Option<String>,
+    /// Exact-match filter `path=value`; repeatable.
+    #[arg(long = "where", value_name = "PATH=VALUE", value_parser = parse_where)]
+    pub filters: Vec<(String, String)>,
+    /// Whose events, over NATS (required with --nats). Over HTTP the credential names the
+    /// tenant, so this is refused there.
+    #[arg(long, value_name = "TENANT", requires = "nats")]
+    pub tenant: Option<String>,
+    /// Ask vigil's readers over NATS instead of a server over HTTP (--url and VIGIL_TOKEN are
+    /// then not used).
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CountArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormatArg {
+    Ndjson,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Write here instead of stdout (the file must not exist yet).
+    #[arg(long, value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = ExportFormatArg::Ndjson)]
+    pub format: ExportFormatArg,
+    #[arg(long, value_enum, default_value_t = OrderArg::Asc)]
+    pub order: OrderArg,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `path=value`, split at the first `=`.
+fn parse_where(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((path, value)) if !path.trim().is_empty() => {
+            Ok((path.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected PATH=VALUE, got {s:?}")),
+    }
+}
 
 /// The URL parameters for an expression, `--where` filters and a time range.
 pub fn filter_params(filter: &FilterArgs) -> QueryParams {
@@ -342,6 +461,20 @@ pub async fn export(args: ExportArgs, out: &mut dyn Write) -> anyhow::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn where_filters_split_at_the_first_equals_sign() {
+        assert_eq!(
+            parse_where("details.q=a=b").unwrap(),
+            ("details.q".to_owned(), "a=b".to_owned())
+        );
+        assert_eq!(
+            parse_where("actor.id=").unwrap(),
+            ("actor.id".to_owned(), String::new())
+        );
+        assert!(parse_where("=x").is_err());
+        assert!(parse_where("novalue").is_err());
+    }
 
     #[test]
     fn severity_flags_become_an_expression() {

@@ -1,6 +1,8 @@
-//! `vigil serve`: open the store, bootstrap credentials, serve HTTP until SIGINT/SIGTERM.
+//! `vigil serve` (and its single-role forms `vigil writer`, `vigil reader`): resolve the
+//! configuration, open the store, bootstrap credentials, run the roles until SIGINT/SIGTERM.
 //!
 //! This is the only place that names a concrete backend (the embedded store or PostgreSQL).
+//! The options themselves are described in [`crate::config`].
 
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Write};
@@ -20,8 +22,60 @@ use vigil_store::Store;
 use vigil_store_embedded::EmbeddedStore;
 use vigil_store_postgres::{PgStore, redact_url};
 
-use crate::cli::{LogFormat, Role};
-use crate::config::{Backend, Settings};
+use crate::config::{Backend, DEFAULT_SIGNING_KEY_NAME, LogFormat, Role, Settings};
+use crate::error::CliError;
+
+/// `vigil serve`: the options of [`Settings`], plus which file to read them from.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Precedence: defaults < vigil.toml < VIGIL_* environment (and .env) < flags."
+)]
+pub struct ServeArgs {
+    /// Configuration file [default: ./vigil.toml when present].
+    #[arg(long, env = "VIGIL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: Settings,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// `vigil serve`, or a single-role shorthand (`vigil writer`, `vigil reader`) that is
+/// `vigil serve --roles <role>`. `matches` are the subcommand's, which tell flags and
+/// variables from defaults.
+pub async fn command(
+    args: ServeArgs,
+    matches: &clap::ArgMatches,
+    name: &str,
+    only: Option<Role>,
+) -> anyhow::Result<()> {
+    if only.is_some() {
+        if !args.settings.roles.is_empty() {
+            return Err(CliError::usage(format!(
+                "vigil {name} runs the {name} role only; use vigil serve --roles for others"
+            ))
+            .into());
+        }
+        if args.settings.nats.nats.is_none() {
+            return Err(CliError::usage(format!(
+                "vigil {name} needs --nats (or VIGIL_NATS): it works on the NATS JetStream bus"
+            ))
+            .into());
+        }
+    }
+    let (file_path, file) = crate::config::load_file(args.config.as_deref())?;
+    let mut settings = args.settings.resolve(matches, file)?;
+    if let Some(role) = only {
+        settings.roles = vec![role];
+        settings.check_roles()?;
+    }
+    if args.print_config {
+        print!("{}", settings.to_toml()?);
+        return Ok(());
+    }
+    run(settings, file_path).await
+}
 
 /// Name of the file, in the data directory, that receives the root admin key on first start.
 pub const ADMIN_KEY_FILE: &str = "admin.key";
@@ -119,7 +173,7 @@ async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Resu
     // Nodes that answer the API or write events sign checkpoints; those that write (or serve
     // the embedded store directly) also sign them periodically.
     if settings.runs(Role::Api) || settings.runs(Role::Writer) {
-        let key = load_signing_key(&settings.signing_key)?;
+        let key = load_signing_key(&settings.signing_key())?;
         check_store_key(store.as_ref(), &key).await?;
         let notary = Arc::new(vigil_api::notary::Notary::new(key, Arc::clone(&store)));
         state.install_notary(Arc::clone(&notary));
@@ -263,9 +317,6 @@ async fn check_store_key(
         }
     }
 }
-
-/// Name of a signing key created at first start (`vigil keys signing --name` picks another).
-pub const DEFAULT_SIGNING_KEY_NAME: &str = "vigil";
 
 fn flatten(ended: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
     ended.map_err(|e| anyhow::anyhow!("role task failed: {e}"))?

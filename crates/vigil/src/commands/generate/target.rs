@@ -12,7 +12,7 @@ use vigil_bus::{Bus, BusError, OutgoingEvent, Published};
 use vigil_client::{Client, ClientError, IngestResponse};
 use vigil_event::{EventId, TenantId};
 
-use crate::CliError;
+use crate::error::CliError;
 
 /// The target of a run.
 #[derive(Debug)]

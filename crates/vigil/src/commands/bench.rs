@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
@@ -29,9 +30,67 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use vigil_client::{ClientError, Order, QueryParams, Url};
 
-use crate::cli::{BenchArgs, BenchMode};
+use crate::args::{ClientArgs, OutputArgs, connect, parse_duration};
+use crate::error::CliError;
 use crate::output::{OutputFormat, simple_table, write_json};
-use crate::{CliError, connect};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// POST batches of --batch-size events.
+    Batch,
+    /// POST one event per request.
+    Single,
+    /// GET /v1/events with --query, one page per request.
+    Query,
+    /// GET /v1/events/count with --query.
+    Count,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value_t = BenchMode::Batch)]
+    pub mode: BenchMode,
+    /// Concurrent connections, each sending one request at a time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub connections: u32,
+    /// Stop after this long.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Duration,
+    /// Batch and single: stop after this many events (whichever comes first with --duration).
+    #[arg(long, value_name = "N")]
+    pub events: Option<u64>,
+    /// Events per request in batch mode.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch_size: u64,
+    /// Makes the run reproducible. Ingest: the same seed and --events send the same events,
+    /// ids included (bench-s<SEED>-0, -1, …), whatever --connections, so two servers get the
+    /// same data set; sent again to the same server they are duplicates. Query and count: the
+    /// same {rand} values, in the same order [default: random, ids unique to the run].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Query and count: URL parameters of each request, as after `?` in the URL
+    /// (`actor.id=u-17&limit=10`, `q=severity>=7 AND type:login.failed`); values are written
+    /// plainly and encoded when sent (`%XX` escapes are decoded, so `%26` is a literal `&`).
+    /// A `{rand}` in a value becomes a random number below --pool, drawn per request
+    /// [default: no parameters, the newest page].
+    #[arg(long, value_name = "PARAMS", value_parser = QueryTemplate::parse)]
+    pub query: Option<QueryTemplate>,
+    /// Query and count: stop after this many requests (whichever comes first with --duration)
+    /// [default: 400].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
+    /// Query and count: the range of {rand} in --query, 0 to N-1 [default: 5000, the actors
+    /// bench events come from: u-0 … u-4999].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pool: Option<u64>,
+    /// Allow a target that is not on this machine (loopback only by default).
+    #[arg(long)]
+    pub allow_remote: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
 
 /// Highest latency the histogram tracks exactly (beyond, values are clamped): one minute.
 const MAX_TRACKED_MICROS: u64 = 60_000_000;
@@ -254,26 +313,23 @@ impl QueryTemplate {
     }
 }
 
-/// Decodes `%XX` escapes; anything else is kept as written.
+/// Decodes `%XX` escapes; anything else is kept as written. A `%` that starts no escape is
+/// refused rather than kept, so a forgotten `%25` cannot change a query unnoticed.
 fn percent_decode(s: &str) -> Result<String, String> {
-    let mut bytes = Vec::with_capacity(s.len());
-    let mut rest = s.as_bytes();
-    while let Some((&byte, tail)) = rest.split_first() {
-        rest = tail;
-        if byte != b'%' {
-            bytes.push(byte);
-            continue;
-        }
-        let escaped = rest
-            .get(..2)
-            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-            .ok_or_else(|| format!("{s:?}: % must start an escape like %26 (write %25 for %)"))?;
-        bytes.push(escaped);
-        rest = rest.get(2..).unwrap_or_default();
+    let malformed = s.match_indices('%').any(|(at, _)| {
+        s.as_bytes()
+            .get(at + 1..at + 3)
+            .is_none_or(|hex| !hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if malformed {
+        return Err(format!(
+            "{s:?}: % must start an escape like %26 (write %25 for %)"
+        ));
     }
-    String::from_utf8(bytes).map_err(|_| format!("{s:?}: escapes do not decode to UTF-8"))
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
+        .map_err(|_| format!("{s:?}: escapes do not decode to UTF-8"))
 }
 
 /// What the requests of a query or count run ask.
