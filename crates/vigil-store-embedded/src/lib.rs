@@ -25,8 +25,8 @@
 //! merge         index/merge.rs     adjacent sealed segments -> one, blocks copied as they are
 //! recovery      recovery.rs        open: replay, truncate the torn tail, recompute Merkle
 //!                                  leaves, drop leftovers and superseded segments; reindex
-//! query plan    query.rs           filter -> candidates per segment, newest first; paging
-//! index lookup  index/lookup.rs    what a query asks of any segment's index (SegmentView)
+//! query plan    query.rs           segments newest first, time and cursor bounds, top-k; paging
+//! index lookup  index/lookup.rs    a filter -> candidate docs of one segment; an event by id
 //! Merkle trees  trees.rs           each tenant's stored tree hashes and signed checkpoints
 //! shared state  state.rs           the segment set, tenants' positions, the writer's health
 //! Store API     store.rs           the vigil_store::Store contract over all of the above

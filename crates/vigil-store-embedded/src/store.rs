@@ -87,8 +87,10 @@ impl Store for EmbeddedStore {
         id: &EventId,
     ) -> Result<Option<StoredEvent>, StoreError> {
         let (tenant, id) = (tenant.as_str().to_owned(), id.as_str().to_owned());
-        self.read(move |views| Ok(query::find_id(views, &tenant, &id)?.map(query::to_stored)))
-            .await
+        self.read(move |views| {
+            Ok(crate::index::lookup::find_id(views, &tenant, &id)?.map(query::to_stored))
+        })
+        .await
     }
 
     async fn query(&self, tenant: &TenantId, q: &Query) -> Result<Page, StoreError> {

@@ -79,7 +79,7 @@ impl StoreState for Durable<'_> {
     }
 
     fn stored(&self, tenant: &TenantId, id: &EventId) -> Result<Option<Prior>, StoreError> {
-        let found = crate::query::find_id(self.views, tenant.as_str(), id.as_str())?;
+        let found = crate::index::lookup::find_id(self.views, tenant.as_str(), id.as_str())?;
         Ok(found.map(|r| Prior {
             seq: r.seq,
             digest: r.digest,
