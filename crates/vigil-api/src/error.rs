@@ -14,13 +14,18 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 use vigil_auth::AuthError;
 use vigil_event::FieldErrorCode;
+use vigil_ingest::{IngestError, ItemError, Refused};
 use vigil_query::QueryError;
 use vigil_store::{Conflict, StoreError};
 
+// Documents `ItemError` (reported by admission, in vigil-ingest) in the OpenAPI document under
+// its own name; the doc comment below is its description there.
 /// One problem with one event of a batch: which event (`index`, 0-based position in the
 /// request), which field (`path`, `""` for the whole event) and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct ItemError {
+#[derive(ToSchema)]
+#[schema(as = ItemError)]
+#[allow(dead_code)] // documents the shape; responses serialise `ItemError`
+pub(crate) struct ItemErrorDoc {
     pub index: usize,
     pub path: String,
     #[schema(value_type = String, example = "reserved_field")]
@@ -117,6 +122,23 @@ pub enum ApiError {
     Overloaded,
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<Refused> for ApiError {
+    fn from(refused: Refused) -> Self {
+        Self::invalid_events(refused.total, refused.errors)
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::InvalidSchema(message) => Self::InvalidSchema(message),
+            IngestError::TooManySchemas { limit } => Self::TooManySchemas { limit },
+            IngestError::Store(e) => e.into(),
+            IngestError::Internal(message) => Self::Internal(message),
+        }
+    }
 }
 
 impl From<StoreError> for ApiError {

@@ -1,11 +1,17 @@
-//! The CPU side of `POST /v1/events`: body → events → normalised, schema-checked, prepared.
+//! HTTP ingest, the CPU side of `POST /v1/events`: the body split into events by its
+//! `Content-Type` (one object, an array, NDJSON), then handed to admission
+//! ([`vigil_ingest::Intake`]: normalised, schema-checked, prepared).
 //!
 //! The steps are synchronous, so property tests can drive them; [`prepare_body`] decides where
 //! they run. Large bodies and batches go to the blocking pool, and so does every batch that
 //! meets one of the tenant's schemas: a schema is tenant-supplied code in effect (patterns,
 //! nesting, `uniqueItems`), and its cost must never stall the async runtime. The batch is
 //! validated whole before anything is prepared, so a request either yields every event ready
-//! to append or the full list of what is wrong.
+//! to append (or publish) or the full list of what is wrong.
+//!
+//! Splitting a body stays here rather than in `vigil-ingest`: only HTTP carries batches (a bus
+//! message is one event), and its errors (`invalid_json` with a position, `batch_too_large`,
+//! `empty_batch`) are HTTP answers.
 
 use std::cell::Cell;
 use std::fmt;
@@ -14,12 +20,9 @@ use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-use vigil_event::{
-    FieldError, FieldErrorCode, Limits, Prepared, Submitted, TenantId, Timestamp, normalize,
-};
+use vigil_ingest::{Destination, Intake, Ready};
 
-use crate::error::{ApiError, ItemError, JsonPosition};
-use crate::schemas::{TenantSchemas, validate_body};
+use crate::error::{ApiError, JsonPosition};
 
 /// Batches at least this large are normalised and prepared off the async runtime.
 pub(crate) const BLOCKING_MIN_EVENTS: usize = 64;
@@ -179,68 +182,35 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
     }
 }
 
-/// Everything the CPU work of one ingest request needs, owned so it can move to a blocking
-/// thread.
-#[derive(Debug)]
-pub(crate) struct BatchContext {
-    pub limits: Limits,
-    pub schemas: std::sync::Arc<TenantSchemas>,
-    pub tenant: TenantId,
-    /// The credential's name: the default `source` of events that name none.
-    pub default_source: String,
-    pub received_at: Timestamp,
-    /// Bus mode: the batch is published to NATS rather than appended to the store, and each
-    /// published event must fit the stream's message limit (in bytes).
-    pub bus_max_message_bytes: Option<usize>,
-}
-
-/// A validated batch, in the form its destination takes.
-#[derive(Debug)]
-pub(crate) enum Ready {
-    /// Prepared for [`vigil_store::Store::append`].
-    Store(Vec<Prepared>),
-    /// Serialised for [`vigil_bus::Bus::publish`].
-    Bus(Vec<vigil_bus::OutgoingEvent>),
-}
-
-impl Ready {
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Self::Store(events) => events.len(),
-            Self::Bus(events) => events.len(),
-        }
-    }
-}
-
 /// Parses, normalises, schema-checks and prepares a request body, running each step where it
 /// belongs (see the module doc). `batch_len` is set once the body is split into events.
 pub(crate) async fn prepare_body(
     bytes: Bytes,
     format: BodyFormat,
     max_events: usize,
-    ctx: BatchContext,
+    intake: Intake,
+    destination: Destination,
     batch_len: &mut Option<usize>,
 ) -> Result<Ready, ApiError> {
     if bytes.len() >= BLOCKING_MIN_BYTES {
         let (len, prepared) = blocking(move || {
             let values = parse_body(&bytes, format, max_events)?;
-            Ok((values.len(), prepare_batch(values, &ctx)))
+            Ok((values.len(), intake.admit(values, destination)))
         })
         .await?;
         *batch_len = Some(len);
-        return prepared;
+        return Ok(prepared?);
     }
     let values = parse_body(&bytes, format, max_events)?;
     *batch_len = Some(values.len());
     if values.len() >= BLOCKING_MIN_EVENTS {
-        return blocking(move || prepare_batch(values, &ctx)).await;
+        return blocking(move || Ok(intake.admit(values, destination)?)).await;
     }
-    let normalized = normalize_batch(values, &ctx.limits);
-    if meets_a_schema(&normalized, &ctx.schemas) {
-        blocking(move || check_and_prepare(normalized, &ctx)).await
+    let normalized = intake.normalize(values);
+    if intake.meets_a_schema(&normalized) {
+        blocking(move || Ok(intake.finish(normalized, destination)?)).await
     } else {
-        check_and_prepare(normalized, &ctx)
+        Ok(intake.finish(normalized, destination)?)
     }
 }
 
@@ -253,111 +223,15 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("ingest task failed: {e}")))?
 }
 
-/// Each event normalised, or why it could not be, in batch order.
-type Normalized = Vec<Result<Submitted, Vec<FieldError>>>;
-
-/// Normalises, schema-checks and prepares every event. Errors list every failing event and
-/// field, in batch order.
-pub(crate) fn prepare_batch(values: Vec<Value>, ctx: &BatchContext) -> Result<Ready, ApiError> {
-    check_and_prepare(normalize_batch(values, &ctx.limits), ctx)
-}
-
-fn normalize_batch(values: Vec<Value>, limits: &Limits) -> Normalized {
-    values.into_iter().map(|v| normalize(v, limits)).collect()
-}
-
-/// Bus mode: the events as published. One that no longer fits the stream's message limit once
-/// serialised for publishing (numbers written back in full, an `id` added) is refused here,
-/// with the batch, rather than by JetStream after part of the batch went out.
-fn publishable(
-    submitted: Vec<Submitted>,
-    max_message_bytes: usize,
-    default_source: &str,
-) -> Result<Ready, ApiError> {
-    let total = submitted.len();
-    let mut errors = Vec::new();
-    let mut events = Vec::with_capacity(total);
-    for (index, s) in submitted.into_iter().enumerate() {
-        let (id, payload) = s.into_published();
-        if payload.len() > max_message_bytes {
-            errors.push(ItemError {
-                index,
-                path: String::new(),
-                code: FieldErrorCode::EventTooLarge,
-                message: format!(
-                    "the event takes {} bytes as published; the event stream takes at most {max_message_bytes}",
-                    payload.len()
-                ),
-            });
-        }
-        events.push(vigil_bus::OutgoingEvent {
-            id,
-            payload: payload.into(),
-            default_source: Some(default_source.to_owned()),
-        });
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::invalid_events(total, errors));
-    }
-    Ok(Ready::Bus(events))
-}
-
-/// Whether some normalised event has a type the tenant registered a schema for.
-fn meets_a_schema(normalized: &Normalized, schemas: &TenantSchemas) -> bool {
-    !schemas.is_empty()
-        && normalized
-            .iter()
-            .any(|n| n.as_ref().is_ok_and(|s| schemas.has(&s.event_type)))
-}
-
-/// Checks the normalised events against the tenant's schemas, then prepares them all; or
-/// lists every error of the batch, in batch order.
-fn check_and_prepare(normalized: Normalized, ctx: &BatchContext) -> Result<Ready, ApiError> {
-    let total = normalized.len();
-    let mut errors = Vec::new();
-    let mut submitted = Vec::with_capacity(total);
-    for (index, item) in normalized.into_iter().enumerate() {
-        let item = item.and_then(|mut s| {
-            validate_body(&ctx.schemas, &s.event_type, &mut s.body)?;
-            Ok(s)
-        });
-        match item {
-            Ok(s) => submitted.push(s),
-            Err(field_errors) => errors.extend(field_errors.into_iter().map(|e| ItemError {
-                index,
-                path: e.path,
-                code: e.code,
-                message: e.message,
-            })),
-        }
-    }
-    if submitted.len() < total {
-        if errors.is_empty() {
-            // normalize refused an event without saying why: still refuse, never store part.
-            errors.push(ItemError {
-                index: 0,
-                path: String::new(),
-                code: FieldErrorCode::InvalidField,
-                message: "invalid event".to_owned(),
-            });
-        }
-        return Err(ApiError::invalid_events(total, errors));
-    }
-    if let Some(max) = ctx.bus_max_message_bytes {
-        return publishable(submitted, max, &ctx.default_source);
-    }
-    Ok(Ready::Store(
-        submitted
-            .into_iter()
-            .map(|s| s.prepare(&ctx.tenant, ctx.received_at, &ctx.default_source))
-            .collect(),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use proptest::prelude::*;
     use serde_json::json;
+    use vigil_event::{EventType, FieldErrorCode, Limits, TenantId, Timestamp};
+    use vigil_ingest::Origin;
+    use vigil_ingest::schemas::TenantSchemas;
 
     use super::*;
 
@@ -470,15 +344,15 @@ mod tests {
         );
     }
 
-    fn context(schemas: TenantSchemas) -> BatchContext {
-        BatchContext {
-            limits: Limits::default(),
-            schemas: std::sync::Arc::new(schemas),
+    fn context(schemas: TenantSchemas) -> Intake {
+        let origin = Origin {
             tenant: TenantId::parse("acme").unwrap(),
             default_source: "test".to_owned(),
             received_at: Timestamp::now(),
-            bus_max_message_bytes: None,
-        }
+            default_id: None,
+            validated: false,
+        };
+        Intake::new(Limits::default(), Arc::new(schemas), origin)
     }
 
     /// Regression: a small batch (under 64 events and 64 KiB) was checked against the tenant's
@@ -506,7 +380,8 @@ mod tests {
             })
             .build(&schema)
             .unwrap();
-        let schemas = TenantSchemas::with_validator("probed", schema, validator);
+        let schemas =
+            TenantSchemas::with_validator(EventType::parse("probed").unwrap(), schema, validator);
 
         let body =
             Bytes::from_static(br#"[{"type":"other"},{"type":"probed","details":{"v":"x"}}]"#);
@@ -516,6 +391,7 @@ mod tests {
             BodyFormat::Json,
             10,
             context(schemas.clone()),
+            Destination::Append,
             &mut len,
         )
         .await
@@ -528,37 +404,48 @@ mod tests {
 
         // A batch that meets no schema needs no blocking thread, and is not checked.
         let body = Bytes::from_static(br#"{"type":"other","details":{"v":"x"}}"#);
-        prepare_body(body, BodyFormat::Json, 10, context(schemas), &mut len)
-            .await
-            .unwrap();
+        prepare_body(
+            body,
+            BodyFormat::Json,
+            10,
+            context(schemas),
+            Destination::Append,
+            &mut len,
+        )
+        .await
+        .unwrap();
         assert_eq!(seen.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
     async fn bus_mode_publishes_the_validated_event_or_refuses_the_batch_whole() {
-        let mut ctx = context(TenantSchemas::default());
-        ctx.bus_max_message_bytes = Some(1024);
+        let ctx = context(TenantSchemas::default());
+        let bus = Destination::Publish {
+            max_message_bytes: 1024,
+        };
         let body = Bytes::from_static(br#"[{"type":"a","id":"e-1"},{"type":"b"}]"#);
         let mut len = None;
-        let Ready::Bus(events) = prepare_body(body, BodyFormat::Json, 10, ctx, &mut len)
+        let Ready::Publish(events) = prepare_body(body, BodyFormat::Json, 10, ctx, bus, &mut len)
             .await
             .unwrap()
         else {
             panic!("bus mode prepares for the bus");
         };
         assert_eq!(events[0].id.as_str(), "e-1");
-        assert_eq!(events[0].default_source.as_deref(), Some("test"));
+        assert_eq!(events[0].default_source, "test");
         let second: Value = serde_json::from_slice(&events[1].payload).unwrap();
         assert_eq!(second["id"], events[1].id.as_str(), "an id is assigned");
         assert!(second.get("time").is_none() && second.get("source").is_none());
 
-        let mut ctx = context(TenantSchemas::default());
-        ctx.bus_max_message_bytes = Some(64);
+        let ctx = context(TenantSchemas::default());
+        let bus = Destination::Publish {
+            max_message_bytes: 64,
+        };
         let body = Bytes::from(format!(
             r#"[{{"type":"a"}},{{"type":"b","details":{{"x":"{}"}}}}]"#,
             "y".repeat(100)
         ));
-        let e = prepare_body(body, BodyFormat::Json, 10, ctx, &mut len)
+        let e = prepare_body(body, BodyFormat::Json, 10, ctx, bus, &mut len)
             .await
             .unwrap_err();
         assert_eq!(e.code(), "event_too_large");
@@ -567,16 +454,26 @@ mod tests {
 
     #[tokio::test]
     async fn schema_and_normalisation_errors_are_listed_together_in_batch_order() {
-        let validator = crate::schemas::compile(&json!({"required": ["details"]})).unwrap();
-        let schemas =
-            TenantSchemas::with_validator("strict", json!({"required": ["details"]}), validator);
+        let validator = vigil_ingest::schemas::compile(&json!({"required": ["details"]})).unwrap();
+        let schemas = TenantSchemas::with_validator(
+            EventType::parse("strict").unwrap(),
+            json!({"required": ["details"]}),
+            validator,
+        );
         let body = Bytes::from_static(
             br#"[{"type":"strict"},{"severity":2},{"type":"strict","details":{}}]"#,
         );
         let mut len = None;
-        let e = prepare_body(body, BodyFormat::Json, 10, context(schemas), &mut len)
-            .await
-            .unwrap_err();
+        let e = prepare_body(
+            body,
+            BodyFormat::Json,
+            10,
+            context(schemas),
+            Destination::Append,
+            &mut len,
+        )
+        .await
+        .unwrap_err();
         let ApiError::InvalidEvents { errors, .. } = e else {
             panic!("{e:?}");
         };

@@ -1,25 +1,30 @@
 //! vigil's HTTP API: the axum routes through which events come in and answers go out.
 //!
 //! This crate is the edge of the ingest and query flow. `POST /v1/events` authenticates the
-//! caller ([`vigil_auth`]), parses the body (one object, an array or NDJSON), normalises every
-//! event ([`vigil_event::normalize`]), checks it against the tenant's registered JSON Schema,
-//! prepares the batch and appends it to the [`Store`] — all or nothing, durable before the 201.
+//! caller ([`vigil_auth`]), splits the body into events (one object, an array or NDJSON), has
+//! [`vigil_ingest`] admit them (normalised, checked against the tenant's registered JSON
+//! Schema, prepared) and appends the batch to the [`Store`] — all or nothing, durable before
+//! the 201 — or, in bus mode, publishes it to NATS JetStream for a writer to store (202).
 //! `GET /v1/events` turns URL parameters into a [`vigil_query::Query`] and answers from the
 //! store, as JSON pages or as a streamed NDJSON/CSV export. The tenant of every read and write
 //! comes from the credential, never from the request. The contract is `docs/api.md`; the same
 //! routes are described by [`openapi`] and served at `/openapi.json`.
 //!
 //! # Layout
-//! - `routes/` — one module per resource (`events`, `schemas`, `auth`, `keys`, `users`, `ops`)
-//!   and the route table from which both the router and the OpenAPI document are built.
-//! - `ingest` — body → events → normalised, schema-checked, prepared batch (synchronous steps,
-//!   run on the blocking pool when large or when they meet a tenant's schema).
+//! - `routes/` — one module per resource (`events`, `integrity`, `schemas`, `auth`, `keys`,
+//!   `users`, `ops`) and the route table from which both the router and the OpenAPI document
+//!   are built.
+//! - `authenticate` — the authenticated caller: bearer credential, rate limit, tenant.
+//! - `ingest` — HTTP ingest: body → events → admitted batch (admission is
+//!   [`vigil_ingest::Intake`]; run on the blocking pool when large or when it meets a tenant's
+//!   schema).
 //! - `export` — paging a query through the store as an NDJSON or CSV stream.
-//! - `schemas` — the per-tenant schema registry, persisted in the store's `schemas` document
-//!   and reloaded from it periodically, so processes sharing a store share the schemas.
-//! - `extract` — the authenticated caller, bounded bodies; `budget` — the bound on ingest bytes
+//! - `extract` — bounded bodies, JSON bodies, query pairs; `budget` — the bound on ingest bytes
 //!   in flight; `error` — one error enum, one JSON error shape; `metrics` — Prometheus counters
 //!   and histograms.
+//!
+//! The schema registry and checkpoint signing live in [`vigil_ingest`], which the bus writer
+//! shares: the routes of `/v1/schemas` and `/v1/checkpoint` call them.
 //!
 //! # Example
 //! ```
@@ -51,7 +56,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRef, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -62,19 +67,20 @@ use tower_http::request_id::{
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi;
+use vigil_ingest::{AdmitConfig, Admitter, CheckpointSigner};
 use vigil_store::Store;
 
+mod authenticate;
 mod budget;
 mod error;
 mod export;
 mod extract;
 mod ingest;
 mod metrics;
-pub mod notary;
 mod routes;
-mod schemas;
 
-pub use error::{ApiError, ItemError, JsonPosition};
+pub use error::{ApiError, JsonPosition};
+pub use vigil_ingest::ItemError;
 
 /// Request-level limits and behaviour of the HTTP layer. Per-event limits live in
 /// `event_limits`, per-query limits in `query_limits`.
@@ -113,6 +119,20 @@ pub struct ApiConfig {
     pub schema_refresh_interval: Duration,
 }
 
+impl ApiConfig {
+    /// What admission takes from this configuration: the event limits and the schema
+    /// registry's.
+    pub fn admit_config(&self) -> AdmitConfig {
+        AdmitConfig {
+            limits: self.event_limits.clone(),
+            schema_limits: vigil_ingest::schemas::SchemaLimits {
+                max_per_tenant: self.max_schemas_per_tenant,
+            },
+            schema_refresh_interval: self.schema_refresh_interval,
+        }
+    }
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
@@ -142,14 +162,14 @@ struct Inner {
     /// Authenticates every request and manages keys and users.
     auth: vigil_auth::Auth,
     config: ApiConfig,
-    /// Compiled per-tenant schemas, consulted for every ingested event.
-    schemas: schemas::SchemaRegistry,
+    /// Admits every ingested event: the event limits and the compiled per-tenant schemas.
+    admitter: Admitter,
     /// Bytes of ingest bodies in flight, bounded by `config.max_inflight_bytes`.
     ingest_budget: budget::InflightBudget,
     /// Bus mode: validated events are published here instead of appended to the store.
     bus: Option<vigil_bus::Bus>,
     /// Signs checkpoints; absent on a server without a signing key.
-    notary: std::sync::OnceLock<Arc<notary::Notary>>,
+    checkpoint_signer: std::sync::OnceLock<Arc<CheckpointSigner>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -185,24 +205,17 @@ impl AppState {
         bus: Option<vigil_bus::Bus>,
     ) -> Result<Self, ApiError> {
         metrics::handle();
-        let schemas = schemas::SchemaRegistry::load(
-            Arc::clone(&store),
-            schemas::SchemaLimits {
-                max_per_tenant: config.max_schemas_per_tenant,
-            },
-            config.schema_refresh_interval,
-        )
-        .await?;
+        let admitter = Admitter::load(Arc::clone(&store), config.admit_config()).await?;
         let ingest_budget = budget::InflightBudget::new(config.max_inflight_bytes);
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
                 auth,
                 config,
-                schemas,
+                admitter,
                 ingest_budget,
                 bus,
-                notary: std::sync::OnceLock::new(),
+                checkpoint_signer: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -219,8 +232,14 @@ impl AppState {
         &self.inner.config
     }
 
-    pub(crate) fn schemas(&self) -> &schemas::SchemaRegistry {
-        &self.inner.schemas
+    /// How this API admits events: its limits and the tenants' schemas. A writer running
+    /// beside it admits the events it consumes from NATS with the same one.
+    pub fn admitter(&self) -> &Admitter {
+        &self.inner.admitter
+    }
+
+    pub(crate) fn schemas(&self) -> &vigil_ingest::schemas::SchemaRegistry {
+        self.inner.admitter.schemas()
     }
 
     pub(crate) fn ingest_budget(&self) -> &budget::InflightBudget {
@@ -231,46 +250,31 @@ impl AppState {
         self.inner.bus.as_ref()
     }
 
-    /// Gives the API the notary that signs checkpoints (once; a second call is ignored).
-    /// Without one, the integrity endpoints answer `501`.
-    pub fn install_notary(&self, notary: Arc<notary::Notary>) {
-        let _ = self.inner.notary.set(notary);
+    /// Gives the API the signer of checkpoints (once; a second call is ignored). Without one,
+    /// the integrity endpoints answer `501`.
+    pub fn install_checkpoint_signer(&self, signer: Arc<CheckpointSigner>) {
+        let _ = self.inner.checkpoint_signer.set(signer);
     }
 
-    pub(crate) fn notary(&self) -> Option<&notary::Notary> {
-        self.inner.notary.get().map(|n| &**n)
-    }
-
-    /// How a writer running beside this API admits events from NATS: the same limits and the
-    /// same tenant schemas as `POST /v1/events`.
-    pub fn bus_admission(&self) -> std::sync::Arc<dyn vigil_bus::writer::Admission> {
-        std::sync::Arc::new(BusAdmission {
-            limits: self.inner.config.event_limits.clone(),
-            schemas: self.inner.schemas.clone(),
-        })
+    pub(crate) fn checkpoint_signer(&self) -> Option<&CheckpointSigner> {
+        self.inner.checkpoint_signer.get().map(|s| &**s)
     }
 }
 
-/// Admits events consumed from NATS like `POST /v1/events` admits them: normalised with the
-/// API's limits and checked against the tenant's registered schemas.
-#[derive(Debug)]
-struct BusAdmission {
-    limits: vigil_event::Limits,
-    schemas: schemas::SchemaRegistry,
+/// What the operations endpoints need: the store and, in bus mode, the connection to NATS, for
+/// `/readyz`. A node without the api role serves them with no [`AppState`].
+#[derive(Clone)]
+pub(crate) struct OpsState {
+    store: Arc<dyn Store>,
+    bus: Option<vigil_bus::Bus>,
 }
 
-impl vigil_bus::writer::Admission for BusAdmission {
-    fn admit(
-        &self,
-        inbound: vigil_bus::writer::Inbound<'_>,
-    ) -> Result<vigil_event::Prepared, vigil_bus::writer::Rejection> {
-        let mut submitted = vigil_bus::writer::parse_and_normalize(&inbound, &self.limits)?;
-        if !inbound.validated {
-            let tenant_schemas = self.schemas.for_tenant(inbound.tenant);
-            schemas::validate_body(&tenant_schemas, &submitted.event_type, &mut submitted.body)
-                .map_err(vigil_bus::writer::field_errors)?;
+impl FromRef<AppState> for OpsState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            store: Arc::clone(&state.inner.store),
+            bus: state.inner.bus.clone(),
         }
-        Ok(vigil_bus::writer::prepare(submitted, &inbound))
     }
 }
 
@@ -300,9 +304,13 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Only the operations endpoints, `/healthz`, `/readyz` and `/metrics` (no credential): what a
-/// node without the api role (a writer, a reader) serves, for probes and Prometheus.
-pub fn ops_router(state: AppState) -> Router {
+/// node without the api role (a writer, a reader) serves, for probes and Prometheus. `/readyz`
+/// checks `store`, and the connection to NATS when `bus` is given. Installs the metrics
+/// recorder (once per process).
+pub fn ops_router(store: Arc<dyn Store>, bus: Option<vigil_bus::Bus>) -> Router {
     use axum::routing::get;
+    metrics::handle();
+    let state = OpsState { store, bus };
     Router::new()
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))

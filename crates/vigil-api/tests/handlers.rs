@@ -123,7 +123,7 @@ async fn app_signing(
         .await
         .unwrap();
     if let Some(key) = key {
-        state.install_notary(Arc::new(vigil_api::notary::Notary::new(
+        state.install_checkpoint_signer(Arc::new(vigil_ingest::CheckpointSigner::new(
             key,
             Arc::clone(&store),
         )));

@@ -1,14 +1,14 @@
 //! [`Auth`]: the credential service the HTTP layer and the binary talk to.
 
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 use vigil_event::TenantId;
-use vigil_store::{MetaVersion, Store, StoreError};
+use vigil_store::Store;
+use vigil_store::shared::SharedDocument;
 
 use crate::apikey;
 use crate::clock::{Clock, SystemClock};
@@ -27,10 +27,6 @@ pub const KEY_NAME_MAX_CHARS: usize = 128;
 
 /// `created_by` of the root key made on first start.
 const BOOTSTRAP: &str = "bootstrap";
-
-/// Times a change is applied to the latest credential document and saved before giving up
-/// because other processes keep changing the document first.
-const MAX_ATTEMPTS: u32 = 16;
 
 /// Settings for [`Auth::open`].
 #[derive(Debug, Clone, PartialEq)]
@@ -169,31 +165,24 @@ impl From<&UserRecord> for UserInfo {
 /// API keys, users, JWTs and rate limits over one credential document kept in the store.
 ///
 /// Reads (`authenticate`, `check_rate`, `issue_token`, listings) are synchronous and cheap:
-/// SHA-256 or HMAC against in-memory state. A change is applied to the latest stored document,
-/// saved through [`Store::save_meta_if`] only if nobody changed the document meanwhile (else
-/// applied again to the newer one), and only then becomes visible: an acknowledged change is
-/// durable, a failed save changes nothing, and changes made at once by several processes
-/// sharing the store are all kept. A background task reloads the document every
-/// [`AuthConfig::refresh_interval`] to pick up other processes' changes; it stops when the
-/// last clone is dropped. Cheap to clone.
+/// SHA-256 or HMAC against in-memory state. The document is a [`SharedDocument`]: a change is
+/// applied to the latest stored document, saved through [`Store::save_meta_if`] only if nobody
+/// changed the document meanwhile (else applied again to the newer one), and only then becomes
+/// visible: an acknowledged change is durable, a failed save changes nothing, and changes made
+/// at once by several processes sharing the store are all kept. A background task reloads the
+/// document every [`AuthConfig::refresh_interval`] to pick up other processes' changes; it
+/// stops when the last clone is dropped. Cheap to clone.
 #[derive(Clone)]
 pub struct Auth {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    /// Where the credential document lives (`load_meta_versioned` / `save_meta_if("auth")`).
-    store: Arc<dyn Store>,
     config: AuthConfig,
     clock: Arc<dyn Clock>,
-    /// The live credentials. A std lock: held only for in-memory work, never across `.await`.
-    state: RwLock<State>,
-    /// Serialises changes and reloads within this process, and holds the store version of
-    /// `state`: a reload swaps in the stored document only when its version differs, and
-    /// the two are always replaced together.
-    write: Arc<tokio::sync::Mutex<MetaVersion>>,
-    /// Dropped with the last `Auth` clone, which stops the refresh task at once.
-    _stop_refresh: oneshot::Sender<()>,
+    /// The live credentials: the store's `auth` meta document, kept in step with the other
+    /// processes sharing the store.
+    document: SharedDocument<State>,
     /// `None` when rate limiting is off.
     limiter: Option<RateLimiter>,
     /// Bounds how many argon2 verifications run at once and how many logins wait for one.
@@ -215,68 +204,9 @@ impl fmt::Debug for Auth {
 }
 
 impl Inner {
-    fn read(&self) -> RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    fn read(&self) -> Arc<State> {
+        self.document.current()
     }
-
-    /// Swaps in the stored credential document when its version differs from `version`, the
-    /// one in memory (the caller holds `write`, whose value it is). Returns whether it did.
-    async fn catch_up(&self, version: &mut MetaVersion) -> Result<bool, AuthError> {
-        // Polled every second on every node: compare the version before reading the document.
-        if self.store.meta_version(META_NAME).await? == Some(*version) {
-            return Ok(false);
-        }
-        let Some((latest, bytes)) = self.store.load_meta_versioned(META_NAME).await? else {
-            return Err(AuthError::Internal(
-                "the credential document is missing from the store".into(),
-            ));
-        };
-        if latest == *version {
-            return Ok(false);
-        }
-        let state = State::from_document(&bytes)?;
-        *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
-        *version = latest;
-        Ok(true)
-    }
-}
-
-/// The stored credential document, or a new one (with a fresh JWT secret) saved first. When
-/// several processes start on an empty store at once, one creates it and the others load that
-/// one, so every process signs and checks tokens with the same secret.
-async fn load_or_create(store: &dyn Store) -> Result<(MetaVersion, State), AuthError> {
-    for _ in 0..MAX_ATTEMPTS {
-        if let Some((version, bytes)) = store.load_meta_versioned(META_NAME).await? {
-            return Ok((version, State::from_document(&bytes)?));
-        }
-        let state = State::new();
-        if let Some(version) = store
-            .save_meta_if(META_NAME, None, &state.to_document()?)
-            .await?
-        {
-            return Ok((version, state));
-        }
-    }
-    Err(contended())
-}
-
-/// A change that lost the race to save [`MAX_ATTEMPTS`] times in a row. Nothing was changed;
-/// the request can be retried (503).
-fn contended() -> AuthError {
-    AuthError::Store(StoreError::Unavailable(format!(
-        "the credential document changed {MAX_ATTEMPTS} times while a change was being saved; \
-         nothing was changed, try again"
-    )))
-}
-
-/// Reloads the document every `every` until `stop` fires or the last handle is gone. A failed
-/// reload is logged and keeps what is in memory.
-fn spawn_refresh(inner: Weak<Inner>, stop: oneshot::Receiver<()>, every: Duration) {
-    vigil_store::shared::spawn_poll(inner, stop, every, |inner| async move {
-        if let Err(e) = (Auth { inner }).refresh().await {
-            tracing::warn!(error = %e, code = e.code(), "reloading credentials from the store failed; keeping the ones in memory");
-        }
-    });
 }
 
 impl Auth {
@@ -309,26 +239,25 @@ impl Auth {
                 "refresh_interval must be longer than zero",
             ));
         }
-        let (version, state) = load_or_create(&*store).await?;
+        // When several processes start on an empty store at once, one creates the document
+        // (with a fresh JWT secret) and the others load that one, so every process signs and
+        // checks tokens with the same secret.
+        let document =
+            SharedDocument::open_or_create(store, META_NAME, config.refresh_interval, State::new)
+                .await?;
         let limiter = config
             .rate_limit
             .map(|limit| RateLimiter::new(limit, DEFAULT_CAPACITY));
         let login_gate = LoginGate::new(&config.login);
         let login_failures = RateLimiter::new(config.login.failures, DEFAULT_CAPACITY);
-        let refresh_interval = config.refresh_interval;
-        let (stop_refresh, stopped) = oneshot::channel();
         let inner = Arc::new(Inner {
-            store,
             config,
             clock,
-            state: RwLock::new(state),
-            write: Arc::new(tokio::sync::Mutex::new(version)),
-            _stop_refresh: stop_refresh,
+            document,
             limiter,
             login_gate,
             login_failures,
         });
-        spawn_refresh(Arc::downgrade(&inner), stopped, refresh_interval);
         Ok(Self { inner })
     }
 
@@ -336,17 +265,7 @@ impl Auth {
     /// rather than at the next periodic refresh. Returns whether anything changed. On error the
     /// credentials in memory stay as they were.
     pub async fn refresh(&self) -> Result<bool, AuthError> {
-        let mut version = self.inner.write.lock().await;
-        let changed = self.inner.catch_up(&mut version).await?;
-        if changed {
-            let state = self.inner.read();
-            tracing::info!(
-                keys = state.keys.len(),
-                users = state.users.len(),
-                "credentials reloaded: the stored document was changed by another process"
-            );
-        }
-        Ok(changed)
+        self.inner.document.refresh().await
     }
 
     /// Creates the root key (name `root`, tenant [`SYSTEM_TENANT`](crate::SYSTEM_TENANT),
@@ -725,44 +644,18 @@ impl Auth {
         Ok(())
     }
 
-    /// Applies `change` to a copy of the latest stored state, saves the copy if the stored
-    /// document is still the one it started from, then swaps it in. When another process saved
-    /// first, the newer document is loaded and `change` applied again (at most
-    /// [`MAX_ATTEMPTS`] times), so no process undoes another's change: two nodes creating keys
-    /// at once both keep theirs, and of two nodes bootstrapping an empty store one creates the
-    /// root key and the other finds it.
-    ///
-    /// Runs in its own task: if the caller is dropped (a client hanging up mid-request), the
-    /// save and the swap still finish together, so memory and store never disagree.
+    /// Applies `change` to a copy of the latest stored state and saves it (see
+    /// [`SharedDocument::update`]): two nodes creating keys at once both keep theirs, and of two
+    /// nodes bootstrapping an empty store one creates the root key and the other finds it.
     async fn mutate<T, F>(&self, mut change: F) -> Result<T, AuthError>
     where
         T: Send + 'static,
         F: FnMut(&mut State) -> Result<T, AuthError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::spawn(async move {
-            let mut version = Arc::clone(&inner.write).lock_owned().await;
-            for attempt in 0..MAX_ATTEMPTS {
-                if attempt > 0 {
-                    vigil_store::shared::contention_pause(attempt).await;
-                }
-                inner.catch_up(&mut version).await?;
-                let mut next = inner.read().clone();
-                let out = change(&mut next)?;
-                let saved = inner
-                    .store
-                    .save_meta_if(META_NAME, Some(*version), &next.to_document()?)
-                    .await?;
-                if let Some(saved) = saved {
-                    *inner.state.write().unwrap_or_else(PoisonError::into_inner) = next;
-                    *version = saved;
-                    return Ok(out);
-                }
-            }
-            Err(contended())
-        })
-        .await
-        .map_err(|e| AuthError::Internal(format!("credential update task failed: {e}")))?
+        self.inner
+            .document
+            .update(move |state| change(state).map(|out| (out, true)))
+            .await
     }
 }
 

@@ -1,7 +1,9 @@
 //! The credential document: keys, users and the JWT secret, saved as one JSON document
-//! through `Store::save_meta_if("auth", …)`.
+//! through `Store::save_meta_if("auth", …)` and shared with the other processes of the store as
+//! a [`SharedDocument`](vigil_store::shared::SharedDocument).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -124,6 +126,42 @@ impl State {
             }
         }
         Ok(Self { jwt, keys, users })
+    }
+}
+
+impl vigil_store::shared::Document for State {
+    type Error = AuthError;
+
+    const LABEL: &'static str = "credential";
+
+    async fn decode(bytes: Vec<u8>, _previous: Option<Arc<Self>>) -> Result<Self, AuthError> {
+        Self::from_document(&bytes)
+    }
+
+    async fn encode(state: Arc<Self>) -> Result<Vec<u8>, AuthError> {
+        state.to_document()
+    }
+
+    fn absent() -> Result<Self, AuthError> {
+        Err(AuthError::Internal(
+            "the credential document is missing from the store".into(),
+        ))
+    }
+
+    fn internal(message: String) -> AuthError {
+        AuthError::Internal(message)
+    }
+
+    fn reloaded(&self) {
+        tracing::info!(
+            keys = self.keys.len(),
+            users = self.users.len(),
+            "credentials reloaded: the stored document was changed by another process"
+        );
+    }
+
+    fn reload_failed(error: &AuthError) {
+        tracing::warn!(error = %error, code = error.code(), "reloading credentials from the store failed; keeping the ones in memory");
     }
 }
 

@@ -11,6 +11,8 @@
 //! - this module: connecting ([`Bus::connect`], TLS, inbox prefix), the names of subjects and
 //!   streams ([`Names`]), stream creation, and publishing a batch ([`Bus::publish`]).
 //! - [`writer`]: the durable pull consumer that persists events, with its dead-letter subject.
+//!   It admits each message with [`vigil_ingest::Admitter`], the same admission HTTP ingest
+//!   uses (limits, the tenant's schemas, defaults).
 //! - [`reader`]: the query service, and [`Bus::query`], its client.
 
 use std::path::PathBuf;

@@ -1,8 +1,8 @@
 //! The writer: a durable JetStream pull consumer that appends events into the store.
 //!
-//! Messages are pulled in batches. Each is admitted ([`Admission`]: parsed, normalised,
-//! schema-checked, prepared with the tenant of its subject and JetStream's receipt time), the
-//! batch is appended with one store call (the store's group commit makes it durable), and only
+//! Messages are pulled in batches. Each is admitted ([`vigil_ingest::Admitter`], as HTTP ingest
+//! admits events: parsed, normalised, checked against the tenant's schemas, prepared with the
+//! tenant of its subject and JetStream's receipt time), the batch is appended with one store call (the store's group commit makes it durable), and only
 //! then is every message acknowledged. Delivery is at least once; the store's idempotent ids
 //! make a redelivered event a duplicate, never a second copy, so a writer killed at any point
 //! loses nothing and stores nothing twice.
@@ -21,7 +21,6 @@
 //!
 //! Reading and admitting the next batch overlaps with appending the current one.
 
-use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +31,8 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{AckKind, Message};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
-use vigil_event::{EventId, Limits, Prepared, TenantId, Timestamp, normalize};
+use vigil_event::{EventId, Prepared, TenantId, Timestamp};
+use vigil_ingest::{Admitter, Origin};
 use vigil_store::{Store, StoreError};
 
 use crate::{Bus, BusError};
@@ -63,104 +63,11 @@ impl Rejection {
     }
 }
 
-/// One message as a writer admits it.
-#[derive(Debug, Clone, Copy)]
-pub struct Inbound<'a> {
-    /// From the subject, `events.<tenant>`.
-    pub tenant: &'a TenantId,
-    pub payload: &'a [u8],
-    /// JetStream's receipt time: the same on every redelivery.
-    pub received_at: Timestamp,
-    /// The id of an event that carries none: its `Nats-Msg-Id`, or one derived from its place
-    /// in the stream. The same on every redelivery, so a redelivered id-less event is a
-    /// duplicate, not a second event.
-    pub default_id: &'a EventId,
-    /// `source` of an event that names none (`Vigil-Source`, set by a vigil api node to the
-    /// credential's name), else `nats`.
-    pub default_source: &'a str,
-    /// Published by a vigil api node that already checked it against the limits and schemas
-    /// (`Vigil-Validated`): not checked against the schemas again, and limits leave room for
-    /// the `id` the node added. Checking again could dead-letter an event the node answered
-    /// `202` for (a schema tightened meanwhile, `additionalProperties: false` without `id`).
-    pub validated: bool,
-}
-
 /// Header of an event published by a vigil api node: it passed the tenant's limits and
 /// schemas there.
 pub const HEADER_VALIDATED: &str = "Vigil-Validated";
 /// Header naming the default `source` of an event published by a vigil api node.
 pub const HEADER_SOURCE: &str = "Vigil-Source";
-
-/// Turns a message's payload into an event ready to append, or says why it cannot be one.
-/// The HTTP API provides one that also enforces the tenant's registered schemas.
-pub trait Admission: Send + Sync + fmt::Debug + 'static {
-    fn admit(&self, inbound: Inbound<'_>) -> Result<Prepared, Rejection>;
-}
-
-/// Parses and normalises with `limits`; no schemas.
-#[derive(Debug, Clone)]
-pub struct BasicAdmission {
-    pub limits: Limits,
-}
-
-impl Admission for BasicAdmission {
-    fn admit(&self, inbound: Inbound<'_>) -> Result<Prepared, Rejection> {
-        let submitted = parse_and_normalize(&inbound, &self.limits)?;
-        Ok(prepare(submitted, &inbound))
-    }
-}
-
-/// The first step of every admission: JSON, then [`normalize`] (with room for what an api node
-/// added when `validated`), errors summed up in one rejection.
-pub fn parse_and_normalize(
-    inbound: &Inbound<'_>,
-    limits: &Limits,
-) -> Result<vigil_event::Submitted, Rejection> {
-    let payload = inbound.payload;
-    let mut limits = limits.clone();
-    if inbound.validated {
-        limits.max_event_bytes = limits.max_event_bytes.saturating_add(4096);
-        limits.max_fields = limits.max_fields.saturating_add(2);
-    }
-    if payload.len() > limits.max_event_bytes.saturating_mul(2) {
-        return Err(Rejection::new(
-            "event_too_large",
-            format!(
-                "the message is {} bytes; events are limited to {}",
-                payload.len(),
-                limits.max_event_bytes
-            ),
-        ));
-    }
-    let value: serde_json::Value = serde_json::from_slice(payload)
-        .map_err(|e| Rejection::new("invalid_json", format!("the message is not JSON: {e}")))?;
-    normalize(value, &limits).map_err(field_errors)
-}
-
-/// The last step of every admission: defaults and server-set fields.
-pub fn prepare(mut submitted: vigil_event::Submitted, inbound: &Inbound<'_>) -> Prepared {
-    submitted.set_default_id(inbound.default_id);
-    submitted.prepare(inbound.tenant, inbound.received_at, inbound.default_source)
-}
-
-/// Field errors as one rejection: the first error's code, every message.
-pub fn field_errors(errors: Vec<vigil_event::FieldError>) -> Rejection {
-    let code = errors
-        .first()
-        .map_or("invalid_event".to_owned(), |e| e.code.as_str().to_owned());
-    let message = errors
-        .iter()
-        .map(|e| {
-            if e.path.is_empty() {
-                e.message.clone()
-            } else {
-                format!("{}: {}", e.path, e.message)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    Rejection::new(code, message)
-}
 
 /// Chunks of messages admitted at once, each on a blocking thread.
 const ADMISSION_PARALLELISM: usize = 4;
@@ -250,7 +157,7 @@ impl Admitted {
 pub async fn run_writer(
     bus: Bus,
     store: Arc<dyn Store>,
-    admission: Arc<dyn Admission>,
+    admitter: Admitter,
     config: WriterConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<WriterReport, BusError> {
@@ -270,7 +177,7 @@ pub async fn run_writer(
     let pull = pull_loop(
         bus.clone(),
         consumer,
-        admission,
+        admitter,
         config.clone(),
         tx,
         async move {
@@ -350,7 +257,7 @@ async fn ensure_consumer(
 async fn pull_loop(
     bus: Bus,
     mut consumer: consumer::Consumer<pull::Config>,
-    admission: Arc<dyn Admission>,
+    admitter: Admitter,
     config: WriterConfig,
     tx: mpsc::Sender<Admitted>,
     shutdown: impl Future<Output = ()> + Send,
@@ -453,7 +360,7 @@ async fn pull_loop(
                 let bytes: usize = pulled.iter().map(|m| m.payload.len()).sum();
                 in_flight += count;
                 in_flight_bytes += bytes;
-                let admitted = admit_all(bus.clone(), Arc::clone(&admission), pulled);
+                let admitted = admit_all(bus.clone(), admitter.clone(), pulled);
                 admitting.push_back(async move { (count, bytes, admitted.await) });
             }
         }
@@ -462,7 +369,7 @@ async fn pull_loop(
 }
 
 /// Admits every message of a batch, off the async runtime when the batch is large.
-async fn admit_all(bus: Bus, admission: Arc<dyn Admission>, pulled: Vec<Message>) -> Admitted {
+async fn admit_all(bus: Bus, admitter: Admitter, pulled: Vec<Message>) -> Admitted {
     let small = pulled.len() < 64;
     let names = bus.names().clone();
     let work = move || {
@@ -476,7 +383,7 @@ async fn admit_all(bus: Bus, admission: Arc<dyn Admission>, pulled: Vec<Message>
             // A panic in admission is a bug, but it must not leave the batch unacknowledged
             // (redelivered and failing forever): the event goes to the dead letters.
             let one = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                admit_one(&names, admission.as_ref(), &message)
+                admit_one(&names, &admitter, &message)
             }))
             .unwrap_or_else(|_| {
                 Err(Rejection::new(
@@ -511,7 +418,7 @@ async fn admit_all(bus: Bus, admission: Arc<dyn Admission>, pulled: Vec<Message>
 
 fn admit_one(
     names: &crate::Names,
-    admission: &dyn Admission,
+    admitter: &Admitter,
     message: &Message,
 ) -> Result<Prepared, Rejection> {
     let token = names
@@ -542,14 +449,16 @@ fn admit_one(
         .unwrap_or_else(EventId::generate);
     let default_source = header(HEADER_SOURCE).unwrap_or_else(|| "nats".to_owned());
     let validated = header(HEADER_VALIDATED).is_some();
-    admission.admit(Inbound {
-        tenant: &tenant,
-        payload: &message.payload,
-        received_at,
-        default_id: &default_id,
-        default_source: &default_source,
-        validated,
-    })
+    admitter
+        .intake(Origin {
+            tenant,
+            default_source,
+            received_at,
+            default_id: Some(default_id),
+            validated,
+        })
+        .admit_payload(&message.payload)
+        .map_err(|refusal| Rejection::new(refusal.code, refusal.message))
 }
 
 /// Appends a batch (retrying while the store is unavailable), sends the rejected messages to
@@ -793,42 +702,6 @@ fn header_value(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn admission_refuses_what_is_not_an_event() {
-        let admission = BasicAdmission {
-            limits: Limits::default(),
-        };
-        let tenant = TenantId::parse("acme").unwrap();
-        let default_id = EventId::parse("js-1-1").unwrap();
-        let at = Timestamp::from_nanos(1_700_000_000_000_000_000);
-        let inbound = |payload: &'static [u8]| Inbound {
-            tenant: &tenant,
-            payload,
-            received_at: at,
-            default_id: &default_id,
-            default_source: "nats",
-            validated: false,
-        };
-        let e = admission.admit(inbound(b"{")).unwrap_err();
-        assert_eq!(e.code, "invalid_json");
-        let e = admission
-            .admit(inbound(br#"{"severity": 99}"#))
-            .unwrap_err();
-        assert!(e.message.contains("type"), "{e:?}");
-        let ok = admission
-            .admit(inbound(br#"{"type":"login.failed","id":"e-1"}"#))
-            .unwrap();
-        assert_eq!(ok.tenant, tenant);
-        assert_eq!(ok.time, at, "an event without time takes the receipt time");
-        let json: serde_json::Value = serde_json::from_slice(&ok.canonical_bytes(1)).unwrap();
-        assert_eq!(json["source"], "nats");
-        // An event without id takes the message's: a redelivery is the same event.
-        let first = admission.admit(inbound(br#"{"type":"x"}"#)).unwrap();
-        let again = admission.admit(inbound(br#"{"type":"x"}"#)).unwrap();
-        assert_eq!(first.id, default_id);
-        assert_eq!(first.canonical_bytes(1), again.canonical_bytes(1));
-    }
 
     #[test]
     fn dead_letter_headers_are_one_bounded_line() {

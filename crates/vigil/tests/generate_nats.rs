@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use vigil_bus::reader::{ReaderConfig, run_reader};
 use vigil_bus::testing::unique_name;
-use vigil_bus::writer::{BasicAdmission, WriterConfig, run_writer};
+use vigil_bus::writer::{WriterConfig, run_writer};
 use vigil_bus::{Bus, BusConfig, Names};
 use vigil_event::TenantId;
 use vigil_store::Store;
@@ -260,9 +260,12 @@ async fn last_over_nats_shows_what_the_readers_answer() {
     let writer = tokio::spawn(run_writer(
         bus.clone(),
         Arc::clone(&store),
-        Arc::new(BasicAdmission {
-            limits: vigil_event::Limits::default(),
-        }),
+        vigil_ingest::Admitter::load(
+            Arc::clone(&store),
+            vigil_api::ApiConfig::default().admit_config(),
+        )
+        .await
+        .unwrap(),
         WriterConfig::default(),
         async move {
             let _ = writer_stopped.await;

@@ -8,8 +8,9 @@ use utoipa::ToSchema;
 use vigil_auth::{AuthError, SecretString, Token};
 
 use crate::AppState;
+use crate::authenticate::bearer_token;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{bearer_token, check_json_content_type, parse_json, read_body};
+use crate::extract::{check_json_content_type, parse_json, read_body};
 
 /// A login. The password is a [`SecretString`]: it never appears in `Debug` output.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -12,14 +12,16 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use vigil_auth::Scope;
 use vigil_event::{EventId, Timestamp};
+use vigil_ingest::{Destination, Origin, Publishable, Ready};
 use vigil_query::{Query, QueryError};
 
 use crate::AppState;
+use crate::authenticate::Authenticated;
 use crate::budget::Reservation;
 use crate::error::{ApiError, ErrorBody};
 use crate::export::{ExportFormat, export_stream, page_limit};
-use crate::extract::{Authenticated, declared_length, query_pairs, read_body};
-use crate::ingest::{BatchContext, BodyFormat, Ready, prepare_body};
+use crate::extract::{declared_length, query_pairs, read_body};
+use crate::ingest::{BodyFormat, prepare_body};
 use crate::metrics::{EventsIngested, EventsRejected};
 
 /// The answer to an accepted batch: one entry per event, in request order.
@@ -168,8 +170,8 @@ async fn ingest_batch(
     .map_err(|_| ApiError::Timeout(limit))??;
 
     let prepared = match ready {
-        Ready::Store(prepared) => prepared,
-        Ready::Bus(events) => {
+        Ready::Append(prepared) => prepared,
+        Ready::Publish(events) => {
             let bus = state
                 .bus()
                 .ok_or_else(|| ApiError::Internal("bus-mode batch without a bus".to_owned()))?;
@@ -220,10 +222,18 @@ fn acknowledged(status: StatusCode, events: Vec<IngestedEvent>) -> Response {
 async fn publish_batch(
     bus: &vigil_bus::Bus,
     tenant: &vigil_event::TenantId,
-    events: Vec<vigil_bus::OutgoingEvent>,
+    events: Vec<Publishable>,
     reservation: Option<Reservation>,
 ) -> Result<Response, ApiError> {
     let ids: Vec<String> = events.iter().map(|e| e.id.as_str().to_owned()).collect();
+    let events = events
+        .into_iter()
+        .map(|e| vigil_bus::OutgoingEvent {
+            id: e.id,
+            payload: e.payload.into(),
+            default_source: Some(e.default_source),
+        })
+        .collect();
     let bus = bus.clone();
     let tenant = tenant.clone();
     let published = tokio::spawn(async move {
@@ -272,15 +282,30 @@ async fn receive_batch(
         }
     };
     let bytes = read_body(headers, body, max_body).await?;
-    let ctx = BatchContext {
-        limits: config.event_limits.clone(),
-        schemas: state.schemas().for_tenant(&principal.tenant),
+    let intake = state.admitter().intake(Origin {
         tenant: principal.tenant.clone(),
         default_source: principal.name.clone(),
         received_at: Timestamp::now(),
-        bus_max_message_bytes: state.bus().map(vigil_bus::Bus::max_payload_bytes),
+        default_id: None,
+        validated: false,
+    });
+    // In bus mode the batch is published for a writer to store, each event within the
+    // stream's message limit; else it is appended here.
+    let destination = match state.bus() {
+        Some(bus) => Destination::Publish {
+            max_message_bytes: bus.max_payload_bytes(),
+        },
+        None => Destination::Append,
     };
-    let ready = prepare_body(bytes, format, config.max_batch_events, ctx, batch_len).await?;
+    let ready = prepare_body(
+        bytes,
+        format,
+        config.max_batch_events,
+        intake,
+        destination,
+        batch_len,
+    )
+    .await?;
     Ok((ready, reservation))
 }
 

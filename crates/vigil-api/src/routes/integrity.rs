@@ -10,14 +10,16 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use vigil_auth::Scope;
 use vigil_event::TenantId;
+use vigil_ingest::CheckpointSigner;
+use vigil_ingest::checkpoint_signer::{checkpoint_json, tree_error};
 use vigil_integrity::proof::{self, ConsistencyProof, InclusionProof};
 use vigil_query::QueryError;
 use vigil_store::StoredCheckpoint;
 
 use crate::AppState;
+use crate::authenticate::Authenticated;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Authenticated, query_pairs};
-use crate::notary::{Notary, checkpoint_json, tree_error};
+use crate::extract::query_pairs;
 
 /// The log's public key (also printed by `vigil keys signing`).
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,8 +66,8 @@ pub struct ConsistencyDoc {
     path: Vec<String>,
 }
 
-fn notary(state: &AppState) -> Result<&Notary, ApiError> {
-    state.notary().ok_or_else(|| {
+fn signer(state: &AppState) -> Result<&CheckpointSigner, ApiError> {
+    state.checkpoint_signer().ok_or_else(|| {
         ApiError::NotImplemented(
             "this server has no signing key: it serves no checkpoints".to_owned(),
         )
@@ -116,7 +118,7 @@ pub(crate) async fn checkpoint_for(
             .checkpoint(tenant, Some(size))
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no checkpoint of size {size}"))),
-        None => notary(state)?.checkpoint_now(tenant).await?.ok_or_else(|| {
+        None => signer(state)?.checkpoint_now(tenant).await?.ok_or_else(|| {
             ApiError::NotFound("the log has no events yet: nothing to checkpoint".to_owned())
         }),
     }
@@ -157,7 +159,7 @@ pub(crate) async fn checkpoint(
 pub(crate) async fn signing_key(
     State(state): State<AppState>,
 ) -> Result<axum::Json<SigningKeyDoc>, ApiError> {
-    let key = notary(&state)?.verifier();
+    let key = signer(&state)?.verifier();
     Ok(axum::Json(SigningKeyDoc {
         name: key.name().to_owned(),
         key_id: format!("{:08x}", key.key_id()),
@@ -235,7 +237,7 @@ pub(crate) async fn inclusion(
             }
             cp
         }
-        None => notary(state)?
+        None => signer(state)?
             .checkpoint_covering(tenant, seq)
             .await?
             .ok_or_else(|| {

@@ -8,8 +8,9 @@ use utoipa::ToSchema;
 use vigil_auth::{CreatedKey, KeyInfo, NewKey};
 
 use crate::AppState;
+use crate::authenticate::Authenticated;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, Authenticated};
+use crate::extract::ApiJson;
 
 #[derive(Debug, Serialize)]
 pub struct KeyList {

@@ -40,7 +40,7 @@ macro_rules! route_table {
                 license(name = "Apache-2.0"),
             ),
             paths($($($handler)::+),*),
-            components(schemas(crate::error::ErrorBody, crate::error::ErrorObject, crate::error::ItemError)),
+            components(schemas(crate::error::ErrorBody, crate::error::ErrorObject, crate::error::ItemErrorDoc)),
             modifiers(&BearerAuth),
             tags(
                 (name = "events", description = "Ingest, query, count and export events"),

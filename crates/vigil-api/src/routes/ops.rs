@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::AppState;
+use crate::OpsState;
 use crate::error::{ApiError, ErrorBody};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -31,14 +31,14 @@ pub(crate) async fn healthz() -> axum::Json<Status> {
         (status = 503, description = "store_unavailable, bus_unavailable", body = ErrorBody),
     ),
 )]
-pub(crate) async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Status>, ApiError> {
-    state.store().ready().await.map_err(|e| match e {
+pub(crate) async fn readyz(State(state): State<OpsState>) -> Result<axum::Json<Status>, ApiError> {
+    state.store.ready().await.map_err(|e| match e {
         vigil_store::StoreError::Internal(m) => {
             ApiError::Store(vigil_store::StoreError::Unavailable(m))
         }
         other => ApiError::from(other),
     })?;
-    if let Some(bus) = state.bus()
+    if let Some(bus) = &state.bus
         && !bus.is_connected()
     {
         return Err(ApiError::Bus(vigil_bus::BusError::Unavailable(

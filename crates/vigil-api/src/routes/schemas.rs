@@ -12,11 +12,12 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use vigil_auth::{AuthError, Principal, Scope};
 use vigil_event::EventType;
+use vigil_ingest::schemas::PutOutcome;
 
 use crate::AppState;
+use crate::authenticate::Authenticated;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Authenticated, check_json_content_type, parse_json, read_body};
-use crate::schemas::PutOutcome;
+use crate::extract::{check_json_content_type, parse_json, read_body};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SchemaList {

@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use vigil_event::{EventId, Prepared, Timestamp};
 use vigil_query::{Expr, Query};
-use vigil_store::{Appended, Page, StoreError, StoredEvent};
+use vigil_store::{Appended, MetaVersion, Page, StoreError, StoredEvent};
 
 use super::*;
 use crate::KEY_PREFIX;

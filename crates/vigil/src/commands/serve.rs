@@ -155,10 +155,23 @@ async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Resu
             .await
             .context("creating the NATS event stream")?;
     }
-    let state =
-        vigil_api::AppState::with_bus(Arc::clone(&store), auth, settings.api_config(), bus.clone())
-            .await
-            .context("starting the api")?;
+    // Every node listens: the api role serves the whole API, the others the operations
+    // endpoints (health, readiness, metrics). Built before any role runs, as either installs
+    // the metrics recorder.
+    let (state, router) = if settings.runs(Role::Api) {
+        let state = vigil_api::AppState::with_bus(
+            Arc::clone(&store),
+            auth,
+            settings.api_config(),
+            bus.clone(),
+        )
+        .await
+        .context("starting the api")?;
+        (Some(state.clone()), vigil_api::router(state))
+    } else {
+        let router = vigil_api::ops_router(Arc::clone(&store), bus.clone());
+        (None, router)
+    };
 
     // One signal stops every role: the api drains requests, the writer finishes its batch,
     // the reader its queries.
@@ -175,10 +188,12 @@ async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Resu
     if settings.runs(Role::Api) || settings.runs(Role::Writer) {
         let key = load_signing_key(&settings.signing_key())?;
         check_store_key(store.as_ref(), &key).await?;
-        let notary = Arc::new(vigil_api::notary::Notary::new(key, Arc::clone(&store)));
-        state.install_notary(Arc::clone(&notary));
+        let signer = Arc::new(vigil_ingest::CheckpointSigner::new(key, Arc::clone(&store)));
+        if let Some(state) = &state {
+            state.install_checkpoint_signer(Arc::clone(&signer));
+        }
         if bus.is_none() || settings.runs(Role::Writer) {
-            let run = notary.run(settings.checkpoint_interval, stopped());
+            let run = signer.run(settings.checkpoint_interval, stopped());
             roles.spawn(async move {
                 run.await;
                 Ok(())
@@ -187,10 +202,21 @@ async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Resu
     }
     if let Some(bus) = &bus {
         if settings.runs(Role::Writer) {
+            // The writer admits events as the api does: beside it, with the same schema
+            // registry; alone, with its own over the same store.
+            let admitter = match &state {
+                Some(state) => state.admitter().clone(),
+                None => vigil_ingest::Admitter::load(
+                    Arc::clone(&store),
+                    settings.api_config().admit_config(),
+                )
+                .await
+                .context("loading the schemas")?,
+            };
             let writer = vigil_bus::writer::run_writer(
                 bus.clone(),
                 Arc::clone(&store),
-                state.bus_admission(),
+                admitter,
                 vigil_bus::writer::WriterConfig {
                     batch_size: settings.writer_batch_size,
                     batch_bytes: settings.writer_batch_bytes,
@@ -213,19 +239,12 @@ async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Resu
             roles.spawn(async move { reader.await.context("reader role") });
         }
     }
-    // Every node listens: the api role serves the whole API, the others the operations
-    // endpoints (health, readiness, metrics).
     let listener = TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
     let addr = listener
         .local_addr()
         .context("reading the listening address")?;
-    let router = if settings.runs(Role::Api) {
-        vigil_api::router(state)
-    } else {
-        vigil_api::ops_router(state)
-    };
     let names: Vec<&str> = settings.roles.iter().map(|r| r.name()).collect();
     tracing::info!(roles = %names.join(","), "roles running");
     print_line(&format!("vigil listening on http://{addr}"))?;

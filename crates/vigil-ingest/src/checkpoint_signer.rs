@@ -1,10 +1,11 @@
-//! Signed checkpoints: the server's Ed25519 key signs each tenant's Merkle tree head.
+//! Checkpoint signing: the server's Ed25519 key signs each tenant's Merkle tree head.
 //!
-//! The [`Notary`] makes a checkpoint when one is asked for (a proof of an event newer than the
-//! newest checkpoint, `GET /v1/checkpoint`) and, through [`Notary::run`], periodically for every
-//! tenant whose log grew. Every checkpoint is kept by the store, so any old one can later be
-//! proven consistent with the newest. Several nodes sharing a store may each sign: the store
-//! keeps the first checkpoint of each size.
+//! The last step of the write flow: once events are appended, a [`CheckpointSigner`] makes a
+//! checkpoint when one is asked for (a proof of an event newer than the newest checkpoint,
+//! `GET /v1/checkpoint`) and, through [`CheckpointSigner::run`], periodically for every tenant
+//! whose log grew: on an api node in embedded mode and on every writer. Every checkpoint is
+//! kept by the store, so any old one can later be proven consistent with the newest. Several
+//! nodes sharing a store may each sign: the store keeps the first checkpoint of each size.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,16 +18,16 @@ use vigil_integrity::{TreeError, tree};
 use vigil_store::{Store, StoreError, StoredCheckpoint};
 
 /// Signs and keeps checkpoints of the tenants' logs.
-pub struct Notary {
+pub struct CheckpointSigner {
     key: SigningKey,
     store: Arc<dyn Store>,
     /// One signing at a time per process; also guards `signed`.
     signed: tokio::sync::Mutex<HashMap<TenantId, u64>>,
 }
 
-impl std::fmt::Debug for Notary {
+impl std::fmt::Debug for CheckpointSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Notary")
+        f.debug_struct("CheckpointSigner")
             .field("key", &self.key.verifier().to_vkey())
             .finish_non_exhaustive()
     }
@@ -44,14 +45,14 @@ pub fn checkpoint_json(tenant: &TenantId, cp: &StoredCheckpoint) -> CheckpointJs
 }
 
 /// Maps a failure to read a tree from the store to the store's error.
-pub(crate) fn tree_error(e: TreeError<StoreError>) -> StoreError {
+pub fn tree_error(e: TreeError<StoreError>) -> StoreError {
     match e {
         TreeError::Read(e) => e,
         other => StoreError::Internal(other.to_string()),
     }
 }
 
-impl Notary {
+impl CheckpointSigner {
     pub fn new(key: SigningKey, store: Arc<dyn Store>) -> Self {
         Self {
             key,

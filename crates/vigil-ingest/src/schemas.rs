@@ -5,34 +5,34 @@
 //! one meta document of the store (`schemas`), so a deployment has one place of truth; the
 //! compiled validators are kept in memory, because ingest consults them for every event.
 //!
-//! Several vigil processes may share one store. A change is applied to the latest stored
-//! document and saved with [`Store::save_meta_if`] only if nobody changed the document
-//! meanwhile (else applied again to the newer one), so concurrent changes on different nodes
-//! are all kept; and every process reloads the document every
-//! [`ApiConfig::schema_refresh_interval`](crate::ApiConfig::schema_refresh_interval), so a
-//! schema registered on one node is enforced on the others within that interval.
+//! Several vigil processes may share one store: the document is a [`SharedDocument`]. A change
+//! is applied to the latest stored document and saved with [`Store::save_meta_if`] only if
+//! nobody changed the document meanwhile (else applied again to the newer one), so concurrent
+//! changes on different nodes are all kept; and every process reloads the document every
+//! `refresh_interval` given to [`SchemaRegistry::load`], so a schema registered on one node is
+//! enforced on the others within that interval.
+//!
+//! The HTTP handlers of `/v1/schemas` (in `vigil-api`) change the registry; admission
+//! ([`crate::Admitter`]) reads it for every event, whether it came over HTTP or the bus.
 //!
 //! A schema is tenant-supplied work for the server: compiling and applying one runs on the
-//! blocking pool (here and in `ingest`), a tenant has at most
+//! blocking pool (here, and where the edges run admission), a tenant has at most
 //! [`SchemaLimits::max_per_tenant`] of them, and a `pattern` may backtrack at most
 //! [`PATTERN_BACKTRACK_LIMIT`] steps per match.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::sync::oneshot;
 use vigil_event::{EventType, FieldError, FieldErrorCode, TenantId};
-use vigil_store::{MetaVersion, Store, StoreError};
+use vigil_store::Store;
+use vigil_store::shared::{Document, SharedDocument};
 
-use crate::error::ApiError;
+use crate::error::IngestError;
 
 /// Name of the store meta document holding every tenant's schemas.
 const META_NAME: &str = "schemas";
-/// Times a change is applied to the latest schema document and saved before giving up because
-/// other processes keep changing the document first.
-const MAX_ATTEMPTS: u32 = 16;
 /// Errors reported per failing event at most: a schema that rejects every field of a large
 /// event would otherwise make the error response larger than the request.
 const MAX_ERRORS_PER_EVENT: usize = 32;
@@ -40,7 +40,7 @@ const MAX_ERRORS_PER_EVENT: usize = 32;
 /// Patterns that need backtracking (backreferences, look-around) can take exponential time on
 /// crafted input; past the limit the match fails and the event is refused as a
 /// `schema_violation`, so a pattern costs at most a few milliseconds per value.
-pub(crate) const PATTERN_BACKTRACK_LIMIT: usize = 10_000;
+pub const PATTERN_BACKTRACK_LIMIT: usize = 10_000;
 
 /// One registered schema: the document as sent (returned by `GET`) and its compiled form.
 #[derive(Clone)]
@@ -52,7 +52,7 @@ struct Entry {
 /// The schemas of one tenant, by event type. Immutable: a change builds a new snapshot, so
 /// ingest validates against a consistent set without holding a lock.
 #[derive(Clone, Default)]
-pub(crate) struct TenantSchemas {
+pub struct TenantSchemas {
     by_type: BTreeMap<EventType, Entry>,
 }
 
@@ -66,11 +66,7 @@ impl TenantSchemas {
     /// Validates a normalised event body against the schema of its type, if one is registered.
     /// Paths in the errors are dotted instance paths (`details.amount`, `details.items.0.sku`).
     /// CPU work of the tenant's choosing: call it off the async runtime.
-    pub(crate) fn validate(
-        &self,
-        event_type: &EventType,
-        body: &Value,
-    ) -> Result<(), Vec<FieldError>> {
+    pub fn validate(&self, event_type: &EventType, body: &Value) -> Result<(), Vec<FieldError>> {
         let Some(entry) = self.by_type.get(event_type) else {
             return Ok(());
         };
@@ -94,12 +90,12 @@ impl TenantSchemas {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.by_type.is_empty()
     }
 
     /// Whether a schema is registered for `event_type`.
-    pub(crate) fn has(&self, event_type: &EventType) -> bool {
+    pub fn has(&self, event_type: &EventType) -> bool {
         self.by_type.contains_key(event_type)
     }
 
@@ -110,16 +106,16 @@ impl TenantSchemas {
             .collect()
     }
 
-    /// A set of one schema with a validator built by the test (custom formats and the like).
-    #[cfg(test)]
-    pub(crate) fn with_validator(
-        ty: &str,
+    /// A set of one schema whose validator the caller built (custom formats and the like,
+    /// as tests use), outside any registry.
+    pub fn with_validator(
+        event_type: EventType,
         schema: Value,
         validator: jsonschema::Validator,
     ) -> Self {
         let mut set = Self::default();
         set.by_type.insert(
-            EventType::parse(ty).unwrap_or_else(|e| panic!("{e:?}")),
+            event_type,
             Entry {
                 schema: Arc::new(schema),
                 validator: Arc::new(validator),
@@ -131,53 +127,83 @@ impl TenantSchemas {
 
 /// Bounds on what one tenant may register.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct SchemaLimits {
+pub struct SchemaLimits {
     /// Most schemas per tenant: 422 `too_many_schemas` for one more.
     pub max_per_tenant: usize,
 }
 
 /// Every tenant's schemas, loaded from and saved to the store. Clones share one registry.
 #[derive(Clone)]
-pub(crate) struct SchemaRegistry {
-    inner: Arc<Registry>,
-}
-
-struct Registry {
-    store: Arc<dyn Store>,
+pub struct SchemaRegistry {
     limits: SchemaLimits,
-    /// Current snapshot per tenant; read on every ingest request, replaced by PUT, DELETE and
+    /// Current schemas per tenant; read on every admission, replaced by PUT, DELETE and
     /// reloads.
-    tenants: RwLock<HashMap<TenantId, Arc<TenantSchemas>>>,
-    /// Serialises changes and reloads within this process, and holds the store version of the
-    /// document `tenants` was built from (`None`: no document yet). A change saves only if the
-    /// stored document is still that version; a reload rebuilds `tenants` only when it is not.
-    write: Arc<tokio::sync::Mutex<Option<MetaVersion>>>,
-    /// Dropped with the registry, which stops its refresh task at once.
-    _stop_refresh: oneshot::Sender<()>,
+    document: SharedDocument<Tenants>,
 }
 
 impl std::fmt::Debug for SchemaRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SchemaRegistry")
-            .field("limits", &self.inner.limits)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
+    }
+}
+
+/// Every tenant's schemas, as the `schemas` document holds them. A tenant without schemas has
+/// no entry.
+#[derive(Clone, Default)]
+struct Tenants(HashMap<TenantId, Arc<TenantSchemas>>);
+
+impl Document for Tenants {
+    type Error = IngestError;
+
+    const LABEL: &'static str = "schema";
+
+    /// Compiles on the blocking pool, keeping the validators of schemas `previous` holds.
+    async fn decode(bytes: Vec<u8>, previous: Option<Arc<Self>>) -> Result<Self, IngestError> {
+        blocking(move || {
+            let doc = parse_document(&bytes)?;
+            let previous = previous.unwrap_or_default();
+            compile_document(doc, &previous.0).map(Self)
+        })
+        .await
+    }
+
+    async fn encode(tenants: Arc<Self>) -> Result<Vec<u8>, IngestError> {
+        blocking(move || serialise(&tenants)).await
+    }
+
+    fn absent() -> Result<Self, IngestError> {
+        Ok(Self::default())
+    }
+
+    fn internal(message: String) -> IngestError {
+        IngestError::Internal(message)
+    }
+
+    fn reloaded(&self) {
+        tracing::info!("schemas reloaded: the stored document was changed by another process");
+    }
+
+    fn reload_failed(error: &IngestError) {
+        tracing::warn!(error = %error, code = error.code(), "reloading schemas from the store failed; keeping the ones in memory");
     }
 }
 
 /// Whether a PUT created a schema or replaced one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PutOutcome {
+pub enum PutOutcome {
     Created,
     Replaced,
 }
 
 /// Persisted form: `{"tenants": {"<tenant>": {"<type>": <schema>}}}`.
 #[derive(serde::Deserialize, Default)]
-struct Document {
+struct StoredDocument {
     tenants: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
-/// [`Document`] as written, borrowing the schemas rather than copying them.
+/// [`StoredDocument`] as written, borrowing the schemas rather than copying them.
 #[derive(serde::Serialize)]
 struct DocumentView<'a> {
     tenants: BTreeMap<&'a str, BTreeMap<&'a str, &'a Value>>,
@@ -187,9 +213,9 @@ struct DocumentView<'a> {
 /// checking it against the meta-schema, with `pattern` backtracking bounded by
 /// [`PATTERN_BACKTRACK_LIMIT`]. External references are not fetched. CPU work of the tenant's
 /// choosing: call it off the async runtime.
-pub(crate) fn compile(schema: &Value) -> Result<jsonschema::Validator, ApiError> {
+pub fn compile(schema: &Value) -> Result<jsonschema::Validator, IngestError> {
     if !(schema.is_object() || schema.is_boolean()) {
-        return Err(ApiError::InvalidSchema(
+        return Err(IngestError::InvalidSchema(
             "a schema must be a JSON object or a boolean".to_owned(),
         ));
     }
@@ -201,44 +227,44 @@ pub(crate) fn compile(schema: &Value) -> Result<jsonschema::Validator, ApiError>
         .map_err(|e| {
             let at = e.instance_path().as_str();
             if at.is_empty() {
-                ApiError::InvalidSchema(e.masked().to_string())
+                IngestError::InvalidSchema(e.masked().to_string())
             } else {
-                ApiError::InvalidSchema(format!("{} (at {at})", e.masked()))
+                IngestError::InvalidSchema(format!("{} (at {at})", e.masked()))
             }
         })
 }
 
 /// Runs schema work (compiling, serialising the document) on the blocking pool.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
+    f: impl FnOnce() -> Result<T, IngestError> + Send + 'static,
+) -> Result<T, IngestError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::Internal(format!("schema task failed: {e}")))?
+        .map_err(|e| IngestError::Internal(format!("schema task failed: {e}")))?
 }
 
 /// Parses the stored document (compiling its schemas is [`compile_document`]'s part).
-fn parse_document(bytes: &[u8]) -> Result<Document, ApiError> {
+fn parse_document(bytes: &[u8]) -> Result<StoredDocument, IngestError> {
     serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::Internal(format!("stored schema document is corrupt: {e}")))
+        .map_err(|e| IngestError::Internal(format!("stored schema document is corrupt: {e}")))
 }
 
 /// Compiles every schema of a stored document. A schema equal to the one `previous` holds
 /// for its tenant and type keeps its compiled validator: a reload after another node changed
 /// one schema compiles that one only.
 fn compile_document(
-    doc: Document,
+    doc: StoredDocument,
     previous: &HashMap<TenantId, Arc<TenantSchemas>>,
-) -> Result<HashMap<TenantId, Arc<TenantSchemas>>, ApiError> {
+) -> Result<HashMap<TenantId, Arc<TenantSchemas>>, IngestError> {
     let mut tenants = HashMap::new();
     for (tenant, types) in doc.tenants {
         let tenant_id = TenantId::parse(&tenant)
-            .map_err(|e| ApiError::Internal(format!("stored schema document: {e}")))?;
+            .map_err(|e| IngestError::Internal(format!("stored schema document: {e}")))?;
         let known = previous.get(&tenant_id);
         let mut set = TenantSchemas::default();
         for (ty, schema) in types {
             let event_type = EventType::parse(&ty)
-                .map_err(|e| ApiError::Internal(format!("stored schema document: {e}")))?;
+                .map_err(|e| IngestError::Internal(format!("stored schema document: {e}")))?;
             if let Some(entry) = known
                 .and_then(|k| k.by_type.get(&event_type))
                 .filter(|e| *e.schema == schema)
@@ -247,7 +273,7 @@ fn compile_document(
                 continue;
             }
             let validator = compile(&schema).map_err(|e| {
-                ApiError::Internal(format!(
+                IngestError::Internal(format!(
                     "stored schema for {tenant}/{ty} does not compile: {e}"
                 ))
             })?;
@@ -271,57 +297,39 @@ impl SchemaRegistry {
     ///
     /// Then reloads the document every `refresh_interval` (longer than zero) in a background
     /// task, which stops when the registry is dropped.
-    pub(crate) async fn load(
+    pub async fn load(
         store: Arc<dyn Store>,
         limits: SchemaLimits,
         refresh_interval: Duration,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, IngestError> {
         if refresh_interval.is_zero() {
-            return Err(ApiError::Internal(
+            return Err(IngestError::Internal(
                 "schema_refresh_interval must be longer than zero".to_owned(),
             ));
         }
-        let latest = store.load_meta_versioned(META_NAME).await?;
-        let version = latest.as_ref().map(|(v, _)| *v);
-        let tenants = blocking(move || {
-            let doc = match latest {
-                None => Document::default(),
-                Some((_, bytes)) => parse_document(&bytes)?,
-            };
-            compile_document(doc, &HashMap::new())
-        })
-        .await?;
-        let (stop_refresh, stopped) = oneshot::channel();
-        let inner = Arc::new(Registry {
-            store,
-            limits,
-            tenants: RwLock::new(tenants),
-            write: Arc::new(tokio::sync::Mutex::new(version)),
-            _stop_refresh: stop_refresh,
-        });
-        spawn_refresh(Arc::downgrade(&inner), stopped, refresh_interval);
-        Ok(Self { inner })
+        let document = SharedDocument::open(store, META_NAME, refresh_interval).await?;
+        Ok(Self { limits, document })
     }
 
     /// Reloads the schema document now, if another process changed it, rather than at the
     /// next periodic refresh. Returns whether anything changed. On error the schemas in
     /// memory stay as they were.
-    pub(crate) async fn refresh(&self) -> Result<bool, ApiError> {
-        let mut version = self.inner.write.lock().await;
-        let changed = self.inner.catch_up(&mut version).await?;
-        if changed {
-            tracing::info!("schemas reloaded: the stored document was changed by another process");
-        }
-        Ok(changed)
+    pub async fn refresh(&self) -> Result<bool, IngestError> {
+        self.document.refresh().await
     }
 
     /// The tenant's current schemas (possibly none).
-    pub(crate) fn for_tenant(&self, tenant: &TenantId) -> Arc<TenantSchemas> {
-        self.inner.snapshot(tenant)
+    pub fn for_tenant(&self, tenant: &TenantId) -> Arc<TenantSchemas> {
+        self.document
+            .current()
+            .0
+            .get(tenant)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The schema document registered for a type.
-    pub(crate) fn get(&self, tenant: &TenantId, event_type: &EventType) -> Option<Arc<Value>> {
+    pub fn get(&self, tenant: &TenantId, event_type: &EventType) -> Option<Arc<Value>> {
         self.for_tenant(tenant)
             .by_type
             .get(event_type)
@@ -329,7 +337,7 @@ impl SchemaRegistry {
     }
 
     /// Every schema of the tenant, ordered by type.
-    pub(crate) fn list(&self, tenant: &TenantId) -> Vec<(EventType, Arc<Value>)> {
+    pub fn list(&self, tenant: &TenantId) -> Vec<(EventType, Arc<Value>)> {
         self.for_tenant(tenant)
             .by_type
             .iter()
@@ -339,17 +347,17 @@ impl SchemaRegistry {
 
     /// Registers or replaces a schema; durable and in force when this returns, and in force
     /// whenever it is durable, even if the caller stops waiting.
-    pub(crate) async fn put(
+    pub async fn put(
         &self,
         tenant: &TenantId,
         event_type: EventType,
         schema: Arc<Value>,
-    ) -> Result<PutOutcome, ApiError> {
-        let max = self.inner.limits.max_per_tenant;
+    ) -> Result<PutOutcome, IngestError> {
+        let max = self.limits.max_per_tenant;
         let current = self.for_tenant(tenant);
         if current.by_type.len() >= max && !current.has(&event_type) {
-            // Refused before paying for the compilation; checked again under the write lock.
-            return Err(ApiError::TooManySchemas { limit: max });
+            // Refused before paying for the compilation; checked again on the latest document.
+            return Err(IngestError::TooManySchemas { limit: max });
         }
         let compiled = Arc::clone(&schema);
         let validator = blocking(move || compile(&compiled)).await?;
@@ -360,7 +368,7 @@ impl SchemaRegistry {
         self.mutate(tenant, move |set| {
             let created = !set.by_type.contains_key(&event_type);
             if created && set.by_type.len() >= max {
-                return Err(ApiError::TooManySchemas { limit: max });
+                return Err(IngestError::TooManySchemas { limit: max });
             }
             set.by_type.insert(event_type.clone(), entry.clone());
             let outcome = if created {
@@ -375,11 +383,11 @@ impl SchemaRegistry {
 
     /// Removes a schema; `false` when none was registered. Durable and in force when this
     /// returns, and in force whenever it is durable, even if the caller stops waiting.
-    pub(crate) async fn delete(
+    pub async fn delete(
         &self,
         tenant: &TenantId,
         event_type: &EventType,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, IngestError> {
         let event_type = event_type.clone();
         self.mutate(tenant, move |set| {
             let removed = set.by_type.remove(&event_type).is_some();
@@ -388,141 +396,52 @@ impl SchemaRegistry {
         .await
     }
 
-    /// Applies `change` to the tenant's set in the latest stored document, saves the whole
-    /// document if it is still the one the change started from, then publishes the new set.
-    /// When another process saved first, the newer document is loaded and `change` applied
-    /// again (at most [`MAX_ATTEMPTS`] times), so no process undoes another's change. All in a
-    /// task of its own: a request dropped halfway (client gone, timeout) cannot leave the
-    /// document saved but not in force, nor the other way round. `change` returns its result
-    /// and whether it changed anything (nothing is saved when not).
-    async fn mutate<T, F>(&self, tenant: &TenantId, mut change: F) -> Result<T, ApiError>
+    /// Applies `change` to the tenant's set in the latest stored document and saves the whole
+    /// document ([`SharedDocument::update`]: no process undoes another's change, and a request
+    /// dropped halfway cannot leave the document saved but not in force). `change` returns its
+    /// result and whether it changed anything (nothing is saved when not).
+    async fn mutate<T, F>(&self, tenant: &TenantId, mut change: F) -> Result<T, IngestError>
     where
         T: Send + 'static,
-        F: FnMut(&mut TenantSchemas) -> Result<(T, bool), ApiError> + Send + 'static,
+        F: FnMut(&mut TenantSchemas) -> Result<(T, bool), IngestError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
         let tenant = tenant.clone();
-        tokio::spawn(async move {
-            let mut version = Arc::clone(&inner.write).lock_owned().await;
-            for attempt in 0..MAX_ATTEMPTS {
-                if attempt > 0 {
-                    vigil_store::shared::contention_pause(attempt).await;
+        self.document
+            .update(move |tenants| {
+                let mut set = tenants
+                    .0
+                    .get(&tenant)
+                    .map(|s| TenantSchemas::clone(s))
+                    .unwrap_or_default();
+                let (out, changed) = change(&mut set)?;
+                if changed {
+                    if set.is_empty() {
+                        tenants.0.remove(&tenant);
+                    } else {
+                        tenants.0.insert(tenant.clone(), Arc::new(set));
+                    }
                 }
-                inner.catch_up(&mut version).await?;
-                let mut next = (*inner.snapshot(&tenant)).clone();
-                let (out, changed) = change(&mut next)?;
-                if !changed {
-                    return Ok(out);
-                }
-                let others: Vec<(TenantId, Arc<TenantSchemas>)> = inner
-                    .tenants
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .iter()
-                    .filter(|(t, _)| **t != tenant)
-                    .map(|(t, s)| (t.clone(), Arc::clone(s)))
-                    .collect();
-                let next = Arc::new(next);
-                let written = Arc::clone(&next);
-                let key = tenant.clone();
-                let bytes = blocking(move || serialise(&others, &key, &written)).await?;
-                let Some(saved) = inner
-                    .store
-                    .save_meta_if(META_NAME, *version, &bytes)
-                    .await?
-                else {
-                    continue;
-                };
-                let mut tenants = inner
-                    .tenants
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if next.is_empty() {
-                    tenants.remove(&tenant);
-                } else {
-                    tenants.insert(tenant, next);
-                }
-                *version = Some(saved);
-                return Ok(out);
-            }
-            Err(ApiError::Store(StoreError::Unavailable(format!(
-                "the schema document changed {MAX_ATTEMPTS} times while a change was being \
-                 saved; nothing was changed, try again"
-            ))))
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("schema update task failed: {e}")))?
+                Ok((out, changed))
+            })
+            .await
     }
 }
 
-impl Registry {
-    fn snapshot(&self, tenant: &TenantId) -> Arc<TenantSchemas> {
-        let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
-        tenants.get(tenant).cloned().unwrap_or_default()
-    }
-
-    /// Rebuilds the schemas from the stored document when its version differs from
-    /// `version`, the one in memory (the caller holds `write`, whose value it is). Returns
-    /// whether it did.
-    async fn catch_up(&self, version: &mut Option<MetaVersion>) -> Result<bool, ApiError> {
-        // Polled every second on every node: compare the version before reading the document.
-        if self.store.meta_version(META_NAME).await? == *version {
-            return Ok(false);
-        }
-        let latest = self.store.load_meta_versioned(META_NAME).await?;
-        let latest_version = latest.as_ref().map(|(v, _)| *v);
-        if latest_version == *version {
-            return Ok(false);
-        }
-        let previous = self
-            .tenants
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let tenants = blocking(move || {
-            let doc = match latest {
-                None => Document::default(),
-                Some((_, bytes)) => parse_document(&bytes)?,
-            };
-            compile_document(doc, &previous)
-        })
-        .await?;
-        *self.tenants.write().unwrap_or_else(PoisonError::into_inner) = tenants;
-        *version = latest_version;
-        Ok(true)
-    }
-}
-
-/// Reloads the document every `every` until `stop` fires or the last handle is gone. A failed
-/// reload is logged and keeps what is in memory.
-fn spawn_refresh(inner: Weak<Registry>, stop: oneshot::Receiver<()>, every: Duration) {
-    vigil_store::shared::spawn_poll(inner, stop, every, |inner| async move {
-        if let Err(e) = (SchemaRegistry { inner }).refresh().await {
-            tracing::warn!(error = %e, code = e.code(), "reloading schemas from the store failed; keeping the ones in memory");
-        }
-    });
-}
-
-/// The persisted document: every other tenant's set as it is, and `tenant`'s new `set`.
-fn serialise(
-    others: &[(TenantId, Arc<TenantSchemas>)],
-    tenant: &TenantId,
-    set: &TenantSchemas,
-) -> Result<Vec<u8>, ApiError> {
-    let mut view = DocumentView {
-        tenants: others
+/// The persisted document.
+fn serialise(tenants: &Tenants) -> Result<Vec<u8>, IngestError> {
+    let view = DocumentView {
+        tenants: tenants
+            .0
             .iter()
             .map(|(t, s)| (t.as_str(), s.to_map()))
             .collect(),
     };
-    if !set.is_empty() {
-        view.tenants.insert(tenant.as_str(), set.to_map());
-    }
-    serde_json::to_vec(&view).map_err(|e| ApiError::Internal(format!("serialising schemas: {e}")))
+    serde_json::to_vec(&view)
+        .map_err(|e| IngestError::Internal(format!("serialising schemas: {e}")))
 }
 
 /// Validates `body` (taken out of and put back into the map) against the tenant's schema.
-pub(crate) fn validate_body(
+pub fn validate_body(
     schemas: &TenantSchemas,
     event_type: &EventType,
     body: &mut Map<String, Value>,
@@ -634,7 +553,7 @@ mod tests {
             json!("x"),
         ] {
             assert!(
-                matches!(compile(&bad), Err(ApiError::InvalidSchema(_))),
+                matches!(compile(&bad), Err(IngestError::InvalidSchema(_))),
                 "{bad}"
             );
         }
@@ -772,7 +691,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, ApiError::TooManySchemas { limit: 2 }),
+            matches!(err, IngestError::TooManySchemas { limit: 2 }),
             "{err}"
         );
         assert_eq!(types(&nodes.a, "acme"), ["a", "b"]);
