@@ -409,8 +409,8 @@ mod tests {
 
     #[tokio::test]
     async fn server_errors_hide_their_cause() {
-        let (status, body, headers) = body_of(ApiError::Store(StoreError::Internal(
-            "open /var/lib/vigil/seg-1: permission denied".into(),
+        let (status, body, headers) = body_of(ApiError::Store(StoreError::internal(
+            "open /var/lib/vigil/seg-1: permission denied",
         )))
         .await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);

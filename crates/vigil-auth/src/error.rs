@@ -129,7 +129,7 @@ mod tests {
                 503,
             ),
             (
-                AuthError::Store(StoreError::Internal("disk".into())),
+                AuthError::Store(StoreError::internal("disk")),
                 "internal",
                 500,
             ),

@@ -48,7 +48,7 @@ pub fn checkpoint_json(tenant: &TenantId, cp: &StoredCheckpoint) -> CheckpointJs
 pub fn tree_error(e: TreeError<StoreError>) -> StoreError {
     match e {
         TreeError::Read(e) => e,
-        other => StoreError::Internal(other.to_string()),
+        other => StoreError::internal(other.to_string()),
     }
 }
 
@@ -107,7 +107,7 @@ impl CheckpointSigner {
             && latest.size > size
         {
             // Never sign a tree that contradicts one already signed: that would be a fork.
-            return Err(StoreError::Internal(format!(
+            return Err(StoreError::internal(format!(
                 "tenant {tenant}: the log holds {size} events but a checkpoint signed at {} covers {}: events were removed; run `vigil verify`",
                 latest.timestamp.to_rfc3339(),
                 latest.size

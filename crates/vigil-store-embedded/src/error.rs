@@ -47,7 +47,7 @@ impl From<EmbeddedError> for vigil_store::StoreError {
             }
             EmbeddedError::Io { .. }
             | EmbeddedError::Corrupt { .. }
-            | EmbeddedError::TooLarge { .. } => Self::Internal(e.to_string()),
+            | EmbeddedError::TooLarge { .. } => Self::internal_from(e),
         }
     }
 }

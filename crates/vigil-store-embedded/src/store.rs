@@ -39,7 +39,7 @@ impl EmbeddedStore {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || f(&shared.refs()))
             .await
-            .map_err(|e| StoreError::Internal(format!("query task failed: {e}")))?
+            .map_err(|e| StoreError::internal_with("query task failed", e))?
             .map_err(StoreError::from)
     }
 
@@ -49,7 +49,7 @@ impl EmbeddedStore {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {
-            return Err(StoreError::Internal(format!(
+            return Err(StoreError::internal(format!(
                 "invalid meta document name {name:?}"
             )));
         }
@@ -128,7 +128,7 @@ impl Store for EmbeddedStore {
         let path = self.meta_path(name)?;
         tokio::task::spawn_blocking(move || read_meta(&path))
             .await
-            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(StoreError::internal_from)?
     }
 
     async fn save_meta(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
@@ -140,7 +140,7 @@ impl Store for EmbeddedStore {
             write_private_atomic(&path, &bytes)
         })
         .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
+        .map_err(StoreError::internal_from)?
         .map_err(StoreError::from)
     }
 
@@ -175,7 +175,7 @@ impl Store for EmbeddedStore {
             Ok(Some(content_version(&bytes)))
         })
         .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
+        .map_err(StoreError::internal_from)?
     }
 
     async fn tree_size(&self, tenant: &TenantId) -> Result<u64, StoreError> {
@@ -194,7 +194,7 @@ impl Store for EmbeddedStore {
             .map(|(t, size)| {
                 TenantId::parse(&t)
                     .map(|t| (t, size))
-                    .map_err(|e| StoreError::Internal(format!("tenant {t:?} in the store: {e}")))
+                    .map_err(|e| StoreError::internal_with(format!("tenant {t:?} in the store"), e))
             })
             .collect()
     }
@@ -208,8 +208,8 @@ impl Store for EmbeddedStore {
         let (tenant, indexes) = (tenant.as_str().to_owned(), indexes.to_vec());
         tokio::task::spawn_blocking(move || shared.trees.read_hashes(&tenant, &indexes))
             .await
-            .map_err(|e| StoreError::Internal(e.to_string()))?
-            .map_err(StoreError::Internal)
+            .map_err(StoreError::internal_from)?
+            .map_err(StoreError::internal)
     }
 
     async fn save_checkpoint(
@@ -221,7 +221,7 @@ impl Store for EmbeddedStore {
         let (tenant, checkpoint) = (tenant.as_str().to_owned(), checkpoint.clone());
         tokio::task::spawn_blocking(move || shared.trees.save_checkpoint(&tenant, &checkpoint))
             .await
-            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(StoreError::internal_from)?
             .map_err(StoreError::from)
     }
 
@@ -234,7 +234,7 @@ impl Store for EmbeddedStore {
         let tenant = tenant.as_str().to_owned();
         tokio::task::spawn_blocking(move || shared.trees.checkpoint(&tenant, size))
             .await
-            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(StoreError::internal_from)?
             .map_err(StoreError::from)
     }
 
@@ -243,7 +243,7 @@ impl Store for EmbeddedStore {
         let tenant = tenant.as_str().to_owned();
         tokio::task::spawn_blocking(move || shared.trees.checkpoints(&tenant))
             .await
-            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(StoreError::internal_from)?
             .map_err(StoreError::from)
     }
 
@@ -261,10 +261,10 @@ fn read_meta(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     match fs::read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StoreError::Internal(format!(
-            "reading {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(StoreError::internal_with(
+            format!("reading {}", path.display()),
+            e,
+        )),
     }
 }
 

@@ -29,7 +29,7 @@ impl PgStore {
         let (events, derived) = if events.len() > 16 {
             tokio::task::spawn_blocking(move || derive_all(events))
                 .await
-                .map_err(|e| StoreError::Internal(format!("deriving columns failed: {e}")))?
+                .map_err(|e| StoreError::internal_with("deriving columns failed", e))?
         } else {
             derive_all(events)
         };
@@ -54,7 +54,7 @@ fn derive_all(events: Vec<Prepared>) -> (Vec<Prepared>, Result<Vec<Derived>, Sto
         .iter()
         .map(|e| {
             Derived::of(&e.canonical_bytes(0))
-                .ok_or_else(|| StoreError::Internal("an event is not a JSON object".into()))
+                .ok_or_else(|| StoreError::internal("an event is not a JSON object"))
         })
         .collect();
     (events, derived)

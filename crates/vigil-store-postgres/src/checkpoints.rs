@@ -79,7 +79,7 @@ impl PgStore {
             .iter()
             .map(|i| {
                 found.get(i).copied().ok_or_else(|| {
-                    StoreError::Internal(format!(
+                    StoreError::internal(format!(
                         "Merkle hash {i} of tenant {} is not stored",
                         tenant.as_str()
                     ))
@@ -94,7 +94,7 @@ impl PgStore {
         checkpoint: &StoredCheckpoint,
     ) -> Result<(), StoreError> {
         let size = i64::try_from(checkpoint.size).map_err(|_| {
-            StoreError::Internal(format!(
+            StoreError::internal(format!(
                 "checkpoint size {} is out of range",
                 checkpoint.size
             ))

@@ -124,7 +124,7 @@ impl From<PgError> for StoreError {
                 "the database cancelled the statement (statement_timeout)".into(),
             );
         }
-        StoreError::Internal(e.to_string())
+        StoreError::internal_from(e)
     }
 }
 

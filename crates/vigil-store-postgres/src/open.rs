@@ -140,6 +140,6 @@ fn open_error(e: PgError) -> StoreError {
     if e.is_transient() {
         StoreError::Unavailable(e.to_string())
     } else {
-        StoreError::Internal(e.to_string())
+        StoreError::internal_from(e)
     }
 }

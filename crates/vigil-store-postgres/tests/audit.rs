@@ -416,7 +416,7 @@ async fn migrations(db: &TestDatabase) -> Vec<i32> {
 
 fn refusal(result: Result<PgStore, StoreError>) -> String {
     match result {
-        Err(StoreError::Internal(m)) => m,
+        Err(StoreError::Internal(m)) => m.to_string(),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }

@@ -262,9 +262,7 @@ mod tests {
     impl StoreState for Memory {
         fn admit(&self, event: &Prepared) -> Result<(), StoreError> {
             match &self.too_large {
-                Some(id) if id == event.id.as_str() => {
-                    Err(StoreError::Internal("event too large".into()))
-                }
+                Some(id) if id == event.id.as_str() => Err(StoreError::internal("event too large")),
                 _ => Ok(()),
             }
         }
@@ -272,7 +270,7 @@ mod tests {
         fn stored(&self, tenant: &TenantId, id: &EventId) -> Result<Option<Prior>, StoreError> {
             self.lookups.set(self.lookups.get() + 1);
             if self.broken.as_deref() == Some(id.as_str()) {
-                return Err(StoreError::Internal("lookup failed".into()));
+                return Err(StoreError::internal("lookup failed"));
             }
             Ok(self
                 .ids

@@ -150,17 +150,94 @@ pub enum StoreError {
     /// failed fsync, database down). Nothing was half-written.
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    /// An I/O or database error while serving the request.
-    #[error("store error: {0}")]
-    Internal(String),
+    /// An I/O or database error while serving the request, with its cause kept so that the
+    /// log line of a 500 shows the whole chain.
+    #[error(transparent)]
+    Internal(InternalError),
 }
 
 impl StoreError {
+    /// An internal failure described by `message` alone.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::Internal(InternalError::msg(message))
+    }
+
+    /// An internal failure that is `cause` itself (its message and its sources).
+    pub fn internal_from(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(InternalError::wrap(cause))
+    }
+
+    /// An internal failure: `context`, caused by `cause`.
+    pub fn internal_with(
+        context: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Internal(InternalError::with(context, cause))
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::Conflict(_) => "id_conflict",
             Self::Unavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal",
+        }
+    }
+}
+
+/// What [`StoreError::Internal`] carries: a message, a cause, or both. Clones share the cause,
+/// so one failure can answer every request of a commit group.
+#[derive(Debug, Clone)]
+pub struct InternalError {
+    /// What was being done; `None` when the error is the cause itself.
+    context: Option<String>,
+    cause: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl InternalError {
+    pub fn msg(message: impl Into<String>) -> Self {
+        Self {
+            context: Some(message.into()),
+            cause: None,
+        }
+    }
+
+    pub fn wrap(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            context: None,
+            cause: Some(std::sync::Arc::new(cause)),
+        }
+    }
+
+    pub fn with(
+        context: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            context: Some(context.into()),
+            cause: Some(std::sync::Arc::new(cause)),
+        }
+    }
+}
+
+impl std::fmt::Display for InternalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.context, &self.cause) {
+            (Some(context), _) => f.write_str(context),
+            (None, Some(cause)) => std::fmt::Display::fmt(cause, f),
+            (None, None) => f.write_str("internal error"),
+        }
+    }
+}
+
+impl std::error::Error for InternalError {
+    /// With a context, the cause; without one this error *is* the cause, so its source is the
+    /// cause's own (the chain never shows one message twice).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let cause = self.cause.as_deref()?;
+        if self.context.is_some() {
+            Some(cause)
+        } else {
+            cause.source()
         }
     }
 }
@@ -287,4 +364,46 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     /// Waits until everything acknowledged is durable and stops background work.
     async fn shutdown(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    /// Every message of an error and its sources, as a 500's log line shows them.
+    fn chain(e: &dyn Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut source = e.source();
+        while let Some(s) = source {
+            out.push(s.to_string());
+            source = s.source();
+        }
+        out
+    }
+
+    /// Regression: `StoreError::Internal` held a `String`, so the cause of a 500 (an I/O error
+    /// and what caused it) was flattened into one message at the first conversion and its
+    /// source chain was lost to the log.
+    #[test]
+    fn internal_errors_keep_their_cause_and_never_repeat_a_message() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "permission denied");
+        let e = StoreError::internal_with("reading meta/auth.json", io);
+        assert_eq!(chain(&e), ["reading meta/auth.json", "permission denied"]);
+        assert_eq!(e.code(), "internal");
+
+        let wrapped = StoreError::internal_from(std::io::Error::other("disk on fire"));
+        assert_eq!(chain(&wrapped), ["disk on fire"]);
+
+        let plain = StoreError::internal("a stored event is not a JSON object");
+        let StoreError::Internal(inner) = &plain else {
+            unreachable!()
+        };
+        assert_eq!(
+            inner.clone().to_string(),
+            "a stored event is not a JSON object"
+        );
+        assert!(inner.source().is_none());
+    }
 }

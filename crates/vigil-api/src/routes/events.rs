@@ -512,12 +512,12 @@ pub(crate) async fn get_one(
 /// Adds a member at the end of a JSON object's bytes.
 fn with_member(object: Vec<u8>, name: &str, value: &impl Serialize) -> Result<Vec<u8>, ApiError> {
     let Some((b'}', head)) = object.split_last() else {
-        return Err(ApiError::Store(vigil_store::StoreError::Internal(
-            "a stored event is not a JSON object".to_owned(),
+        return Err(ApiError::Store(vigil_store::StoreError::internal(
+            "a stored event is not a JSON object",
         )));
     };
     let value = serde_json::to_vec(value)
-        .map_err(|e| ApiError::Store(vigil_store::StoreError::Internal(e.to_string())))?;
+        .map_err(|e| ApiError::Store(vigil_store::StoreError::internal_from(e)))?;
     let mut out = Vec::with_capacity(object.len() + name.len() + value.len() + 4);
     out.extend_from_slice(head);
     if head != b"{" {

@@ -254,7 +254,7 @@ pub(crate) async fn inclusion(
     .await
     .map_err(tree_error)?;
     if proof.root_hash != cp.root {
-        return Err(ApiError::Store(vigil_store::StoreError::Internal(format!(
+        return Err(ApiError::Store(vigil_store::StoreError::internal(format!(
             "the stored tree of size {} does not reproduce its checkpoint's root",
             cp.size
         ))));

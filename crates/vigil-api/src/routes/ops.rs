@@ -34,7 +34,7 @@ pub(crate) async fn healthz() -> axum::Json<Status> {
 pub(crate) async fn readyz(State(state): State<OpsState>) -> Result<axum::Json<Status>, ApiError> {
     state.store.ready().await.map_err(|e| match e {
         vigil_store::StoreError::Internal(m) => {
-            ApiError::Store(vigil_store::StoreError::Unavailable(m))
+            ApiError::Store(vigil_store::StoreError::Unavailable(m.to_string()))
         }
         other => ApiError::from(other),
     })?;
