@@ -144,17 +144,6 @@ impl Store for EmbeddedStore {
         .map_err(StoreError::from)
     }
 
-    /// Versions are [`content_version`]s, as [`save_meta_if`](Store::save_meta_if) returns.
-    async fn load_meta_versioned(
-        &self,
-        name: &str,
-    ) -> Result<Option<(MetaVersion, Vec<u8>)>, StoreError> {
-        Ok(self
-            .load_meta(name)
-            .await?
-            .map(|bytes| (content_version(&bytes), bytes)))
-    }
-
     async fn save_meta_if(
         &self,
         name: &str,
