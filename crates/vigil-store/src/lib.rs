@@ -14,6 +14,8 @@ use async_trait::async_trait;
 use vigil_event::{EventId, Hash, Prepared, TenantId, Timestamp};
 use vigil_query::{Cursor, Expr, Query};
 
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 #[cfg(feature = "testsuite")]
 pub mod model;
 mod page;
