@@ -9,10 +9,9 @@
 //! bytes and some 20 indexed fields per event, deterministic for a seed.
 //!
 //! ```
-//! use serde_json::json;
 //! use vigil_store::fixtures::{EventGen, batch, event, tenant};
 //!
-//! let one = event("acme", "ev-1", json!({"severity": 3}));
+//! let one = event("acme", "ev-1");
 //! assert_eq!(one.tenant, tenant("acme"));
 //! assert_eq!(batch("acme", "ev", 10).len(), 10);
 //!
@@ -55,37 +54,25 @@ fn prepare_received(tenant_name: &str, body: Value, received: Timestamp) -> Prep
         .prepare(&tenant(tenant_name), received, SOURCE)
 }
 
-/// A minimal valid event `id` of `tenant`: `body` (an object, often `json!({})`) with that id,
-/// and type [`TEST_TYPE`] unless the body names one. Its time is the receive time (now) unless
-/// the body sets `time`; see [`event_at`].
-pub fn event(tenant_name: &str, id: &str, mut body: Value) -> Prepared {
-    let Some(fields) = body.as_object_mut() else {
-        panic!("a fixture body is an object, not {body}")
-    };
-    fields.insert("id".to_owned(), json!(id));
-    fields.entry("type").or_insert_with(|| json!(TEST_TYPE));
-    prepare(tenant_name, body)
+/// A minimal valid event `id` of `tenant`: type [`TEST_TYPE`], everything else the server's
+/// defaults (time = received = now). Two calls with the same id are the same event, so a
+/// repeat is a duplicate; events with other ids differ in content.
+pub fn event(tenant_name: &str, id: &str) -> Prepared {
+    prepare(tenant_name, json!({"id": id, "type": TEST_TYPE}))
 }
 
 /// [`event`] with event time `time`.
-pub fn event_at(tenant_name: &str, id: &str, time: Timestamp, mut body: Value) -> Prepared {
-    if let Some(fields) = body.as_object_mut() {
-        fields.insert("time".to_owned(), json!(time.to_rfc3339()));
-    }
-    event(tenant_name, id, body)
+pub fn event_at(tenant_name: &str, id: &str, time: Timestamp) -> Prepared {
+    prepare(
+        tenant_name,
+        json!({"id": id, "type": TEST_TYPE, "time": time.to_rfc3339()}),
+    )
 }
 
-/// `n` minimal events of `tenant` with ids `<prefix>-0` to `<prefix>-<n-1>`; event `i` carries
-/// `details.i`, so no two have the same content.
+/// `n` minimal events of `tenant`, for one append: [`event`]s `<prefix>-0` to `<prefix>-<n-1>`.
 pub fn batch(tenant_name: &str, prefix: &str, n: usize) -> Vec<Prepared> {
     (0..n)
-        .map(|i| {
-            event(
-                tenant_name,
-                &format!("{prefix}-{i}"),
-                json!({"details": {"i": i}}),
-            )
-        })
+        .map(|i| event(tenant_name, &format!("{prefix}-{i}")))
         .collect()
 }
 
@@ -216,26 +203,32 @@ mod tests {
 
     #[test]
     fn minimal_events_carry_what_they_are_given() {
-        let e = event_at("acme", "ev-1", T0, json!({"severity": 4}));
+        let e = event_at("acme", "ev-1", T0);
         assert_eq!(e.tenant, tenant("acme"));
         assert_eq!(e.id.as_str(), "ev-1");
         assert_eq!(e.time, T0);
         let body: Value = serde_json::from_slice(&e.canonical_bytes(1)).expect("json");
         assert_eq!(body["type"], TEST_TYPE);
-        assert_eq!(body["severity"], 4);
 
-        let own_type = event("acme", "ev-2", json!({"type": "login.failed"}));
-        let body: Value = serde_json::from_slice(&own_type.canonical_bytes(1)).expect("json");
-        assert_eq!(body["type"], "login.failed");
+        let own = prepare(
+            "acme",
+            json!({"id": "ev-2", "type": "login.failed", "severity": 4}),
+        );
+        let body: Value = serde_json::from_slice(&own.canonical_bytes(1)).expect("json");
+        assert_eq!(
+            (&body["type"], &body["severity"]),
+            (&json!("login.failed"), &json!(4))
+        );
     }
 
     #[test]
-    fn batches_have_distinct_ids_and_content() {
+    fn a_batch_is_its_minimal_events() {
         let b = batch("acme", "r1", 5);
         let ids: Vec<&str> = b.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["r1-0", "r1-1", "r1-2", "r1-3", "r1-4"]);
         let digests: HashSet<_> = b.iter().map(|e| e.content_digest).collect();
-        assert_eq!(digests.len(), 5);
+        assert_eq!(digests.len(), 5, "events of a batch differ in content");
+        assert_eq!(b[2].content_digest, event("acme", "r1-2").content_digest);
     }
 
     #[test]

@@ -17,10 +17,9 @@ pub fn acme() -> TenantId {
 /// Event `i` of acme's test log: id `ev-<i>`, severity `i % 11` (so severity filters have
 /// known answers), distinct content per `i`.
 pub fn event(i: usize) -> Prepared {
-    fixtures::event(
+    fixtures::prepare(
         "acme",
-        &format!("ev-{i}"),
-        json!({"type": "login.failed", "severity": i % 11, "details": {"n": i}}),
+        json!({"id": format!("ev-{i}"), "type": "login.failed", "severity": i % 11, "details": {"n": i}}),
     )
 }
 
