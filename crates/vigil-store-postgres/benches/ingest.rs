@@ -16,42 +16,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng, rngs::StdRng};
-use serde_json::json;
-use vigil_event::{Limits, Prepared, TenantId, Timestamp, normalize};
+use vigil_event::{Prepared, Timestamp};
 use vigil_store::Store;
+use vigil_store::fixtures::EventGen;
 use vigil_store_postgres::testing::TestDatabase;
 use vigil_store_postgres::{PgConfig, PgStore};
 
-const TYPES: [&str; 6] = [
-    "login.failed",
-    "login.succeeded",
-    "account.created",
-    "billing.charged",
-    "firewall.blocked",
-    "privilege.granted",
-];
+/// The one tenant both runs write to.
+const TENANT: &str = "bench";
 
-/// A realistic ~400-byte security event with ~20 indexed fields (as the embedded store's
-/// benchmark sends).
-fn event(rng: &mut StdRng, tenant: &TenantId, i: u64) -> Prepared {
-    let t = TYPES[rng.random_range(0..TYPES.len())];
-    let region = ["eu-west-1", "us-east-1"][rng.random_range(0..2)];
-    let body = json!({
-        "id": format!("ev-{i}"),
-        "type": t,
-        "time": Timestamp::now().to_rfc3339(),
-        "severity": rng.random_range(0..=10),
-        "actor": {"id": format!("user-{}", rng.random_range(0..5000)), "type": "user", "ip": format!("10.{}.{}.{}", rng.random_range(0..4), rng.random_range(0..255), rng.random_range(0..255))},
-        "source": format!("svc-{}", rng.random_range(0..20)),
-        "action": "login", "outcome": if rng.random_bool(0.3) { "failure" } else { "success" },
-        "resource": {"type": "account", "id": format!("acct-{}", rng.random_range(0..100_000))},
-        "details": {"attempt": rng.random_range(1..6), "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "region": region,
-                    "amount": rng.random_range(0..100_000) as f64 / 100.0, "request_id": format!("{:016x}", rng.random::<u64>())}
-    });
-    normalize(body, &Limits::default())
-        .expect("valid")
-        .prepare(tenant, Timestamp::now(), "bench")
+/// The fixtures' realistic events (~400 bytes, ~20 indexed fields, as the embedded store's
+/// benchmark and `vigil bench` send), the same on every run.
+fn generator() -> EventGen {
+    EventGen::new(1, "ev")
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -82,17 +59,15 @@ async fn batch(events: u64) {
     const BATCH: u64 = 1_000;
     let db = TestDatabase::create().await;
     let store = store(&db).await;
-    let tenant = TenantId::parse("bench").expect("tenant");
     let per_task = events / APPENDERS / BATCH;
     // Events are made before the clock starts: the store is what is measured.
+    let generator = generator();
     let mut work = Vec::new();
     for task in 0..APPENDERS {
-        let mut rng = StdRng::seed_from_u64(task);
         let batches: Vec<Vec<Prepared>> = (0..per_task)
             .map(|b| {
-                (0..BATCH)
-                    .map(|i| event(&mut rng, &tenant, (task * per_task + b) * BATCH + i))
-                    .collect()
+                let start = (task * per_task + b) * BATCH;
+                generator.batch(TENANT, start..start + BATCH, Timestamp::now())
             })
             .collect();
         work.push(batches);
@@ -162,18 +137,22 @@ async fn single(secs: u64) {
     const APPENDERS: u64 = 64;
     let db = TestDatabase::create().await;
     let store = store(&db).await;
-    let tenant = TenantId::parse("bench").expect("tenant");
+    let generator = Arc::new(generator());
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let tasks: Vec<_> = (0..APPENDERS)
         .map(|task| {
-            let (store, tenant, done) = (Arc::clone(&store), tenant.clone(), Arc::clone(&done));
+            let (store, generator, done) = (
+                Arc::clone(&store),
+                Arc::clone(&generator),
+                Arc::clone(&done),
+            );
             tokio::spawn(async move {
-                let mut rng = StdRng::seed_from_u64(100 + task);
                 let mut i = 0u64;
                 while Instant::now() < deadline {
-                    let ev = event(&mut rng, &tenant, task * 1_000_000_000 + i);
+                    let index = task * 1_000_000_000 + i;
+                    let ev = generator.prepared(TENANT, index, Timestamp::now());
                     store.append(vec![ev]).await.expect("append");
                     done.fetch_add(1, Ordering::Relaxed);
                     i += 1;

@@ -24,6 +24,9 @@
 //!   [`is_time_path`]).
 //! - [`telemetry`]: typed events of the write path (commit groups, fsyncs, seals).
 //! - [`shared`]: keeping a meta document in step across processes sharing a store.
+//! - `fixtures` (feature `fixtures`): tenants, minimal events, batches and the one realistic
+//!   event generator ([`EventGen`](crate::fixtures::EventGen)) for tests, benchmarks and
+//!   `vigil bench`.
 //! - `testsuite`, `model` (feature `testsuite`): the conformance suite and the model tests
 //!   every backend runs.
 //!
@@ -72,6 +75,8 @@ use vigil_query::{Cursor, Expr, Query};
 
 pub mod commit;
 mod confirm;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 #[cfg(feature = "testsuite")]
 pub mod model;
 mod page;

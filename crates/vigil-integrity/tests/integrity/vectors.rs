@@ -2,12 +2,10 @@
 //! stored hashes and generated proofs must equal them, our verification must accept them, and
 //! must refuse every corruption transparency-dev/merkle's own tests try.
 
-mod support;
-
+use crate::support::{Tree, block_on, corrupt_consistency, corrupt_inclusion};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
-use support::{Tree, block_on, corrupt_consistency, corrupt_inclusion};
 use vigil_integrity::Hash;
 use vigil_integrity::proof::{ConsistencyProof, InclusionProof, prove_inclusion};
 use vigil_integrity::tree::{Frontier, leaf_hash, stored_hash_index, tree_root};
@@ -52,7 +50,7 @@ fn b64(s: &str) -> Hash {
 }
 
 fn vectors() -> Vectors {
-    serde_json::from_str(include_str!("../testdata/rfc6962_vectors.json")).unwrap()
+    serde_json::from_str(include_str!("../../testdata/rfc6962_vectors.json")).unwrap()
 }
 
 fn tree(v: &Vectors) -> Tree {
@@ -195,7 +193,7 @@ fn transparency_dev_testdata_happy_paths() {
     let v = vectors();
     let t = tree(&v);
     let probes: ProbeFiles = serde_json::from_str(include_str!(
-        "../testdata/transparency_dev_merkle_testdata.json"
+        "../../testdata/transparency_dev_merkle_testdata.json"
     ))
     .unwrap();
     let list = |v: &serde_json::Value| -> Vec<Hash> {

@@ -11,11 +11,12 @@
 
 use serde_json::json;
 use tokio_postgres::NoTls;
-use vigil_event::{Limits, Prepared, TenantId, Timestamp, normalize};
+use vigil_event::{Limits, Prepared, Timestamp, normalize};
 use vigil_integrity::audit::{AuditReport, Auditor};
 use vigil_integrity::checkpoint::{SigningKey, VerifierKey, origin};
 use vigil_integrity::tree::{Frontier, leaf_hash, tree_root};
 use vigil_query::Expr;
+use vigil_store::fixtures::{prepare, tenant};
 use vigil_store::{Store, StoreError, StoredCheckpoint, StoredEvent};
 use vigil_store_postgres::testing::{TestDatabase, admin_url, events_by_seq};
 use vigil_store_postgres::{PgConfig, PgStore};
@@ -37,18 +38,6 @@ async fn open_read_only(db: &TestDatabase) -> PgStore {
         .expect("connect read-only")
 }
 
-fn tenant(name: &str) -> TenantId {
-    TenantId::parse(name).expect("tenant")
-}
-
-fn event(tenant_name: &str, body: serde_json::Value) -> Prepared {
-    normalize(body, &Limits::default()).expect("valid").prepare(
-        &tenant(tenant_name),
-        Timestamp::now(),
-        "audit",
-    )
-}
-
 /// `n` events; every third in a day that has no partition (the default one), so a tenant's
 /// log is spread over partitions out of seq order.
 fn batch(tenant_name: &str, prefix: &str, n: usize) -> Vec<Prepared> {
@@ -59,7 +48,7 @@ fn batch(tenant_name: &str, prefix: &str, n: usize) -> Vec<Prepared> {
             if i % 3 == 0 {
                 body["time"] = json!(format!("2001-02-{:02}T00:00:00Z", 1 + i % 28));
             }
-            event(tenant_name, body)
+            prepare(tenant_name, body)
         })
         .collect()
 }
@@ -171,7 +160,7 @@ async fn log_range_progresses_past_events_beyond_the_byte_bound() {
     }
     store.append(vec![big(5, 40 * MIB)]).await.expect("append");
     store
-        .append(vec![event(
+        .append(vec![prepare(
             "big",
             json!({"id": "small", "type": "audit.small"}),
         )])

@@ -4,16 +4,12 @@ use std::sync::Arc;
 
 use vigil_store::testsuite::Harness;
 use vigil_store_postgres::testing::TestDatabase;
-use vigil_store_postgres::{PgConfig, PgStore};
+
+use crate::support::connect;
 
 async fn fresh() -> Harness {
     let db = TestDatabase::create().await;
-    let store = PgStore::connect(PgConfig {
-        pool_size: 4,
-        ..PgConfig::new(db.url())
-    })
-    .await
-    .expect("connect");
+    let store = connect(&db, 4).await;
     Harness {
         store: Arc::new(store),
         guard: Box::new(db),

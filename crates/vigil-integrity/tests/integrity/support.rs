@@ -1,8 +1,8 @@
 //! Helpers shared by the integration tests: an in-memory store of stored hashes, an RFC 6962
-//! reference root, and the corruptions transparency-dev/merkle applies to proofs.
+//! reference root, the corruptions transparency-dev/merkle applies to proofs, and proptest's
+//! settings.
 
-#![allow(dead_code)]
-
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use vigil_integrity::Hash;
 use vigil_integrity::proof::{
     ConsistencyProof, InclusionProof, prove_consistency, prove_inclusion,
@@ -302,4 +302,17 @@ pub fn corrupt_consistency(
         ));
     }
     out
+}
+
+/// `cases` cases per property, with failures saved beside the test module that found them
+/// (`properties.rs` → `properties.proptest-regressions`), not under `tests/proptest-regressions/`
+/// where proptest's default puts them once the tests have a `main.rs`.
+pub fn proptest_config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    }
 }

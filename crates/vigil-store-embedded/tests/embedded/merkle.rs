@@ -2,35 +2,14 @@
 //! newest checkpoint on, and read back by the verification scan.
 
 use std::path::Path;
-use std::time::Duration;
 
-use serde_json::json;
-use vigil_event::{Hash, Limits, TenantId, Timestamp, leaf_hash, normalize};
+use vigil_event::{Hash, Timestamp, leaf_hash};
 use vigil_integrity::tree::{Frontier, stored_hash_count, tree_root};
 use vigil_store::{Store, StoredCheckpoint};
 use vigil_store_embedded::scan::{LogEvent, LogVisitor, scan_log};
-use vigil_store_embedded::{EmbeddedConfig, EmbeddedError, EmbeddedStore};
+use vigil_store_embedded::{EmbeddedError, EmbeddedStore};
 
-fn acme() -> TenantId {
-    TenantId::parse("acme").expect("tenant")
-}
-
-fn event(i: usize) -> vigil_event::Prepared {
-    normalize(
-        json!({"id": format!("ev-{i}"), "type": "login.failed", "details": {"n": i}}),
-        &Limits::default(),
-    )
-    .expect("valid")
-    .prepare(&acme(), Timestamp::now(), "test")
-}
-
-fn small(dir: &Path) -> EmbeddedConfig {
-    EmbeddedConfig {
-        segment_max_events: 16,
-        seal_interval: Duration::from_secs(3600),
-        ..EmbeddedConfig::new(dir)
-    }
-}
+use crate::support::{acme, event, small};
 
 async fn fill(store: &EmbeddedStore, from: usize, to: usize) {
     for chunk in (from..to).collect::<Vec<_>>().chunks(7) {

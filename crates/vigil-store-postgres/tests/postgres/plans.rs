@@ -7,8 +7,10 @@ use serde_json::{Map, Value, json};
 use vigil_event::{Limits, TenantId, Timestamp, normalize};
 use vigil_query::{Cursor, Expr, Order, Query, QueryLimits, parse_expr};
 use vigil_store::Store;
+use vigil_store_postgres::PgStore;
 use vigil_store_postgres::testing::TestDatabase;
-use vigil_store_postgres::{PgConfig, PgStore};
+
+use crate::support::connect;
 
 const EVENTS: usize = 5_000;
 
@@ -48,12 +50,7 @@ async fn pages(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rare_and_common_matches_page_alike_on_both_plans() {
     let db = TestDatabase::create().await;
-    let store = PgStore::connect(PgConfig {
-        pool_size: 3,
-        ..PgConfig::new(db.url())
-    })
-    .await
-    .expect("connect");
+    let store = connect(&db, 3).await;
     let tenant = TenantId::parse("plans").expect("tenant");
     let t0 = 1_700_000_000_000_000_000i64;
     let batch: Vec<_> = (0..EVENTS)

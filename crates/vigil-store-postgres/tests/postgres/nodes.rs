@@ -4,37 +4,17 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
-use vigil_event::{
-    EventId, Hash, Limits, Prepared, TenantId, Timestamp, chain_hash, leaf_hash, normalize,
-};
+use vigil_event::{EventId, Hash, Prepared, TenantId, Timestamp, chain_hash, leaf_hash};
 use vigil_integrity::tree::{stored_hash_count, stored_hash_index};
+use vigil_store::fixtures::event_at;
 use vigil_store::{Store, StoredEvent};
+use vigil_store_postgres::PgStore;
 use vigil_store_postgres::testing::{TestDatabase, events_by_seq};
-use vigil_store_postgres::{PgConfig, PgStore};
+
+use crate::support::connect;
 
 async fn node(db: &TestDatabase) -> Arc<PgStore> {
-    Arc::new(
-        PgStore::connect(PgConfig {
-            pool_size: 3,
-            ..PgConfig::new(db.url())
-        })
-        .await
-        .expect("connect"),
-    )
-}
-
-fn event(tenant: &str, id: &str, time: Timestamp) -> Prepared {
-    normalize(
-        json!({"id": id, "type": "node.test", "time": time.to_rfc3339()}),
-        &Limits::default(),
-    )
-    .expect("valid")
-    .prepare(
-        &TenantId::parse(tenant).expect("tenant"),
-        Timestamp::now(),
-        "nodes",
-    )
+    Arc::new(connect(db, 3).await)
 }
 
 async fn all(store: &PgStore, tenant: &str) -> Vec<StoredEvent> {
@@ -61,8 +41,8 @@ async fn two_nodes_writing_one_tenant_keep_seq_and_chain_linear() {
             for i in 0..25 {
                 // Two tenants in one batch: heads are locked in tenant order on both nodes.
                 let batch = vec![
-                    event("shared", &format!("n{n}-{i}"), Timestamp::now()),
-                    event("other", &format!("n{n}-{i}"), Timestamp::now()),
+                    event_at("shared", &format!("n{n}-{i}"), Timestamp::now()),
+                    event_at("other", &format!("n{n}-{i}"), Timestamp::now()),
                 ];
                 store.append(batch).await.expect("append");
             }
@@ -71,7 +51,7 @@ async fn two_nodes_writing_one_tenant_keep_seq_and_chain_linear() {
     // Both nodes also race on the same ids: one write each, the rest duplicates.
     let same: Vec<Prepared> = (0..10)
         .map(|i| {
-            event(
+            event_at(
                 "shared",
                 &format!("dup-{i}"),
                 Timestamp::from_nanos(1_700_000_000_000_000_000),
@@ -111,14 +91,14 @@ async fn retention_drops_whole_days_and_the_default_partition_takes_the_rest() {
     // Back-filled history (days without a partition: the default one holds them), today and
     // tomorrow (partitions created ahead).
     for (i, d) in [19_000, 19_001, 19_001, 19_002].into_iter().enumerate() {
-        b.append(vec![event("r", &format!("old-{i}"), at_day(d))])
+        b.append(vec![event_at("r", &format!("old-{i}"), at_day(d))])
             .await
             .expect("append");
     }
-    b.append(vec![event("r", "today", at_day(today))])
+    b.append(vec![event_at("r", "today", at_day(today))])
         .await
         .expect("append");
-    b.append(vec![event("r", "tomorrow", at_day(today + 1))])
+    b.append(vec![event_at("r", "tomorrow", at_day(today + 1))])
         .await
         .expect("append");
     let (sql, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
@@ -156,7 +136,7 @@ async fn retention_drops_whole_days_and_the_default_partition_takes_the_rest() {
     // Writes for a dropped day land in the default partition; a dropped id may be used again,
     // and seqs keep growing.
     let again = b
-        .append(vec![event("r", "today", at_day(today))])
+        .append(vec![event_at("r", "today", at_day(today))])
         .await
         .expect("append to a dropped day");
     assert!(!again[0].duplicate);

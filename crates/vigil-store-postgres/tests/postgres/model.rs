@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use proptest::prelude::*;
 use vigil_store::model::{arb_event, arb_expr, check_filters, check_tenants};
+use vigil_store_postgres::PgStore;
 use vigil_store_postgres::testing::TestDatabase;
-use vigil_store_postgres::{PgConfig, PgStore};
+
+use crate::support::connect;
 
 struct Shared {
     runtime: tokio::runtime::Runtime,
@@ -27,12 +29,7 @@ fn shared() -> &'static Shared {
             .expect("runtime");
         let (db, store) = runtime.block_on(async {
             let db = TestDatabase::create().await;
-            let store = PgStore::connect(PgConfig {
-                pool_size: 4,
-                ..PgConfig::new(db.url())
-            })
-            .await
-            .expect("connect");
+            let store = connect(&db, 4).await;
             (db, store)
         });
         Shared {
@@ -49,7 +46,7 @@ fn next_tenant(prefix: &str) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(crate::support::proptest_config(64))]
 
     #[test]
     fn sql_agrees_with_evaluator(events in prop::collection::vec(arb_event(), 1..40), exprs in prop::collection::vec(arb_expr(), 1..8)) {

@@ -3,11 +3,12 @@
 //! fragments only; `src/sql.rs` has the unit test that inspects it.)
 
 use serde_json::json;
-use vigil_event::{Limits, TenantId, Timestamp, normalize};
 use vigil_query::{CmpOp, Expr, Literal, Order, Query};
 use vigil_store::Store;
+use vigil_store::fixtures::{prepare, tenant};
 use vigil_store_postgres::testing::TestDatabase;
-use vigil_store_postgres::{PgConfig, PgStore};
+
+use crate::support::connect;
 
 const KEYS: [&str; 5] = [
     "x'); DROP TABLE vigil_events; --",
@@ -21,22 +22,15 @@ const VALUE: &str = "'; DELETE FROM vigil_meta; -- \" \\ $v";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_paths_and_values_are_only_data() {
     let db = TestDatabase::create().await;
-    let store = PgStore::connect(PgConfig {
-        pool_size: 2,
-        ..PgConfig::new(db.url())
-    })
-    .await
-    .expect("connect");
+    let store = connect(&db, 2).await;
     store.save_meta("auth", b"{}").await.expect("meta");
-    let tenant = TenantId::parse("h").expect("tenant");
+    let tenant = tenant("h");
     let mut details = serde_json::Map::new();
     for k in KEYS {
         details.insert(k.to_owned(), json!(VALUE));
         details.insert(format!("{k}.n"), json!(5));
     }
-    let ev = normalize(json!({"type": "t", "details": details}), &Limits::default())
-        .expect("valid")
-        .prepare(&tenant, Timestamp::now(), "hostile");
+    let ev = prepare("h", json!({"type": "t", "details": details}));
     store.append(vec![ev]).await.expect("append");
     for k in KEYS {
         let path = format!("details.{k}");

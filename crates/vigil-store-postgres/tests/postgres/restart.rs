@@ -9,22 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::json;
-use vigil_event::{EventId, Hash, Limits, TenantId, Timestamp, chain_hash, leaf_hash, normalize};
+use vigil_event::{EventId, Hash, TenantId, chain_hash, leaf_hash};
 use vigil_integrity::tree::{Frontier, stored_hash_count};
 use vigil_query::{Expr, Order, Query};
+use vigil_store::fixtures::event;
 use vigil_store::{Store, StoreError};
 use vigil_store_postgres::testing::{PrivateServer, events_by_seq};
 use vigil_store_postgres::{PgConfig, PgStore};
-
-fn event(tenant: &TenantId, id: String) -> vigil_event::Prepared {
-    normalize(
-        json!({"id": id, "type": "load.test", "severity": 3, "details": {"n": 1}}),
-        &Limits::default(),
-    )
-    .expect("valid")
-    .prepare(tenant, Timestamp::now(), "restart-test")
-}
 
 /// Every event of `tenant`, oldest first by seq.
 async fn all_events(store: &PgStore, tenant: &TenantId) -> Vec<vigil_store::StoredEvent> {
@@ -61,7 +52,7 @@ async fn a_server_crash_under_load_loses_nothing_acknowledged() {
             while !stop.load(Ordering::SeqCst) {
                 let ids: Vec<String> = (0..20).map(|i| format!("w{w}-{n}-{i}")).collect();
                 n += 1;
-                let batch = ids.iter().map(|id| event(&tenant, id.clone())).collect();
+                let batch = ids.iter().map(|id| event(tenant.as_str(), id)).collect();
                 match store.append(batch).await {
                     Ok(appended) => {
                         let mut acked = acked.lock().expect("lock");
@@ -173,13 +164,13 @@ async fn appends_are_refused_while_the_server_is_down_and_work_once_it_is_back()
     .expect("connect");
     let tenant = TenantId::parse("down").expect("tenant");
     store
-        .append(vec![event(&tenant, "before".into())])
+        .append(vec![event(tenant.as_str(), "before")])
         .await
         .expect("append while up");
 
     server.crash();
     let err = store
-        .append(vec![event(&tenant, "during".into())])
+        .append(vec![event(tenant.as_str(), "during")])
         .await
         .expect_err("append while down");
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
@@ -207,7 +198,7 @@ async fn appends_are_refused_while_the_server_is_down_and_work_once_it_is_back()
     server.restart();
     store.ready().await.expect("ready again");
     let appended = store
-        .append(vec![event(&tenant, "after".into())])
+        .append(vec![event(tenant.as_str(), "after")])
         .await
         .expect("append after restart");
     // The refused event was not half-written: the next one takes seq 2.

@@ -45,7 +45,7 @@ fn check(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(crate::support::proptest_config(64))]
 
     #[test]
     fn index_agrees_with_evaluator_in_memory(events in prop::collection::vec(arb_event(), 1..40), exprs in prop::collection::vec(arb_expr(), 1..8)) {
@@ -82,7 +82,7 @@ fn prefix_over_several_memtable_terms_keeps_every_doc() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    #![proptest_config(crate::support::proptest_config(32))]
 
     #[test]
     fn tenants_never_see_each_other(

@@ -2,10 +2,8 @@
 //! RFC 6962 definition and against the independent Go port (`tlog_tiles`); plus random proofs
 //! with random corruptions, none of which may verify.
 
-mod support;
-
+use crate::support::{Tree, corrupt_consistency, corrupt_inclusion, reference_root};
 use proptest::prelude::*;
-use support::{Tree, corrupt_consistency, corrupt_inclusion, reference_root};
 use vigil_integrity::Hash;
 use vigil_integrity::proof::{ConsistencyProof, InclusionProof};
 use vigil_integrity::tree::leaf_hash;
@@ -134,7 +132,7 @@ fn spoil(path: &mut Vec<Hash>, m: &Mutation) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(crate::support::proptest_config(512))]
 
     #[test]
     fn random_inclusion_proofs(size in 1..=MAX, leaf in any::<u64>(), m in mutation()) {

@@ -4,29 +4,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::json;
-use vigil_event::{EventId, Limits, TenantId, Timestamp, chain_hash, leaf_hash, normalize};
+use vigil_event::{EventId, chain_hash, leaf_hash};
 use vigil_query::{Expr, Order, Query};
 use vigil_store::{Store, StoredEvent};
 use vigil_store_embedded::{EmbeddedConfig, EmbeddedError, EmbeddedStore, reindex};
 
-fn acme() -> TenantId {
-    TenantId::parse("acme").expect("tenant")
-}
-
-fn event(i: usize) -> vigil_event::Prepared {
-    normalize(json!({"id": format!("ev-{i}"), "type": "login.failed", "severity": i % 11, "details": {"n": i}}), &Limits::default())
-        .expect("valid")
-        .prepare(&acme(), Timestamp::now(), "test")
-}
-
-fn small(dir: &Path) -> EmbeddedConfig {
-    EmbeddedConfig {
-        segment_max_events: 16,
-        seal_interval: Duration::from_secs(3600),
-        ..EmbeddedConfig::new(dir)
-    }
-}
+use crate::support::{acme, event, small};
 
 async fn everything(store: &EmbeddedStore) -> Vec<StoredEvent> {
     let q = Query {
@@ -385,7 +368,8 @@ mod failed_fsync {
     use vigil_store::{Store, StoreError};
     use vigil_store_embedded::{EmbeddedError, EmbeddedStore, FsyncFault, Synced};
 
-    use super::{acme, assert_chain, event, everything, small};
+    use super::{assert_chain, everything};
+    use crate::support::{acme, event, small};
 
     /// Appends per run, each of this many events; with 16-event segments the run seals and
     /// rotates several times.

@@ -1,10 +1,8 @@
 //! An inclusion proof as a client receives it: with the signed checkpoint of its tree size,
 //! checked end to end against the log's public key only.
 
-mod support;
-
+use crate::support::Tree;
 use chrono::{TimeZone as _, Utc};
-use support::Tree;
 use vigil_integrity::checkpoint::{CheckpointError, SigningKey, VerifierKey, origin};
 use vigil_integrity::proof::{InclusionProof, ProofError};
 use vigil_integrity::tree::leaf_hash;

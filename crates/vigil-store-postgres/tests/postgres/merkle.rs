@@ -6,40 +6,17 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use vigil_event::{Limits, Prepared, TenantId, Timestamp, normalize};
+use vigil_event::Timestamp;
 use vigil_integrity::tree::{Frontier, leaf_hash, stored_hash_count, tree_root};
+use vigil_store::fixtures::{batch, event, prepare, tenant};
 use vigil_store::{Store, StoreError, StoredCheckpoint, StoredEvent};
 use vigil_store_postgres::testing::{TestDatabase, events_by_seq};
 use vigil_store_postgres::{PgConfig, PgStore};
 
+use crate::support::connect;
+
 async fn open(db: &TestDatabase) -> Arc<PgStore> {
-    Arc::new(
-        PgStore::connect(PgConfig {
-            pool_size: 3,
-            ..PgConfig::new(db.url())
-        })
-        .await
-        .expect("connect"),
-    )
-}
-
-fn tenant(name: &str) -> TenantId {
-    TenantId::parse(name).expect("tenant")
-}
-
-fn event(tenant_name: &str, id: &str) -> Prepared {
-    normalize(
-        json!({"id": id, "type": "merkle.test", "details": {"id": id}}),
-        &Limits::default(),
-    )
-    .expect("valid")
-    .prepare(&tenant(tenant_name), Timestamp::now(), "merkle")
-}
-
-fn batch(tenant_name: &str, prefix: &str, n: usize) -> Vec<Prepared> {
-    (0..n)
-        .map(|i| event(tenant_name, &format!("{prefix}-{i}")))
-        .collect()
+    Arc::new(connect(db, 3).await)
 }
 
 /// Every event of `tenant`, by seq.
@@ -111,9 +88,7 @@ async fn stored_hashes_are_those_of_the_events_in_seq_order() {
         .await
         .expect("append with a duplicate");
     assert!(dup[0].duplicate && !dup[1].duplicate);
-    let conflicting = normalize(json!({"id": "r1-0", "type": "other"}), &Limits::default())
-        .expect("valid")
-        .prepare(&tenant("a"), Timestamp::now(), "merkle");
+    let conflicting = prepare("a", json!({"id": "r1-0", "type": "other"}));
     let err = store
         .append(vec![event("a", "never"), conflicting])
         .await
