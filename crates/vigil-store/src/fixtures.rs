@@ -186,9 +186,10 @@ impl EventGen {
     }
 }
 
-/// The random source of event `index`: seeded from the generator's seed and the index alone,
-/// so events can be made in any order, by any number of workers.
-fn unit_rng(seed: u64, index: u64) -> StdRng {
+/// The random source of unit `index` of a run seeded with `seed` (an event here; a request of
+/// `vigil bench`): every unit has a stream of its own, so it comes out the same whoever makes
+/// it, in any order, by any number of workers.
+pub fn unit_rng(seed: u64, index: u64) -> StdRng {
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     key[8..16].copy_from_slice(&index.to_le_bytes());

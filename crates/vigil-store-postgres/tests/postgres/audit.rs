@@ -525,7 +525,7 @@ async fn audit(store: &PgStore, key: VerifierKey) -> AuditReport {
     auditor.finish()
 }
 
-/// Signs and saves the checkpoint of `name`'s tree at `size`, as the server's notary does.
+/// Signs and saves the checkpoint of `name`'s tree at `size`, as the server's checkpoint signer does.
 async fn sign(store: &PgStore, key: &SigningKey, name: &str, size: u64) {
     let t = tenant(name);
     let root = tree_root(size, async |idx: Vec<u64>| {

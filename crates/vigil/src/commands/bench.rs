@@ -9,7 +9,11 @@
 //! Work is handed out as numbered units (events, or requests in the query modes), and unit `i`
 //! draws its randomness from a stream of its own derived from the run's seed. So with `--seed`
 //! the events sent, and the `{rand}` values of the queries, do not depend on `--connections` or on
-//! timing: two servers fed the same seed hold the same data set.
+//! timing: two servers fed the same seed hold the same data set. The events are those of the
+//! store test kit's realistic generator ([`vigil_store::fixtures::EventGen`]), so benchmarks of
+//! the stores alone and of the whole server send the same kind of event.
+
+mod query;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -27,9 +31,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use serde_json::{Value, json};
-use vigil_client::{ClientError, Order, QueryParams, Url};
+use serde_json::Value;
+use vigil_client::{ClientError, QueryParams, Url};
 
+use vigil_store::fixtures::{ACTORS, EventGen};
+
+use self::query::{PLACEHOLDER, QueryPlan, QueryTemplate};
 use crate::args::{ClientArgs, OutputArgs, connect, parse_duration};
 use crate::error::CliError;
 use crate::output::{OutputFormat, simple_table, write_json};
@@ -98,10 +105,6 @@ const MAX_TRACKED_MICROS: u64 = 60_000_000;
 const GRACE: Duration = Duration::from_secs(30);
 /// Requests a query or count run sends when `--requests` is not given.
 const DEFAULT_REQUESTS: u64 = 400;
-/// Actors of generated events (`u-0` … `u-4999`), and so the default range of `{rand}`.
-const ACTORS: u64 = 5_000;
-/// What `--query` replaces by a random number.
-const PLACEHOLDER: &str = "{rand}";
 
 /// Whether `url` names this machine: `localhost` or a loopback address (127.0.0.0/8, ::1).
 pub fn is_loopback(url: &Url) -> bool {
@@ -212,144 +215,6 @@ impl Budget {
             })
             .ok()?;
         Some(start..start + want.min(limit - start))
-    }
-}
-
-/// The random source of unit `index` of a run seeded with `seed`: every unit has a stream of
-/// its own, so unit `index` comes out the same whoever sends it, and whenever.
-fn unit_rng(seed: u64, index: u64) -> StdRng {
-    let mut key = [0u8; 32];
-    key[..8].copy_from_slice(&seed.to_le_bytes());
-    key[8..16].copy_from_slice(&index.to_le_bytes());
-    StdRng::from_seed(key)
-}
-
-/// `--query`: URL parameters as written (`actor.id=u-{rand}&limit=10`), parsed into what
-/// `GET /v1/events` takes. Values may hold the `{rand}` placeholder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryTemplate {
-    /// As given on the command line, for the report.
-    text: String,
-    params: QueryParams,
-}
-
-impl QueryTemplate {
-    /// Splits `text` at `&` into `NAME=VALUE` pairs (at the first `=`) and decodes `%XX`
-    /// escapes; `+` stays a plus sign. `q`, `from`, `to`, `limit`, `order` and `cursor` are
-    /// the query's own parameters (each at most once); any other name is an exact-match filter
-    /// on that field path.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut params = QueryParams::new();
-        for pair in text.split('&').filter(|p| !p.is_empty()) {
-            let Some((name, value)) = pair.split_once('=') else {
-                return Err(format!("expected NAME=VALUE, got {pair:?}"));
-            };
-            let (name, value) = (percent_decode(name)?, percent_decode(value)?);
-            if name.is_empty() {
-                return Err(format!("a parameter name is missing in {pair:?}"));
-            }
-            let slot = match name.as_str() {
-                "q" => &mut params.q,
-                "from" => &mut params.from,
-                "to" => &mut params.to,
-                "cursor" => &mut params.cursor,
-                "limit" if params.limit.is_none() => {
-                    let limit = value
-                        .parse()
-                        .map_err(|_| format!("limit must be a whole number, got {value:?}"))?;
-                    params.limit = Some(limit);
-                    continue;
-                }
-                "order" if params.order.is_none() => {
-                    params.order = Some(match value.as_str() {
-                        "asc" => Order::Asc,
-                        "desc" => Order::Desc,
-                        _ => return Err(format!("order must be asc or desc, got {value:?}")),
-                    });
-                    continue;
-                }
-                "limit" | "order" => return Err(format!("{name} is given twice")),
-                _ => {
-                    params.filters.push((name, value));
-                    continue;
-                }
-            };
-            if slot.is_some() {
-                return Err(format!("{name} is given twice"));
-            }
-            *slot = Some(value);
-        }
-        Ok(Self {
-            text: text.to_owned(),
-            params,
-        })
-    }
-
-    /// Whether some value holds `{rand}`.
-    fn has_placeholder(&self) -> bool {
-        let p = &self.params;
-        [&p.q, &p.from, &p.to, &p.cursor]
-            .into_iter()
-            .flatten()
-            .chain(p.filters.iter().map(|(_, value)| value))
-            .any(|value| value.contains(PLACEHOLDER))
-    }
-
-    /// The parameters with every `{rand}` replaced by `n`.
-    fn render(&self, n: u64) -> QueryParams {
-        let n = n.to_string();
-        let mut params = self.params.clone();
-        let p = &mut params;
-        for value in [&mut p.q, &mut p.from, &mut p.to, &mut p.cursor]
-            .into_iter()
-            .flatten()
-            .chain(p.filters.iter_mut().map(|(_, value)| value))
-        {
-            if value.contains(PLACEHOLDER) {
-                *value = value.replace(PLACEHOLDER, &n);
-            }
-        }
-        params
-    }
-}
-
-/// Decodes `%XX` escapes; anything else is kept as written. A `%` that starts no escape is
-/// refused rather than kept, so a forgotten `%25` cannot change a query unnoticed.
-fn percent_decode(s: &str) -> Result<String, String> {
-    let malformed = s.match_indices('%').any(|(at, _)| {
-        s.as_bytes()
-            .get(at + 1..at + 3)
-            .is_none_or(|hex| !hex.iter().all(u8::is_ascii_hexdigit))
-    });
-    if malformed {
-        return Err(format!(
-            "{s:?}: % must start an escape like %26 (write %25 for %)"
-        ));
-    }
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8()
-        .map(|decoded| decoded.into_owned())
-        .map_err(|_| format!("{s:?}: escapes do not decode to UTF-8"))
-}
-
-/// What the requests of a query or count run ask.
-#[derive(Debug)]
-struct QueryPlan {
-    template: QueryTemplate,
-    /// The range of `{rand}`, when the template has one.
-    pool: Option<u64>,
-    seed: u64,
-}
-
-impl QueryPlan {
-    /// The parameters of request number `index`.
-    fn params(&self, index: u64) -> QueryParams {
-        match self.pool {
-            Some(pool) => self
-                .template
-                .render(unit_rng(self.seed, index).random_range(0..pool)),
-            None => self.template.params.clone(),
-        }
     }
 }
 
@@ -704,88 +569,6 @@ fn table_rows(r: &BenchReport) -> Vec<Vec<String>> {
     rows
 }
 
-/// Realistic random events (~400 bytes): types, actors and services from fixed pools, IPs,
-/// and a few details. Event `i` of a generator is a function of its seed and `i` alone.
-#[derive(Debug)]
-pub struct EventGen {
-    seed: u64,
-    /// Prefix of every id this generator makes: from the seed, or unique to the run.
-    prefix: String,
-}
-
-const TYPES: [(&str, &str, u8); 10] = [
-    ("login.succeeded", "login", 1),
-    ("login.failed", "login", 6),
-    ("account.created", "create", 2),
-    ("account.updated", "update", 2),
-    ("account.deactivated", "delete", 7),
-    ("billing.charged", "charge", 3),
-    ("permission.granted", "grant", 5),
-    ("api_key.rotated", "rotate", 4),
-    ("file.downloaded", "read", 1),
-    ("mfa.disabled", "update", 9),
-];
-const SERVICES: [&str; 6] = [
-    "auth",
-    "billing",
-    "accounts",
-    "storage",
-    "gateway",
-    "admin-console",
-];
-const PLANS: [&str; 4] = ["free", "pro", "team", "enterprise"];
-const AGENTS: [&str; 4] = [
-    "Mozilla/5.0 (X11; Linux x86_64) Firefox/126.0",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) Safari/605.1.15",
-    "curl/8.7.1",
-    "vigil-sdk-go/1.4.2",
-];
-
-impl EventGen {
-    pub fn new(seed: u64, prefix: String) -> Self {
-        Self { seed, prefix }
-    }
-
-    /// Event number `index`, with id `<prefix>-<index>`.
-    pub fn event(&self, index: u64) -> Value {
-        let rng = &mut unit_rng(self.seed, index);
-        let (event_type, action, base_severity) = TYPES[rng.random_range(0..TYPES.len())];
-        let failed = event_type.ends_with("failed") || rng.random_bool(0.05);
-        let severity = (base_severity + u8::from(failed) * 2 + rng.random_range(0..2)).min(10);
-        let actor_n = rng.random_range(0..ACTORS);
-        let ip = format!(
-            "10.{}.{}.{}",
-            rng.random_range(0..64u8),
-            rng.random_range(0..=255u8),
-            rng.random_range(1..255u8)
-        );
-        let request_id: String = (0..16)
-            .map(|_| char::from(b"0123456789abcdef"[rng.random_range(0..16)]))
-            .collect();
-        json!({
-            "id": format!("{}-{index}", self.prefix),
-            "type": event_type,
-            "severity": severity,
-            "actor": {
-                "id": format!("u-{actor_n}"),
-                "type": if actor_n % 10 == 0 { "service" } else { "user" },
-                "ip": ip,
-            },
-            "source": SERVICES[rng.random_range(0..SERVICES.len())],
-            "action": action,
-            "outcome": if failed { "failure" } else { "success" },
-            "resource": {"type": "account", "id": format!("acct-{}", rng.random_range(0..20_000u32))},
-            "details": {
-                "request_id": request_id,
-                "user_agent": AGENTS[rng.random_range(0..AGENTS.len())],
-                "plan": PLANS[rng.random_range(0..PLANS.len())],
-                "attempt": rng.random_range(1..4u8),
-                "amount": f64::from(rng.random_range(0..100_000u32)) / 100.0,
-            },
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -799,17 +582,6 @@ mod tests {
             panic!("not bench")
         };
         Ok(args)
-    }
-
-    fn template(text: &str) -> QueryTemplate {
-        QueryTemplate::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
-    }
-
-    /// The URL `vigil_client` requests for `params` (it encodes parameters the same way).
-    fn url_for(params: &QueryParams) -> Url {
-        let mut url = Url::parse("http://127.0.0.1:7878/v1/events").unwrap();
-        url.query_pairs_mut().extend_pairs(params.to_pairs());
-        url
     }
 
     #[test]
@@ -833,38 +605,6 @@ mod tests {
     }
 
     #[test]
-    fn generated_events_are_valid_realistic_and_unique() {
-        let g = EventGen::new(7, "bench-test".into());
-        let mut total = 0;
-        let mut ids = std::collections::HashSet::new();
-        for i in 0..200 {
-            let e = g.event(i);
-            let bytes = serde_json::to_vec(&e).unwrap().len();
-            total += bytes;
-            assert!(ids.insert(e["id"].as_str().unwrap().to_owned()));
-            vigil_event::normalize(e, &vigil_event::Limits::default()).expect("a valid event");
-        }
-        let mean = total / 200;
-        assert!((300..=500).contains(&mean), "mean event size {mean} bytes");
-    }
-
-    #[test]
-    fn a_seed_fixes_every_event_whatever_order_they_are_made_in() {
-        let a = EventGen::new(42, "bench-s42".into());
-        let b = EventGen::new(42, "bench-s42".into());
-        let forward: Vec<Value> = (0..50).map(|i| a.event(i)).collect();
-        let backward: Vec<Value> = (0..50).rev().map(|i| b.event(i)).collect();
-        assert!(forward.iter().eq(backward.iter().rev()));
-        assert_eq!(forward[3]["id"], "bench-s42-3");
-
-        let other = EventGen::new(43, "bench-s42".into());
-        let differing = (0..50)
-            .filter(|&i| other.event(i) != forward[i as usize])
-            .count();
-        assert!(differing > 45, "only {differing} of 50 events differ");
-    }
-
-    #[test]
     fn the_budget_is_never_overspent_and_numbers_units_without_gaps() {
         let budget = Budget::new(Instant::now() + Duration::from_secs(60), Some(2_500));
         let claims: Vec<Range<u64>> = std::iter::from_fn(|| budget.claim(1_000)).collect();
@@ -876,113 +616,6 @@ mod tests {
 
         let expired = Budget::new(Instant::now(), None);
         assert_eq!(expired.claim(10), None);
-    }
-
-    #[test]
-    fn query_parameters_become_the_query_and_its_filters() {
-        let t = template(
-            "q=severity>=7 AND type:login.failed&from=-1h&limit=10&order=asc&actor.id=u-17&details.plan=pro",
-        );
-        let want = QueryParams::new()
-            .q("severity>=7 AND type:login.failed")
-            .from("-1h")
-            .limit(10)
-            .order(Order::Asc)
-            .filter("actor.id", "u-17")
-            .filter("details.plan", "pro");
-        assert_eq!(t.params, want);
-        assert_eq!(template("").params, QueryParams::new());
-        assert_eq!(
-            template("type=a&&type=b&").params,
-            QueryParams::new().filter("type", "a").filter("type", "b")
-        );
-    }
-
-    #[test]
-    fn escapes_are_decoded_and_everything_else_kept_as_written() {
-        let t = template("q=details.note:%22a%26b%22&to=2024-05-01T00:00:00+02:00&k%3Dx=v=w");
-        assert_eq!(t.params.q.as_deref(), Some(r#"details.note:"a&b""#));
-        assert_eq!(t.params.to.as_deref(), Some("2024-05-01T00:00:00+02:00"));
-        assert_eq!(t.params.filters, [("k=x".to_owned(), "v=w".to_owned())]);
-        assert_eq!(template("x=%C3%A9").params.filters[0].1, "é");
-    }
-
-    #[test]
-    fn malformed_queries_are_refused_with_the_reason() {
-        for (text, reason) in [
-            ("limit", "expected NAME=VALUE"),
-            ("=u-1", "name is missing"),
-            ("q=a&q=b", "q is given twice"),
-            ("limit=1&limit=2", "limit is given twice"),
-            ("limit=ten", "whole number"),
-            ("order=up", "asc or desc"),
-            ("q=100%", "escape"),
-            ("q=%+1", "escape"),
-            ("q=%zz", "escape"),
-            ("q=%ff", "UTF-8"),
-        ] {
-            let err = QueryTemplate::parse(text).unwrap_err();
-            assert!(err.contains(reason), "{text}: {err}");
-        }
-    }
-
-    #[test]
-    fn query_values_are_url_encoded_and_read_back_unchanged() {
-        let t = template("q=severity>=7 AND actor.ip:10.*&limit=10&details.q=a%26b=c&from=-15m");
-        let url = url_for(&t.params);
-        assert_eq!(
-            url.query(),
-            Some("q=severity%3E%3D7+AND+actor.ip%3A10.*&from=-15m&limit=10&details.q=a%26b%3Dc")
-        );
-        let read_back: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-        assert_eq!(read_back, t.params.to_pairs());
-        assert_eq!(
-            read_back[0],
-            ("q".to_owned(), "severity>=7 AND actor.ip:10.*".to_owned())
-        );
-    }
-
-    #[test]
-    fn placeholders_draw_a_reproducible_number_below_the_pool() {
-        let t = template("actor.id=u-{rand}&q=resource.id:acct-{rand}&limit=5");
-        assert!(t.has_placeholder());
-        assert!(!template("actor.id=u-1&limit=5").has_placeholder());
-        assert!(QueryTemplate::parse("limit={rand}").is_err());
-        assert_eq!(
-            t.render(17),
-            QueryParams::new()
-                .q("resource.id:acct-17")
-                .limit(5)
-                .filter("actor.id", "u-17")
-        );
-
-        let plan = |seed| QueryPlan {
-            template: t.clone(),
-            pool: Some(50),
-            seed,
-        };
-        let (a, b) = (plan(9), plan(9));
-        let seen: std::collections::BTreeSet<String> = (0..500)
-            .map(|i| {
-                let p = a.params(i);
-                assert_eq!(p, b.params(i), "request {i}");
-                p.filters[0].1.clone()
-            })
-            .collect();
-        let allowed: std::collections::BTreeSet<String> =
-            (0..50).map(|n| format!("u-{n}")).collect();
-        assert_eq!(seen, allowed, "500 draws cover the pool and stay inside it");
-        assert!((0..20).any(|i| plan(10).params(i) != a.params(i)));
-
-        let fixed = QueryPlan {
-            template: template("actor.id=u-1"),
-            pool: None,
-            seed: 1,
-        };
-        assert_eq!(
-            fixed.params(3),
-            QueryParams::new().filter("actor.id", "u-1")
-        );
     }
 
     #[test]
