@@ -14,11 +14,13 @@ const EVENTS_REJECTED: &str = "vigil_events_rejected_total";
 const REQUEST_DURATION: &str = "vigil_http_request_duration_seconds";
 const INGEST_BATCH_SIZE: &str = "vigil_ingest_batch_size";
 
+/// Buckets of every latency histogram (every metric named `*_seconds`): 0.5 ms to 30 s.
 const DURATION_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
-const BATCH_BUCKETS: &[f64] = &[
-    1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0,
+/// Buckets of every size histogram (events per request, commit group or writer batch).
+const COUNT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0, 50_000.0,
 ];
 
 /// How often histogram buckets are drained so they do not grow between scrapes.
@@ -32,12 +34,12 @@ pub(crate) fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(install)
 }
 
+/// Every histogram gets buckets, so Prometheus can aggregate it across nodes and its quantiles
+/// never fall back to 0 between observations (as a summary's window does).
 fn install() -> PrometheusHandle {
     let builder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), DURATION_BUCKETS)
-        .and_then(|b| {
-            b.set_buckets_for_metric(Matcher::Full(INGEST_BATCH_SIZE.to_owned()), BATCH_BUCKETS)
-        })
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), DURATION_BUCKETS)
+        .and_then(|b| b.set_buckets(COUNT_BUCKETS))
         // Only empty bucket lists fail, and the lists above are not empty.
         .unwrap_or_else(|_| PrometheusBuilder::new());
     let recorder = builder.build_recorder();
@@ -79,6 +81,9 @@ fn describe() {
         "HTTP request latency until the response head, by route, method and status"
     );
     metrics::describe_histogram!(INGEST_BATCH_SIZE, "Events per accepted ingest request");
+    vigil_store::telemetry::describe();
+    vigil_bus::telemetry::describe();
+    vigil_ingest::checkpoint_signer::describe_metrics();
 }
 
 /// A batch was stored: `stored` new events, `duplicates` idempotent retries.

@@ -24,6 +24,7 @@ use futures::future::join_all;
 use vigil_event::{EventId, TenantId};
 
 pub mod reader;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod writer;

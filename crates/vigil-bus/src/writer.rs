@@ -35,7 +35,7 @@ use vigil_event::{EventId, Prepared, TenantId, Timestamp};
 use vigil_ingest::{Admitter, Origin};
 use vigil_store::{Store, StoreError};
 
-use crate::{Bus, BusError};
+use crate::{Bus, BusError, telemetry};
 
 /// Header of a dead letter naming why it could not be stored (a stable code).
 pub const HEADER_ERROR_CODE: &str = "Vigil-Error-Code";
@@ -471,7 +471,7 @@ async fn persist(
     report: &mut WriterReport,
     stop: &watch::Receiver<bool>,
 ) {
-    metrics::histogram!("vigil_bus_writer_batch_events").record(batch.messages.len() as f64);
+    metrics::histogram!(telemetry::WRITER_BATCH_EVENTS).record(batch.messages.len() as f64);
     let (mut messages, rejected) = append_one(store, config, batch, report, stop).await;
     finish(bus, messages.as_mut(), rejected, report).await;
 }
@@ -499,12 +499,12 @@ async fn append_one(
                 let duplicates = appended.iter().filter(|a| a.duplicate).count() as u64;
                 report.duplicates += duplicates;
                 report.stored += appended.len() as u64 - duplicates;
-                metrics::counter!("vigil_bus_events_stored_total")
+                metrics::counter!(telemetry::EVENTS_STORED)
                     .increment(appended.len() as u64 - duplicates);
-                metrics::counter!("vigil_bus_events_duplicate_total").increment(duplicates);
+                metrics::counter!(telemetry::EVENTS_DUPLICATE).increment(duplicates);
                 // From JetStream's receipt to durable in the store: the pipeline's latency.
                 let now = Timestamp::now().as_nanos();
-                let lag = metrics::histogram!("vigil_bus_event_lag_seconds");
+                let lag = metrics::histogram!(telemetry::EVENT_LAG_SECONDS);
                 for event in &events {
                     let nanos = now.saturating_sub(event.received_at.as_nanos()).max(0);
                     lag.record(nanos as f64 / 1e9);
@@ -576,7 +576,7 @@ async fn append_one(
                     return (Vec::new(), rejected);
                 }
                 attempt += 1;
-                metrics::counter!("vigil_bus_append_retries_total").increment(1);
+                metrics::counter!(telemetry::APPEND_RETRIES).increment(1);
                 let wait = retry_wait(attempt, config.max_retry_wait);
                 tracing::warn!(error = %e, attempt, wait_ms = wait.as_millis() as u64, "append failed; retrying");
                 let mut stopped = stop.clone();
@@ -622,7 +622,7 @@ async fn finish(
         match dead_letter(bus, &message, &rejection).await {
             Ok(()) => {
                 report.dead_letters += 1;
-                metrics::counter!("vigil_bus_dead_letters_total", "code" => rejection.code.clone())
+                metrics::counter!(telemetry::DEAD_LETTERS, "code" => rejection.code.clone())
                     .increment(1);
                 tracing::warn!(
                     subject = %message.subject,

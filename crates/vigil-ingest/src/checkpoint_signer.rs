@@ -44,6 +44,17 @@ pub fn checkpoint_json(tenant: &TenantId, cp: &StoredCheckpoint) -> CheckpointJs
     }
 }
 
+/// Checkpoints signed by this process (counter).
+const CHECKPOINTS_SIGNED: &str = "vigil_checkpoints_signed_total";
+
+/// Gives the signer's metric its description in the installed recorder.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        CHECKPOINTS_SIGNED,
+        "Checkpoints (signed tree heads) this process signed"
+    );
+}
+
 /// Maps a failure to read a tree from the store to the store's error.
 pub fn tree_error(e: TreeError<StoreError>) -> StoreError {
     match e {
@@ -141,7 +152,7 @@ impl CheckpointSigner {
             note,
         };
         self.store.save_checkpoint(tenant, &cp).await?;
-        metrics::counter!("vigil_checkpoints_signed_total").increment(1);
+        metrics::counter!(CHECKPOINTS_SIGNED).increment(1);
         signed.insert(tenant.clone(), size);
         // Another node sharing the store may have saved this size first; its checkpoint is the
         // one kept, and the one to hand out.

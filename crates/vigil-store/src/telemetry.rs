@@ -22,6 +22,40 @@ const SEALED_EVENTS: &str = "vigil_sealed_events_total";
 /// Bytes of sealed segment files (log blocks and index) written.
 const SEALED_BYTES: &str = "vigil_sealed_bytes_total";
 
+/// Gives every metric of the store its description in the installed recorder (the HTTP layer
+/// calls this once it installed the Prometheus one).
+pub fn describe() {
+    metrics::describe_histogram!(
+        COMMIT_SECONDS,
+        metrics::Unit::Seconds,
+        "From taking a commit group off the queue to answering it, fsync included"
+    );
+    metrics::describe_histogram!(
+        COMMIT_GROUP_EVENTS,
+        "Events per commit group: new ones, duplicates and those of refused requests"
+    );
+    metrics::describe_counter!(
+        EVENTS_APPENDED,
+        "Events newly stored by this process's store (duplicates not counted)"
+    );
+    metrics::describe_histogram!(
+        FSYNC_SECONDS,
+        metrics::Unit::Seconds,
+        "Seconds one fsync of the event log took"
+    );
+    metrics::describe_histogram!(
+        SEAL_SECONDS,
+        metrics::Unit::Seconds,
+        "Seconds sealing one segment took (compression and index building)"
+    );
+    metrics::describe_counter!(SEALED_EVENTS, "Events moved into sealed segments");
+    metrics::describe_counter!(
+        SEALED_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes of sealed segment files written (log blocks and index)"
+    );
+}
+
 /// A commit group was answered: its new events are durable, or every request of it got its
 /// error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
