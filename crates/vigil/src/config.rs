@@ -130,7 +130,15 @@ options! {
         /// Throttle failed credentials by the last X-Forwarded-For address instead of the TCP
         /// peer. Only behind a reverse proxy that appends the client's address and is the only
         /// way in: otherwise clients pick their own address.
-        #[arg(long, env = "VIGIL_TRUST_FORWARDED_FOR")]
+        #[arg(
+            long,
+            env = "VIGIL_TRUST_FORWARDED_FOR",
+            action = clap::ArgAction::Set,
+            num_args = 0..=1,
+            default_value_t = false,
+            default_missing_value = "true",
+            value_name = "BOOL"
+        )]
         pub trust_forwarded_for: bool,
         /// How often credentials and schemas are reloaded from the store, so keys, users and
         /// schemas changed through another vigil process sharing it take effect here.
@@ -716,6 +724,14 @@ mod tests {
     /// takes them and as `vigil.toml` writes them. Only the layering is under test here, so
     /// they need not pass validation.
     fn sample_values(arg: &clap::Arg) -> [(String, toml::Value); 2] {
+        if arg
+            .get_value_names()
+            .and_then(|n| n.first())
+            .map(|n| n.as_str())
+            == Some("BOOL")
+        {
+            return [true, false].map(|v| (v.to_string(), v.into()));
+        }
         if let Some([a, b, ..]) = arg.get_possible_values().get(..2) {
             let value = |v: &clap::builder::PossibleValue| {
                 let name = v.get_name().to_owned();
@@ -818,7 +834,7 @@ mod tests {
             );
         }
         assert_eq!(
-            seen, 45,
+            seen, 50,
             "options added or lost: update docs/configuration.md"
         );
     }
