@@ -117,6 +117,11 @@ pub struct ApiConfig {
     /// zero). Several vigil processes may share one store: a schema another process registers
     /// or deletes is enforced here within this interval.
     pub schema_refresh_interval: Duration,
+    /// Take the source address that failed credentials are throttled by from the last
+    /// `X-Forwarded-For` entry instead of the TCP peer (default off). Only for a server that
+    /// clients reach solely through a reverse proxy that appends the client's address: else
+    /// any client could name an address of its choice with each guess.
+    pub trust_forwarded_for: bool,
 }
 
 impl ApiConfig {
@@ -146,6 +151,7 @@ impl Default for ApiConfig {
             max_inflight_bytes: 256 * 1024 * 1024,
             max_page_bytes: 16 * 1024 * 1024,
             schema_refresh_interval: Duration::from_secs(1),
+            trust_forwarded_for: false,
         }
     }
 }
@@ -331,7 +337,8 @@ pub async fn serve(
     serve_router(listener, router(state), shutdown).await
 }
 
-/// [`serve`] with another router, such as [`ops_router`].
+/// [`serve`] with another router, such as [`ops_router`]. Connections carry their peer address
+/// (`ConnectInfo`), which failed credentials are throttled by.
 pub async fn serve_router(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -340,9 +347,12 @@ pub async fn serve_router(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "http serving");
     }
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     tracing::info!("http stopped; in-flight requests drained");
     Ok(())
 }

@@ -13,6 +13,7 @@ const EVENTS_INGESTED: &str = "vigil_events_ingested_total";
 const EVENTS_REJECTED: &str = "vigil_events_rejected_total";
 const REQUEST_DURATION: &str = "vigil_http_request_duration_seconds";
 const INGEST_BATCH_SIZE: &str = "vigil_ingest_batch_size";
+const AUTH_FAILURES: &str = "vigil_auth_failures_total";
 
 /// Buckets of every latency histogram (every metric named `*_seconds`): 0.5 ms to 30 s.
 const DURATION_BUCKETS: &[f64] = &[
@@ -84,6 +85,26 @@ fn describe() {
     vigil_store::telemetry::describe();
     vigil_bus::telemetry::describe();
     vigil_ingest::checkpoint_signer::describe_metrics();
+    metrics::describe_counter!(
+        AUTH_FAILURES,
+        "Requests refused for their credential, by reason: invalid_credential (401: a bad key, \
+         token, username or password) or throttled (429: too many failures from the source \
+         address, credential not checked)"
+    );
+}
+
+/// A request was refused for its credential (`invalid_credential`), or without checking it
+/// because its source address failed too often (`throttled`).
+#[derive(Debug)]
+pub(crate) struct AuthFailed {
+    pub reason: &'static str,
+}
+
+impl AuthFailed {
+    pub(crate) fn emit(self) {
+        tracing::debug!(reason = self.reason, "credential refused");
+        metrics::counter!(AUTH_FAILURES, "reason" => self.reason).increment(1);
+    }
 }
 
 /// A batch was stored: `stored` new events, `duplicates` idempotent retries.

@@ -1,6 +1,7 @@
 //! [`Auth`]: the credential service the HTTP layer and the binary talk to.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use vigil_store::shared::SharedDocument;
 use crate::apikey;
 use crate::clock::{Clock, SystemClock};
 use crate::error::AuthError;
-use crate::jwt::{self, Claims};
+use crate::jwt::{self, Claims, JwtKeys, JwtSigningKey, JwtVerifyingKey};
 use crate::login::{self, LoginGate, LoginLimits};
 use crate::password;
 use crate::principal::{CredentialRef, Principal, system_tenant};
@@ -28,12 +29,32 @@ pub const KEY_NAME_MAX_CHARS: usize = 128;
 /// `created_by` of the root key made on first start.
 const BOOTSTRAP: &str = "bootstrap";
 
+/// `created_by` of a root key made offline by `vigil keys create --root`.
+const RECOVERY: &str = "recovery";
+
+/// How far the clocks of the nodes sharing a store may disagree: a token's `exp − iat` may
+/// exceed `jwt_ttl` by this much, and its `iat` lie this far in the future, before it is
+/// refused.
+pub const JWT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+
 /// Settings for [`Auth::open`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuthConfig {
     /// Lifetime of tokens from `POST /v1/auth/token` (at least one second). A token never
-    /// outlives the API key it was minted from.
+    /// outlives the API key it was minted from, and a token whose `exp − iat` exceeds it (plus
+    /// [`JWT_CLOCK_SKEW`]) is refused, however well signed.
     pub jwt_ttl: Duration,
+    /// The Ed25519 key tokens are signed with. It never enters the store: the nodes sharing a
+    /// store share it as a file (`vigil serve --jwt-key`). Default:
+    /// [`JwtSigningKey::process_default`], one random key per process.
+    pub jwt_key: JwtSigningKey,
+    /// Keys whose tokens are still accepted though this node no longer signs with them: the
+    /// key being rotated away from, until its tokens have expired.
+    pub jwt_previous_keys: Vec<JwtVerifyingKey>,
+    /// Failed credentials allowed per source address (`burst` failures, refilled at
+    /// `per_second`), after which every request from that address is answered 429 without its
+    /// credential being checked; `None` turns the throttle off. Default: 30 a minute.
+    pub source_failures: Option<RateLimit>,
     /// Per-credential request budget; `None` disables rate limiting.
     pub rate_limit: Option<RateLimit>,
     /// Bounds on password logins: verifications at once, logins waiting, failures per
@@ -50,6 +71,12 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             jwt_ttl: Duration::from_secs(15 * 60),
+            jwt_key: JwtSigningKey::process_default(),
+            jwt_previous_keys: Vec::new(),
+            source_failures: Some(RateLimit {
+                per_second: 0.5,
+                burst: 30,
+            }),
             rate_limit: None,
             login: LoginLimits::default(),
             refresh_interval: Duration::from_secs(1),
@@ -183,8 +210,13 @@ struct Inner {
     /// The live credentials: the store's `auth` meta document, kept in step with the other
     /// processes sharing the store.
     document: SharedDocument<State>,
+    /// Signs tokens, and checks them against this and the previous keys.
+    jwt: JwtKeys,
     /// `None` when rate limiting is off.
     limiter: Option<RateLimiter>,
+    /// Failed credentials per source address (see [`AuthConfig::source_failures`]); `None`
+    /// when off.
+    source_failures: Option<RateLimiter>,
     /// Bounds how many argon2 verifications run at once and how many logins wait for one.
     login_gate: LoginGate,
     /// Failed logins per username (token buckets; a login spends a token up front and gets it
@@ -210,10 +242,11 @@ impl Inner {
 }
 
 impl Auth {
-    /// Loads the credential document from `store`, or creates one (with a fresh JWT secret)
-    /// and saves it before returning, so the secret is the same after a restart. Then reloads
-    /// the document every [`AuthConfig::refresh_interval`] in a task on the current Tokio
-    /// runtime, until the last clone of the returned `Auth` is dropped.
+    /// Loads the credential document from `store`, or creates one and saves it before
+    /// returning. A document of an older version that still holds the HS256 JWT secret is
+    /// saved again without it (tokens signed with that secret are refused from now on). Then
+    /// reloads the document every [`AuthConfig::refresh_interval`] in a task on the current
+    /// Tokio runtime, until the last clone of the returned `Auth` is dropped.
     pub async fn open(store: Arc<dyn Store>, config: AuthConfig) -> Result<Self, AuthError> {
         Self::open_with_clock(store, config, Arc::new(SystemClock)).await
     }
@@ -232,6 +265,9 @@ impl Auth {
         if let Some(limit) = &config.rate_limit {
             limit.validate()?;
         }
+        if let Some(limit) = &config.source_failures {
+            limit.validate()?;
+        }
         config.login.validate()?;
         if config.refresh_interval.is_zero() {
             return Err(AuthError::invalid(
@@ -239,22 +275,41 @@ impl Auth {
                 "refresh_interval must be longer than zero",
             ));
         }
-        // When several processes start on an empty store at once, one creates the document
-        // (with a fresh JWT secret) and the others load that one, so every process signs and
-        // checks tokens with the same secret.
+        // When several processes start on an empty store at once, one creates the document and
+        // the others load that one.
         let document =
             SharedDocument::open_or_create(store, META_NAME, config.refresh_interval, State::new)
                 .await?;
+        let removed_secret = document
+            .update(|state| {
+                let legacy = state.holds_legacy_secret;
+                state.holds_legacy_secret = false;
+                Ok((legacy, legacy))
+            })
+            .await?;
+        if removed_secret {
+            tracing::warn!(
+                "the HS256 jwt secret was removed from the stored credentials: tokens are now \
+                 signed with this node's Ed25519 key, and tokens issued before the upgrade are \
+                 refused (clients fetch new ones)"
+            );
+        }
         let limiter = config
             .rate_limit
             .map(|limit| RateLimiter::new(limit, DEFAULT_CAPACITY));
+        let source_failures = config
+            .source_failures
+            .map(|limit| RateLimiter::new(limit, DEFAULT_CAPACITY));
+        let jwt = JwtKeys::new(config.jwt_key.clone(), &config.jwt_previous_keys);
         let login_gate = LoginGate::new(&config.login);
         let login_failures = RateLimiter::new(config.login.failures, DEFAULT_CAPACITY);
         let inner = Arc::new(Inner {
             config,
             clock,
             document,
+            jwt,
             limiter,
+            source_failures,
             login_gate,
             login_failures,
         });
@@ -268,15 +323,104 @@ impl Auth {
         self.inner.document.refresh().await
     }
 
+    /// Records this node's JWT public key in the store, or checks it against the one recorded:
+    /// every node sharing a store must sign with the same key file, or tokens minted on one
+    /// node would be refused by the others. A recorded key that is one of
+    /// [`AuthConfig::jwt_previous_keys`] is a rotation: this node's key replaces it. Another
+    /// key refuses the start (`jwt_key_mismatch`). Writes only when the record changes.
+    pub async fn pin_jwt_key(&self) -> Result<(), AuthError> {
+        let ours = self.inner.jwt.signing().verifying_key().id();
+        let previous: Vec<String> = self
+            .inner
+            .config
+            .jwt_previous_keys
+            .iter()
+            .map(JwtVerifyingKey::id)
+            .collect();
+        let rotated = self
+            .mutate_if(move |state| match state.jwt_public_key.as_deref() {
+                Some(known) if known == ours => Ok((None, false)),
+                Some(known) if previous.iter().any(|p| p == known) => {
+                    let old = known.to_owned();
+                    state.jwt_public_key = Some(ours.clone());
+                    Ok((Some(old), true))
+                }
+                Some(known) => Err(AuthError::invalid(
+                    "jwt_key_mismatch",
+                    format!(
+                        "this store's tokens are signed with the jwt key {known}, but this \
+                         node's key is {ours}: give every node sharing the store the same key \
+                         file (--jwt-key), or pass the old key as --jwt-key-previous to rotate"
+                    ),
+                )),
+                None => {
+                    state.jwt_public_key = Some(ours.clone());
+                    Ok((None, true))
+                }
+            })
+            .await?;
+        if let Some(old) = rotated {
+            tracing::info!(previous = %old, current = %self.inner.jwt.signing().verifying_key().id(), "jwt signing key rotated");
+        }
+        Ok(())
+    }
+
+    /// Creates a root key (tenant [`SYSTEM_TENANT`](crate::SYSTEM_TENANT), scopes
+    /// `root,admin`) unconditionally and returns it: the offline recovery of `vigil keys create
+    /// --root` when every root credential is lost. Whoever can call this can already write the
+    /// store, so it needs no credential.
+    pub async fn create_recovery_root_key(&self, name: &str) -> Result<CreatedKey, AuthError> {
+        let now = self.inner.clock.now();
+        let name = validate_key_name(name)?;
+        let scopes = Scopes::from([Scope::Root, Scope::Admin]);
+        let (id, text) = self
+            .mutate({
+                let (name, scopes) = (name.clone(), scopes.clone());
+                move |state| {
+                    let generated = unique_key(state)?;
+                    state.keys.insert(
+                        generated.id.clone(),
+                        KeyRecord {
+                            id: generated.id.clone(),
+                            name: name.clone(),
+                            tenant: system_tenant(),
+                            scopes: scopes.clone(),
+                            hash: generated.hash,
+                            created_at: now,
+                            expires_at: None,
+                            created_by: RECOVERY.to_owned(),
+                        },
+                    );
+                    Ok((generated.id, generated.text))
+                }
+            })
+            .await?;
+        tracing::warn!(key_id = %id, "root api key created offline for recovery");
+        Ok(CreatedKey {
+            id,
+            key: text,
+            name,
+            tenant: system_tenant(),
+            scopes,
+            created_at: now,
+            expires_at: None,
+        })
+    }
+
     /// Creates the root key (name `root`, tenant [`SYSTEM_TENANT`](crate::SYSTEM_TENANT),
-    /// scopes `root,admin`) when no key with scope `root` exists, and returns its plaintext —
-    /// the only time it is available. `None` when a root key already exists. Revoking every
-    /// root key is therefore recoverable: the next start makes a new one.
+    /// scopes `root,admin`) when no unexpired key with scope `root` exists, and returns its
+    /// plaintext — the only time it is available. `None` when a root key already exists. The
+    /// last active root credential cannot be revoked through the API; should every root key
+    /// have expired, the next start makes a new one.
     pub async fn bootstrap_root_key(&self) -> Result<Option<String>, AuthError> {
         let now = self.inner.clock.now();
         let created = self
             .mutate(move |state| {
-                if state.keys.values().any(|k| k.scopes.contains(Scope::Root)) {
+                if state
+                    .keys
+                    .values()
+                    .any(|k| k.scopes.contains(Scope::Root) && !k.is_expired(now))
+                {
                     return Ok(None);
                 }
                 let generated = unique_key(state)?;
@@ -312,7 +456,33 @@ impl Auth {
         if apikey::is_api_key(bearer) {
             authenticate_key(&state, bearer, now)
         } else {
-            authenticate_jwt(&state, bearer, now)
+            authenticate_jwt(
+                &state,
+                &self.inner.jwt,
+                self.inner.config.jwt_ttl,
+                bearer,
+                now,
+            )
+        }
+    }
+
+    /// Whether `source` may still present credentials: `RateLimited` once it has used up its
+    /// failures ([`AuthConfig::source_failures`]), in which case the caller answers 429
+    /// without checking the credential. Takes nothing from the budget; only
+    /// [`record_failure`](Auth::record_failure) does.
+    pub fn check_source(&self, source: IpAddr) -> Result<(), AuthError> {
+        match &self.inner.source_failures {
+            None => Ok(()),
+            Some(limiter) => limiter
+                .peek(&source_key(source), self.inner.clock.instant())
+                .map_err(|retry_after| AuthError::RateLimited { retry_after }),
+        }
+    }
+
+    /// Counts a credential from `source` that did not check out.
+    pub fn record_failure(&self, source: IpAddr) {
+        if let Some(limiter) = &self.inner.source_failures {
+            let _ = limiter.check(&source_key(source), self.inner.clock.instant());
         }
     }
 
@@ -354,12 +524,11 @@ impl Auth {
         if *tenant != principal.tenant || !principal.scopes.is_subset(scopes) {
             return Err(AuthError::invalid_credential());
         }
-        self.mint(&state, principal, cid, expires_at, now)
+        self.mint(principal, cid, expires_at, now)
     }
 
     fn mint(
         &self,
-        state: &State,
         principal: &Principal,
         cid: String,
         credential_expires_at: Option<DateTime<Utc>>,
@@ -386,7 +555,7 @@ impl Auth {
             cid,
         };
         Ok(Token {
-            token: state.jwt.sign(&claims)?,
+            token: self.inner.jwt.sign(&claims)?,
             token_type: "Bearer",
             expires_at,
             expires_in: u64::try_from(exp - iat).unwrap_or(0),
@@ -457,7 +626,7 @@ impl Auth {
             .filter(|u| u.uid == uid)
             .ok_or_else(AuthError::invalid_credential)?;
         let principal = user_principal(user, user.scopes.clone());
-        let token = self.mint(&state, &principal, uid, None, now)?;
+        let token = self.mint(&principal, uid, None, now)?;
         refund();
         Ok(token)
     }
@@ -467,18 +636,7 @@ impl Auth {
     pub async fn create_key(&self, by: &Principal, req: NewKey) -> Result<CreatedKey, AuthError> {
         let now = self.inner.clock.now();
         check_grant(by, &req.tenant, &req.scopes)?;
-        let name = req.name.trim().to_owned();
-        if name.is_empty()
-            || name.chars().count() > KEY_NAME_MAX_CHARS
-            || name.chars().any(char::is_control)
-        {
-            return Err(AuthError::invalid(
-                "invalid_name",
-                format!(
-                    "key name must be 1-{KEY_NAME_MAX_CHARS} characters, no control characters"
-                ),
-            ));
-        }
+        let name = validate_key_name(&req.name)?;
         if req.expires_at.is_some_and(|at| at <= now) {
             return Err(AuthError::invalid(
                 "invalid_expires_at",
@@ -541,8 +699,12 @@ impl Auth {
 
     /// Deletes a key; it and every JWT minted from it stop working at once. A key of a tenant
     /// the caller does not administer is `NotFound`, as if it did not exist.
+    ///
+    /// The last active root credential (root key or root user) cannot be revoked:
+    /// `LastRootCredential`, since nothing could administer the server afterwards.
     pub async fn revoke_key(&self, by: &Principal, id: &str) -> Result<(), AuthError> {
         by.require(Scope::Admin)?;
+        let now = self.inner.clock.now();
         let caller = by.clone();
         let target = id.to_owned();
         let tenant = self
@@ -556,6 +718,9 @@ impl Auth {
                     return Err(AuthError::Forbidden(
                         "only root can revoke a root key".into(),
                     ));
+                }
+                if key.scopes.contains(Scope::Root) && !key.is_expired(now) {
+                    refuse_last_root(state, now, |k| k.id == target, |_| false)?;
                 }
                 let tenant = key.tenant.clone();
                 state.keys.remove(&target);
@@ -618,9 +783,11 @@ impl Auth {
             .collect())
     }
 
-    /// Deletes a user; its JWTs stop working at once. Another tenant's user is `NotFound`.
+    /// Deletes a user; its JWTs stop working at once. Another tenant's user is `NotFound`. The
+    /// last active root credential cannot be deleted (`LastRootCredential`).
     pub async fn delete_user(&self, by: &Principal, username: &str) -> Result<(), AuthError> {
         by.require(Scope::Admin)?;
+        let now = self.inner.clock.now();
         let caller = by.clone();
         let target = username.to_owned();
         let tenant = self
@@ -634,6 +801,9 @@ impl Auth {
                     return Err(AuthError::Forbidden(
                         "only root can delete a root user".into(),
                     ));
+                }
+                if user.scopes.contains(Scope::Root) {
+                    refuse_last_root(state, now, |_| false, |u| u.username == target)?;
                 }
                 let tenant = user.tenant.clone();
                 state.users.remove(&target);
@@ -652,10 +822,77 @@ impl Auth {
         T: Send + 'static,
         F: FnMut(&mut State) -> Result<T, AuthError> + Send + 'static,
     {
-        self.inner
-            .document
-            .update(move |state| change(state).map(|out| (out, true)))
+        self.mutate_if(move |state| change(state).map(|out| (out, true)))
             .await
+    }
+
+    /// [`mutate`](Self::mutate) for a change that may turn out to change nothing (it returns
+    /// whether it did): then nothing is saved.
+    async fn mutate_if<T, F>(&self, change: F) -> Result<T, AuthError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut State) -> Result<(T, bool), AuthError> + Send + 'static,
+    {
+        self.inner.document.update(change).await
+    }
+}
+
+/// A trimmed key name of 1–[`KEY_NAME_MAX_CHARS`] characters without control characters.
+fn validate_key_name(name: &str) -> Result<String, AuthError> {
+    let name = name.trim().to_owned();
+    if name.is_empty()
+        || name.chars().count() > KEY_NAME_MAX_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(AuthError::invalid(
+            "invalid_name",
+            format!("key name must be 1-{KEY_NAME_MAX_CHARS} characters, no control characters"),
+        ));
+    }
+    Ok(name)
+}
+
+/// Refuses removing a root credential when no other active one (an unexpired root key, or a
+/// root user) would remain. `is_target_key` / `is_target_user` name the one being removed.
+fn refuse_last_root(
+    state: &State,
+    now: DateTime<Utc>,
+    is_target_key: impl Fn(&KeyRecord) -> bool,
+    is_target_user: impl Fn(&UserRecord) -> bool,
+) -> Result<(), AuthError> {
+    let other_keys = state
+        .keys
+        .values()
+        .filter(|k| k.scopes.contains(Scope::Root) && !k.is_expired(now) && !is_target_key(k))
+        .count();
+    let other_users = state
+        .users
+        .values()
+        .filter(|u| u.scopes.contains(Scope::Root) && !is_target_user(u))
+        .count();
+    if other_keys + other_users == 0 {
+        return Err(AuthError::LastRootCredential(
+            "this is the last active root credential: create another root key first \
+             (POST /v1/keys with scopes root,admin); removing it would leave nothing able to \
+             administer the server"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The throttle bucket of a source address: the address for IPv4, its /64 network for IPv6
+/// (one client usually holds a whole /64, and could otherwise change address per guess).
+fn source_key(source: IpAddr) -> String {
+    match source {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -725,10 +962,24 @@ fn authenticate_key(state: &State, text: &str, now: DateTime<Utc>) -> Result<Pri
 
 fn authenticate_jwt(
     state: &State,
+    keys: &JwtKeys,
+    ttl: Duration,
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<Principal, AuthError> {
-    let claims = state.jwt.verify(token)?;
+    let claims = keys.verify(token)?;
+    // However well signed, a token may not live longer than this server issues them for, nor
+    // claim to be issued in the future: a leaked signing key, or a node with a longer
+    // `jwt_ttl`, must not yield long-lived tokens.
+    let skew = i64::try_from(JWT_CLOCK_SKEW.as_secs()).unwrap_or(i64::MAX);
+    let max_lifetime = i64::try_from(ttl.as_secs())
+        .unwrap_or(i64::MAX)
+        .saturating_add(skew);
+    if claims.exp.saturating_sub(claims.iat) > max_lifetime
+        || claims.iat > now.timestamp().saturating_add(skew)
+    {
+        return Err(AuthError::invalid_credential());
+    }
     if now.timestamp() >= claims.exp {
         return Err(AuthError::expired_token());
     }

@@ -26,6 +26,10 @@ pub enum AuthError {
     /// The key or user already exists (409).
     #[error("{0}")]
     Conflict(String),
+    /// Revoking the key or deleting the user would leave no active root credential, and
+    /// nothing could administer the server until an offline recovery (409).
+    #[error("{0}")]
+    LastRootCredential(String),
     /// A well-formed request with an invalid value: unknown scope, bad username, short
     /// password (422). `code` is specific: `invalid_scope`, `invalid_username`, …
     #[error("{message}")]
@@ -51,6 +55,7 @@ impl AuthError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
+            Self::LastRootCredential(_) => "last_root_credential",
             Self::Invalid { code, .. } => code,
             Self::RateLimited { .. } => "rate_limited",
             Self::Store(e) => e.code(),
@@ -64,7 +69,7 @@ impl AuthError {
             Self::Unauthenticated(_) => 401,
             Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
-            Self::Conflict(_) => 409,
+            Self::Conflict(_) | Self::LastRootCredential(_) => 409,
             Self::Invalid { .. } => 422,
             Self::RateLimited { .. } => 429,
             Self::Store(StoreError::Unavailable(_)) => 503,
@@ -109,6 +114,11 @@ mod tests {
             (
                 AuthError::Conflict("user already exists".into()),
                 "conflict",
+                409,
+            ),
+            (
+                AuthError::LastRootCredential("last root".into()),
+                "last_root_credential",
                 409,
             ),
             (

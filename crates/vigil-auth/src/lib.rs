@@ -12,14 +12,22 @@
 //!   taken username is refused as "not available", whichever tenant holds it. Logins are
 //!   bounded ([`LoginLimits`]): a few argon2 verifications at a time with a short queue, and a
 //!   budget of failed attempts per username.
-//! - **JWTs** (HS256, 15 min by default) carry `sub`, `tenant`, `scopes`, `exp`, `iat`, `jti`.
-//!   They are re-checked against the live credential on every use, so revoking a key or deleting
-//!   a user invalidates its tokens at once.
+//! - **Failed credentials per source address** are throttled ([`Auth::check_source`],
+//!   [`Auth::record_failure`], [`AuthConfig::source_failures`]): past the budget, the HTTP
+//!   layer answers 429 without checking the credential.
+//! - **JWTs** (EdDSA/Ed25519, 15 min by default) carry `sub`, `tenant`, `scopes`, `exp`, `iat`,
+//!   `jti`. The private key ([`JwtSigningKey`]) lives in a file with the nodes, never in the
+//!   store; during a rotation the previous key still verifies ([`AuthConfig::jwt_previous_keys`]).
+//!   A token whose `exp − iat` exceeds the configured lifetime (plus [`JWT_CLOCK_SKEW`]) is
+//!   refused. Tokens are re-checked against the live credential on every use, so revoking a key
+//!   or deleting a user invalidates its tokens at once.
+//! - **The last root credential** cannot be revoked or deleted (409 `last_root_credential`);
+//!   [`Auth::create_recovery_root_key`] makes one offline.
 //! - **Scopes** `events:write`, `events:read`, `schemas:write`, `admin` (manages its own
 //!   tenant's credentials and implies the others there) and `root` (every tenant; only root
 //!   grants root). Nothing else is implied.
-//! - **Persistence**: keys, users and the JWT secret are one JSON document kept in the store
-//!   under the name `auth`; a change is acknowledged only once saved. Several vigil processes
+//! - **Persistence**: keys, users and the JWT *public* key are one JSON document kept in the
+//!   store under the name `auth`; a change is acknowledged only once saved. Several vigil processes
 //!   may share one store: a change is applied to the latest document and saved with
 //!   [`vigil_store::Store::save_meta_if`] only if nobody changed it meanwhile (else applied
 //!   again), and every process reloads the document every [`AuthConfig::refresh_interval`]
@@ -76,9 +84,11 @@ mod state;
 
 pub use apikey::{KEY_PREFIX, is_api_key};
 pub use auth::{
-    Auth, AuthConfig, CreatedKey, KEY_NAME_MAX_CHARS, KeyInfo, NewKey, NewUser, Token, UserInfo,
+    Auth, AuthConfig, CreatedKey, JWT_CLOCK_SKEW, KEY_NAME_MAX_CHARS, KeyInfo, NewKey, NewUser,
+    Token, UserInfo,
 };
 pub use error::AuthError;
+pub use jwt::{JwtKeyError, JwtSigningKey, JwtVerifyingKey};
 pub use login::LoginLimits;
 pub use password::{PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS, USERNAME_MAX_LEN};
 pub use principal::{CredentialRef, Principal, SYSTEM_TENANT, system_tenant};

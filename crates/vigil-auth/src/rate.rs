@@ -79,6 +79,25 @@ impl RateLimiter {
         }
     }
 
+    /// Whether `key` has a token left, without taking it: `Err(wait)` when its bucket is
+    /// empty. Unknown keys have a full bucket and are not added.
+    pub(crate) fn peek(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        let buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        match buckets.get(key) {
+            Some(bucket) => {
+                let tokens = self.refilled(bucket, now);
+                if tokens >= 1.0 {
+                    Ok(())
+                } else {
+                    Err(Duration::from_secs_f64(
+                        (1.0 - tokens) / self.limit.per_second,
+                    ))
+                }
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Gives back one token a [`check`](Self::check) took, when what it paid for turned out
     /// not to count (a login that succeeded). Never fills a bucket past `burst`.
     pub(crate) fn refund(&self, key: &str, now: Instant) {
@@ -198,6 +217,21 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(l.len(), 2);
+    }
+
+    #[test]
+    fn peek_takes_nothing() {
+        let l = limiter(1.0, 2, 10);
+        let t0 = Instant::now();
+        assert_eq!(l.peek("k", t0), Ok(()));
+        assert_eq!(l.len(), 0, "peeking adds no bucket");
+        l.check("k", t0).unwrap();
+        for _ in 0..10 {
+            assert_eq!(l.peek("k", t0), Ok(()));
+        }
+        l.check("k", t0).unwrap();
+        assert_eq!(l.peek("k", t0), Err(Duration::from_secs(1)));
+        assert_eq!(l.peek("k", t0 + Duration::from_secs(1)), Ok(()));
     }
 
     #[test]

@@ -1,6 +1,10 @@
-//! The credential document: keys, users and the JWT secret, saved as one JSON document
-//! through `Store::save_meta_if("auth", …)` and shared with the other processes of the store as
-//! a [`SharedDocument`](vigil_store::shared::SharedDocument).
+//! The credential document: keys, users and the public half of the JWT signing key, saved as
+//! one JSON document through `Store::save_meta_if("auth", …)` and shared with the other
+//! processes of the store as a [`SharedDocument`](vigil_store::shared::SharedDocument).
+//!
+//! No secret that could mint a token is stored. Version 1 documents held the HS256
+//! `jwt_secret`; they still load (the secret is ignored) and [`Auth::open`](crate::Auth::open)
+//! rewrites them as version 2, without it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,13 +15,14 @@ use vigil_event::TenantId;
 
 use crate::apikey::{self, KeyHash};
 use crate::error::AuthError;
-use crate::jwt::JwtKeys;
 use crate::password;
 use crate::scope::Scopes;
 
 /// The `Store` meta document name.
 pub(crate) const META_NAME: &str = "auth";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The last version that held the HS256 `jwt_secret`.
+const VERSION_WITH_SECRET: u32 = 1;
 
 /// One API key, without its secret.
 #[derive(Clone, Serialize, Deserialize)]
@@ -58,16 +63,26 @@ pub(crate) struct UserRecord {
 /// only then swapped in, so readers never see an unsaved change.
 #[derive(Clone)]
 pub(crate) struct State {
-    pub jwt: JwtKeys,
+    /// The public key tokens of this store are signed with ([`crate::JwtVerifyingKey::id`]),
+    /// recorded by [`Auth::pin_jwt_key`](crate::Auth::pin_jwt_key) so a node given another
+    /// key file is refused at start instead of minting tokens the other nodes reject.
+    pub jwt_public_key: Option<String>,
     pub keys: BTreeMap<String, KeyRecord>,
     pub users: BTreeMap<String, UserRecord>,
+    /// Loaded from a version 1 document, which still holds the HS256 secret in the store: it
+    /// must be saved again (as version 2) to remove it.
+    pub holds_legacy_secret: bool,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Document {
     version: u32,
-    jwt_secret: String,
+    /// Version 1 only: the HS256 secret, read to be dropped, never written.
+    #[serde(default, skip_serializing)]
+    jwt_secret: Option<serde::de::IgnoredAny>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jwt_public_key: Option<String>,
     keys: Vec<KeyRecord>,
     users: Vec<UserRecord>,
 }
@@ -75,16 +90,18 @@ struct Document {
 impl State {
     pub(crate) fn new() -> Self {
         Self {
-            jwt: JwtKeys::generate(),
+            jwt_public_key: None,
             keys: BTreeMap::new(),
             users: BTreeMap::new(),
+            holds_legacy_secret: false,
         }
     }
 
     pub(crate) fn to_document(&self) -> Result<Vec<u8>, AuthError> {
         let doc = Document {
             version: VERSION,
-            jwt_secret: self.jwt.to_base64(),
+            jwt_secret: None,
+            jwt_public_key: self.jwt_public_key.clone(),
             keys: self.keys.values().cloned().collect(),
             users: self.users.values().cloned().collect(),
         };
@@ -98,10 +115,22 @@ impl State {
     pub(crate) fn from_document(bytes: &[u8]) -> Result<Self, AuthError> {
         let corrupt = |why: String| AuthError::Internal(format!("credential document: {why}"));
         let doc: Document = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
-        if doc.version != VERSION {
-            return Err(corrupt(format!("unsupported version {}", doc.version)));
-        }
-        let jwt = JwtKeys::from_base64(&doc.jwt_secret).map_err(corrupt)?;
+        let holds_legacy_secret = match doc.version {
+            VERSION_WITH_SECRET if doc.jwt_secret.is_some() => true,
+            VERSION if doc.jwt_secret.is_none() => false,
+            VERSION_WITH_SECRET | VERSION => {
+                return Err(corrupt(format!(
+                    "version {} {} a jwt_secret",
+                    doc.version,
+                    if doc.version == VERSION {
+                        "must not hold"
+                    } else {
+                        "lacks"
+                    }
+                )));
+            }
+            other => return Err(corrupt(format!("unsupported version {other}"))),
+        };
         let mut keys = BTreeMap::new();
         for key in doc.keys {
             if !apikey::is_valid_id(&key.id) {
@@ -125,7 +154,12 @@ impl State {
                 return Err(corrupt(format!("duplicate username {:?}", dup.username)));
             }
         }
-        Ok(Self { jwt, keys, users })
+        Ok(Self {
+            jwt_public_key: doc.jwt_public_key,
+            keys,
+            users,
+            holds_legacy_secret,
+        })
     }
 }
 
@@ -187,17 +221,41 @@ mod hex_hash {
 mod tests {
     use super::*;
 
+    /// Regression: the version 1 document kept the HS256 `jwt_secret` that signed every token,
+    /// readable by anyone with read access to the store. Such a document still loads, flagged
+    /// so it is saved again; the saved form (version 2) holds no secret.
+    #[test]
+    fn version_1_documents_load_and_are_saved_without_the_secret() {
+        let v1 = serde_json::json!({
+            "version": 1,
+            "jwt_secret": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=",
+            "keys": [], "users": []
+        });
+        let state = State::from_document(&serde_json::to_vec(&v1).unwrap()).unwrap();
+        assert!(state.holds_legacy_secret);
+        let saved = String::from_utf8(state.to_document().unwrap()).unwrap();
+        assert!(!saved.contains("jwt_secret"), "{saved}");
+        assert!(!saved.contains("c2VjcmV0"), "{saved}");
+        let again = State::from_document(saved.as_bytes()).unwrap();
+        assert!(!again.holds_legacy_secret);
+
+        // A version 2 document with a secret is corrupt, not silently accepted.
+        let mut v2: serde_json::Value = serde_json::from_str(&saved).unwrap();
+        v2["jwt_secret"] = "x".into();
+        assert!(State::from_document(&serde_json::to_vec(&v2).unwrap()).is_err());
+    }
+
     #[test]
     fn refuses_corrupt_documents() {
         let good = State::new().to_document().unwrap();
         assert!(State::from_document(&good).is_ok());
 
         let mut doc: serde_json::Value = serde_json::from_slice(&good).unwrap();
-        doc["version"] = 2.into();
+        doc["version"] = 3.into();
         let err = State::from_document(&serde_json::to_vec(&doc).unwrap())
             .err()
             .unwrap();
-        assert!(err.to_string().contains("unsupported version 2"), "{err}");
+        assert!(err.to_string().contains("unsupported version 3"), "{err}");
 
         assert!(State::from_document(b"{").is_err());
         assert!(State::from_document(b"{}").is_err());

@@ -21,6 +21,9 @@ use crate::layered::{file_value_via_serde, options, refuse_unknown};
 /// Name of a signing key created at first start (`vigil keys signing --name` picks another).
 pub const DEFAULT_SIGNING_KEY_NAME: &str = "vigil";
 
+/// Name, in the data directory, of the JWT signing key created at first start.
+pub const JWT_KEY_FILE: &str = "jwt.key";
+
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "vigil.toml";
 
@@ -100,6 +103,43 @@ options! {
         /// Lifetime of the JWTs POST /v1/auth/token issues (15m, 1h, …).
         #[arg(long, env = "VIGIL_JWT_TTL", default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
         pub jwt_ttl: Duration,
+        /// Ed25519 private key (PKCS#8 PEM) that signs JWTs; created (mode 0600) at first
+        /// start when absent, refused when group or others can read it. It never enters the
+        /// store: nodes sharing a PostgreSQL store must share this file [default:
+        /// <data-dir>/jwt.key].
+        #[arg(long, env = "VIGIL_JWT_KEY", value_name = "FILE")]
+        pub jwt_key: Option<PathBuf>,
+        /// Key whose JWTs are still accepted during a rotation (the old jwt.key, or its public
+        /// half as PEM); this node signs only with --jwt-key. Drop it once --jwt-ttl has
+        /// passed since the rotation.
+        #[arg(long, env = "VIGIL_JWT_KEY_PREVIOUS", value_name = "FILE")]
+        pub jwt_key_previous: Option<PathBuf>,
+        /// Failed credentials (bad key, token or password) allowed per source address within
+        /// --auth-failure-window; past them the address gets 429 with Retry-After, its
+        /// credentials unchecked. 0 turns the throttle off.
+        #[arg(
+            long,
+            env = "VIGIL_AUTH_FAILURE_LIMIT",
+            default_value_t = 30,
+            value_name = "N"
+        )]
+        pub auth_failure_limit: u32,
+        /// The window of --auth-failure-limit: the budget refills at limit/window.
+        #[arg(long, env = "VIGIL_AUTH_FAILURE_WINDOW", default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
+        pub auth_failure_window: Duration,
+        /// Throttle failed credentials by the last X-Forwarded-For address instead of the TCP
+        /// peer. Only behind a reverse proxy that appends the client's address and is the only
+        /// way in: otherwise clients pick their own address.
+        #[arg(
+            long,
+            env = "VIGIL_TRUST_FORWARDED_FOR",
+            action = clap::ArgAction::Set,
+            num_args = 0..=1,
+            default_value_t = false,
+            default_missing_value = "true",
+            value_name = "BOOL"
+        )]
+        pub trust_forwarded_for: bool,
         /// How often credentials and schemas are reloaded from the store, so keys, users and
         /// schemas changed through another vigil process sharing it take effect here.
         #[arg(long, env = "VIGIL_META_REFRESH_INTERVAL", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
@@ -354,6 +394,9 @@ impl Settings {
         if self.signing_key.is_none() {
             self.signing_key = Some(self.data_dir.join("signing.key"));
         }
+        if self.jwt_key.is_none() {
+            self.jwt_key = Some(self.data_dir.join(JWT_KEY_FILE));
+        }
         self.validate()?;
         self.check_roles()?;
         Ok(self)
@@ -364,6 +407,13 @@ impl Settings {
         self.signing_key
             .clone()
             .unwrap_or_else(|| self.data_dir.join("signing.key"))
+    }
+
+    /// The JWT signing key file (`<data-dir>/jwt.key` unless placed elsewhere).
+    pub fn jwt_key(&self) -> PathBuf {
+        self.jwt_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(JWT_KEY_FILE))
     }
 
     /// The roles must make sense together with the store and `--nats`.
@@ -516,6 +566,9 @@ impl Settings {
         if self.request_timeout.is_zero() {
             bail!("request_timeout must be longer than zero");
         }
+        if self.auth_failure_window.is_zero() {
+            bail!("auth_failure_window must be longer than zero");
+        }
         if self.meta_refresh_interval.is_zero() {
             bail!("meta_refresh_interval must be longer than zero");
         }
@@ -551,6 +604,7 @@ impl Settings {
             max_inflight_bytes: l.max_inflight_bytes,
             max_page_bytes: l.max_page_bytes,
             schema_refresh_interval: self.meta_refresh_interval,
+            trust_forwarded_for: self.trust_forwarded_for,
         }
     }
 
@@ -573,6 +627,12 @@ impl Settings {
                 burst: self.rate_burst.unwrap_or_else(|| default_burst(per_second)),
             }),
             refresh_interval: self.meta_refresh_interval,
+            source_failures: (self.auth_failure_limit > 0).then(|| vigil_auth::RateLimit {
+                per_second: f64::from(self.auth_failure_limit)
+                    / self.auth_failure_window.as_secs_f64(),
+                burst: self.auth_failure_limit,
+            }),
+            // The keys are read from their files by `vigil serve`.
             ..vigil_auth::AuthConfig::default()
         }
     }
@@ -664,6 +724,14 @@ mod tests {
     /// takes them and as `vigil.toml` writes them. Only the layering is under test here, so
     /// they need not pass validation.
     fn sample_values(arg: &clap::Arg) -> [(String, toml::Value); 2] {
+        if arg
+            .get_value_names()
+            .and_then(|n| n.first())
+            .map(|n| n.as_str())
+            == Some("BOOL")
+        {
+            return [true, false].map(|v| (v.to_string(), v.into()));
+        }
         if let Some([a, b, ..]) = arg.get_possible_values().get(..2) {
             let value = |v: &clap::builder::PossibleValue| {
                 let name = v.get_name().to_owned();
@@ -766,7 +834,7 @@ mod tests {
             );
         }
         assert_eq!(
-            seen, 45,
+            seen, 50,
             "options added or lost: update docs/configuration.md"
         );
     }

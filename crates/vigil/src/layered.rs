@@ -182,7 +182,7 @@ macro_rules! file_value_via_serde {
 }
 pub(crate) use file_value_via_serde;
 
-file_value_via_serde!(String, PathBuf, usize, u32, u64, f64);
+file_value_via_serde!(String, PathBuf, usize, u32, u64, f64, bool);
 
 /// Durations are written in humantime syntax: `30s`, `15m`, `1h 30m`.
 impl FileValue for Duration {

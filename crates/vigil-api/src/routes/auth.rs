@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use vigil_auth::{AuthError, SecretString, Token};
 
 use crate::AppState;
-use crate::authenticate::bearer_token;
+use crate::authenticate::{SourceAddr, bearer_token, check_source, count_failure};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{check_json_content_type, parse_json, read_body};
 
@@ -46,19 +46,26 @@ pub(crate) struct TokenDoc {
         (status = 200, description = "A fresh token", body = TokenDoc),
         (status = 400, description = "invalid_json, invalid_body", body = ErrorBody),
         (status = 401, description = "Bad key, username or password (which one is not said)", body = ErrorBody),
-        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
+        (status = 429, description = "Rate limited, too many failed logins for the username, or too many failed credentials from this address; see Retry-After", body = ErrorBody),
     ),
     security(("bearer" = []), ()),
 )]
 pub(crate) async fn token(
     State(state): State<AppState>,
+    source: SourceAddr,
     headers: HeaderMap,
     body: Body,
 ) -> Result<axum::Json<Token>, ApiError> {
+    check_source(&state, source)?;
     let bytes = read_body(&headers, body, state.config().max_body_bytes).await?;
     let auth = state.auth();
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        let bearer = bearer_token(&headers)?.ok_or_else(|| {
+        let bearer = match bearer_token(&headers) {
+            Ok(bearer) => bearer,
+            Err(ApiError::Auth(e)) => return Err(count_failure(&state, source, Err(e))?),
+            Err(e) => return Err(e),
+        }
+        .ok_or_else(|| {
             AuthError::Unauthenticated(
                 "send an api key as bearer credential, or a username and password".to_owned(),
             )
@@ -70,13 +77,12 @@ pub(crate) async fn token(
             )
             .into());
         }
-        let principal = auth.authenticate(bearer)?;
+        let principal = count_failure(&state, source, auth.authenticate(bearer))?;
         auth.check_rate(&principal)?;
         return Ok(axum::Json(auth.issue_token(&principal)?));
     }
     check_json_content_type(&headers)?;
     let login: LoginRequest = parse_json(&bytes)?;
-    Ok(axum::Json(
-        auth.login(&login.username, login.password.expose()).await?,
-    ))
+    let token = auth.login(&login.username, login.password.expose()).await;
+    Ok(axum::Json(count_failure(&state, source, token)?))
 }

@@ -97,6 +97,7 @@ pub(crate) async fn list(
         (status = 204, description = "Deleted"),
         (status = 403, description = "Missing scope admin", body = ErrorBody),
         (status = 404, description = "No such user in a tenant the caller administers", body = ErrorBody),
+        (status = 409, description = "last_root_credential: the last active root credential cannot be removed; create another root key first", body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]

@@ -449,8 +449,12 @@ async fn tampered_jwt_is_rejected() {
     let resigned = format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(sig));
     assert_invalid_credential(f.auth.authenticate(&resigned));
 
-    // A well-formed token from another vigil (another secret).
-    let other = Fixture::new().await;
+    // A well-formed token from another vigil (another signing key).
+    let other = Fixture::with_config(AuthConfig {
+        jwt_key: JwtSigningKey::generate(),
+        ..AuthConfig::default()
+    })
+    .await;
     let foreign = other.auth.issue_token(&other.root).unwrap().token;
     assert_invalid_credential(f.auth.authenticate(&foreign));
 }
@@ -926,12 +930,29 @@ async fn bootstrap_creates_one_root_key() {
     assert_eq!(info.len(), 1);
     assert_eq!(info[0].created_by, "bootstrap");
 
-    // Revoking the last root key is recoverable: the next bootstrap makes a new one.
+    // The last root key cannot be revoked (see `the_last_root_credential_cannot_be_removed`);
+    // should every root key expire, the next bootstrap makes a new one.
+    let expiring = f
+        .auth
+        .create_key(
+            &f.root,
+            NewKey {
+                name: "expiring root".into(),
+                tenant: tenant_id(crate::SYSTEM_TENANT),
+                scopes: Scopes::from([Scope::Root, Scope::Admin]),
+                expires_at: Some(f.clock.now() + chrono::Duration::hours(1)),
+            },
+        )
+        .await
+        .unwrap();
     f.auth
         .revoke_key(&f.root, &f.root.credential_id())
         .await
         .unwrap();
     assert_invalid_credential(f.auth.authenticate(&f.root_key));
+    assert_eq!(f.auth.bootstrap_root_key().await.unwrap(), None);
+    f.clock.advance(Duration::from_secs(2 * 3600));
+    assert_invalid_credential(f.auth.authenticate(&expiring.key));
     let fresh = f
         .auth
         .bootstrap_root_key()
@@ -1419,4 +1440,295 @@ async fn the_background_refresh_applies_other_nodes_changes_and_stops_with_the_l
     drop(f);
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert_eq!(metrics.num_alive_tasks(), 0);
+}
+
+/// Signs arbitrary claims with the process default key, as a holder of the key file could.
+fn sign_raw(claims: &serde_json::Value) -> String {
+    JwtSigningKey::process_default().sign(claims).unwrap()
+}
+
+/// The claims of a token `issue_token` made, to be altered and signed again.
+fn claims_of(token: &str) -> serde_json::Value {
+    let body = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap()
+}
+
+/// Regression: a correctly signed token with `exp` a year ahead was accepted, so one token
+/// (from a leaked key, or from a node with a longer `jwt_ttl`) could outlive any session.
+/// `exp − iat` is now capped at `jwt_ttl` plus `JWT_CLOCK_SKEW`, `iat` may not lie in the
+/// future beyond the skew, and tokens without `iat` or `exp` are refused.
+#[tokio::test]
+async fn token_lifetime_is_capped_and_iat_exp_are_required() {
+    let f = Fixture::new().await;
+    let p = f.principal("acme", "events:read").await;
+    let issued = claims_of(&f.auth.issue_token(&p).unwrap().token);
+    let iat = issued["iat"].as_i64().unwrap();
+    let ttl = 15 * 60;
+    let skew = i64::try_from(JWT_CLOCK_SKEW.as_secs()).unwrap();
+
+    // Up to the ttl plus the skew: accepted.
+    let mut claims = issued.clone();
+    claims["exp"] = (iat + ttl + skew).into();
+    assert!(f.auth.authenticate(&sign_raw(&claims)).is_ok());
+
+    // A second more, or a year: refused as an invalid credential, not as expired.
+    for exp in [iat + ttl + skew + 1, iat + 365 * 86_400] {
+        let mut claims = issued.clone();
+        claims["exp"] = exp.into();
+        assert_invalid_credential(f.auth.authenticate(&sign_raw(&claims)));
+    }
+
+    // Issued in the future: refused.
+    let mut claims = issued.clone();
+    claims["iat"] = (iat + skew + 10).into();
+    claims["exp"] = (iat + skew + 20).into();
+    assert_invalid_credential(f.auth.authenticate(&sign_raw(&claims)));
+
+    // Without `iat` or `exp`: refused.
+    for missing in ["iat", "exp"] {
+        let mut claims = issued.clone();
+        claims.as_object_mut().unwrap().remove(missing);
+        assert_invalid_credential(f.auth.authenticate(&sign_raw(&claims)));
+    }
+
+    // The cap follows the configured ttl.
+    let short = Fixture::with_config(AuthConfig {
+        jwt_ttl: Duration::from_secs(60),
+        ..AuthConfig::default()
+    })
+    .await;
+    let p = short.principal("acme", "events:read").await;
+    let mut claims = claims_of(&short.auth.issue_token(&p).unwrap().token);
+    let iat = claims["iat"].as_i64().unwrap();
+    claims["exp"] = (iat + 15 * 60).into();
+    assert_invalid_credential(short.auth.authenticate(&sign_raw(&claims)));
+}
+
+/// Regression: the only root key could revoke itself, silently, leaving nothing able to
+/// administer the server. Revoking or deleting the last active root credential is now a 409
+/// `last_root_credential`; with another root credential it works.
+#[tokio::test]
+async fn the_last_root_credential_cannot_be_removed() {
+    let f = Fixture::new().await;
+    let err = f
+        .auth
+        .revoke_key(&f.root, &f.root.credential_id())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "last_root_credential");
+    assert_eq!(err.http_status(), 409);
+    assert!(
+        err.to_string().contains("last active root credential"),
+        "{err}"
+    );
+    assert!(f.auth.authenticate(&f.root_key).is_ok(), "nothing changed");
+
+    // An expired root key does not count as another root credential.
+    let expiring = f
+        .auth
+        .create_key(
+            &f.root,
+            NewKey {
+                name: "short root".into(),
+                tenant: tenant_id(crate::SYSTEM_TENANT),
+                scopes: Scopes::from([Scope::Root, Scope::Admin]),
+                expires_at: Some(f.clock.now() + chrono::Duration::seconds(10)),
+            },
+        )
+        .await
+        .unwrap();
+    f.clock.advance(Duration::from_secs(20));
+    let err = f
+        .auth
+        .revoke_key(&f.root, &f.root.credential_id())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "last_root_credential");
+    // The expired root key itself may go.
+    f.auth.revoke_key(&f.root, &expiring.id).await.unwrap();
+
+    // A root user is a root credential: the key may go while it exists, then the user may not.
+    f.user(&f.root, "rooty", crate::SYSTEM_TENANT, "root,admin")
+        .await
+        .unwrap();
+    let user_token = f.auth.login("rooty", PASSWORD).await.unwrap();
+    let as_user = f.auth.authenticate(&user_token.token).unwrap();
+    f.auth
+        .revoke_key(&as_user, &f.root.credential_id())
+        .await
+        .unwrap();
+    let err = f.auth.delete_user(&as_user, "rooty").await.unwrap_err();
+    assert_eq!(err.code(), "last_root_credential");
+
+    // With a second root key, the user can go.
+    let second = f
+        .key(&as_user, crate::SYSTEM_TENANT, "root,admin")
+        .await
+        .unwrap();
+    f.auth.delete_user(&as_user, "rooty").await.unwrap();
+    assert!(f.auth.authenticate(&second.key).is_ok());
+}
+
+#[tokio::test]
+async fn a_recovery_root_key_is_made_without_a_credential() {
+    let f = Fixture::new().await;
+    let recovered = f.auth.create_recovery_root_key("recovery").await.unwrap();
+    let p = f.auth.authenticate(&recovered.key).unwrap();
+    assert!(p.scopes.allows(Scope::Root));
+    let listed = f.auth.list_keys(&p).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().any(|k| k.created_by == "recovery"));
+    // Now the first root key is no longer the last one.
+    f.auth
+        .revoke_key(&p, &f.root.credential_id())
+        .await
+        .unwrap();
+}
+
+/// Regression: the HS256 `jwt_secret` sat in the stored credential document, so anyone who
+/// could read the store could mint root tokens. Opening a version 1 document removes the
+/// secret from the store at once, and tokens signed with it are refused.
+#[tokio::test]
+async fn opening_a_version_1_document_removes_the_secret_and_its_tokens() {
+    let f = Fixture::new().await;
+    let secret = [9u8; 32];
+    let mut doc: serde_json::Value = serde_json::from_slice(&f.store.document().unwrap()).unwrap();
+    doc["version"] = 1.into();
+    doc["jwt_secret"] = base64::engine::general_purpose::STANDARD
+        .encode(secret)
+        .into();
+    let version = f.store.next_version();
+    f.store.meta.lock().unwrap().insert(
+        META_NAME.to_owned(),
+        (version, serde_json::to_vec(&doc).unwrap()),
+    );
+
+    let auth = f.reopen().await;
+    let stored = String::from_utf8(f.store.document().unwrap()).unwrap();
+    assert!(!stored.contains("jwt_secret"), "{stored}");
+    assert!(stored.contains("\"version\": 2"), "{stored}");
+    assert!(auth.authenticate(&f.root_key).is_ok(), "keys survive");
+
+    // A root token minted with the old secret, as a reader of the store could.
+    let now = f.clock.now().timestamp();
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({
+            "sub": f.root.credential_id(), "cid": f.root.credential_id(),
+            "tenant": crate::SYSTEM_TENANT, "scopes": ["root", "admin"],
+            "iat": now, "exp": now + 60, "jti": "x",
+        }),
+        &jsonwebtoken::EncodingKey::from_secret(&secret),
+    )
+    .unwrap();
+    assert_invalid_credential(auth.authenticate(&forged));
+
+    // Opening again writes nothing.
+    let before = f.store.last_version.load(Ordering::SeqCst);
+    let _again = f.reopen().await;
+    assert_eq!(f.store.last_version.load(Ordering::SeqCst), before);
+}
+
+#[tokio::test]
+async fn the_store_pins_the_jwt_public_key_and_refuses_another() {
+    let f = Fixture::new().await;
+    f.auth.pin_jwt_key().await.unwrap();
+    let pinned = f.store.last_version.load(Ordering::SeqCst);
+    let stored = String::from_utf8(f.store.document().unwrap()).unwrap();
+    let ours = JwtSigningKey::process_default().verifying_key().id();
+    assert!(stored.contains(&ours), "{stored}");
+    // Pinning the same key again writes nothing.
+    f.auth.pin_jwt_key().await.unwrap();
+    assert_eq!(f.store.last_version.load(Ordering::SeqCst), pinned);
+
+    // A node with its own key file is refused, with a message saying to share the file.
+    let other_key = JwtSigningKey::generate();
+    let stranger = Auth::open_with_clock(
+        f.store.clone(),
+        AuthConfig {
+            jwt_key: other_key.clone(),
+            ..AuthConfig::default()
+        },
+        f.clock.clone(),
+    )
+    .await
+    .unwrap();
+    let err = stranger.pin_jwt_key().await.unwrap_err();
+    assert_eq!(err.code(), "jwt_key_mismatch");
+    assert!(err.to_string().contains("same key file"), "{err}");
+
+    // Rotating: the old key as previous. Old tokens still verify; the pin moves to the new key.
+    let token = f.auth.issue_token(&f.root).unwrap().token;
+    let rotated = Auth::open_with_clock(
+        f.store.clone(),
+        AuthConfig {
+            jwt_key: other_key.clone(),
+            jwt_previous_keys: vec![JwtSigningKey::process_default().verifying_key().clone()],
+            ..AuthConfig::default()
+        },
+        f.clock.clone(),
+    )
+    .await
+    .unwrap();
+    rotated.pin_jwt_key().await.unwrap();
+    assert_eq!(rotated.authenticate(&token).unwrap().name, "root");
+    let stored = String::from_utf8(f.store.document().unwrap()).unwrap();
+    assert!(stored.contains(&other_key.verifying_key().id()), "{stored}");
+    // The old key alone is now refused.
+    assert_eq!(
+        f.reopen().await.pin_jwt_key().await.unwrap_err().code(),
+        "jwt_key_mismatch"
+    );
+}
+
+/// Regression: failed credentials were never throttled (about 1,000 wrong API keys a second
+/// were answered 401). After the per-address budget of failures, the address is refused
+/// without its credential being checked, other addresses are not, and the budget refills.
+#[tokio::test]
+async fn failed_credentials_are_throttled_per_source_address() {
+    let f = Fixture::with_config(AuthConfig {
+        source_failures: Some(RateLimit {
+            per_second: 1.0,
+            burst: 3,
+        }),
+        ..AuthConfig::default()
+    })
+    .await;
+    let attacker: IpAddr = "203.0.113.7".parse().unwrap();
+    let bystander: IpAddr = "198.51.100.1".parse().unwrap();
+    for _ in 0..3 {
+        f.auth.check_source(attacker).unwrap();
+        f.auth.record_failure(attacker);
+    }
+    let err = f.auth.check_source(attacker).unwrap_err();
+    assert_eq!(err.code(), "rate_limited");
+    assert_eq!(retry_after(err), Duration::from_secs(1));
+    f.auth.check_source(bystander).unwrap();
+    f.clock.advance(Duration::from_secs(1));
+    f.auth.check_source(attacker).unwrap();
+
+    // One IPv6 client holds a /64: changing the interface id does not reset its budget.
+    for i in 0..3 {
+        let v6: IpAddr = format!("2001:db8:1:2::{i}").parse().unwrap();
+        f.auth.record_failure(v6);
+    }
+    assert!(
+        f.auth
+            .check_source("2001:db8:1:2::ffff".parse().unwrap())
+            .is_err()
+    );
+    f.auth
+        .check_source("2001:db8:1:3::1".parse().unwrap())
+        .unwrap();
+
+    // Off: never throttled.
+    let off = Fixture::with_config(AuthConfig {
+        source_failures: None,
+        ..AuthConfig::default()
+    })
+    .await;
+    for _ in 0..100 {
+        off.auth.record_failure(attacker);
+    }
+    off.auth.check_source(attacker).unwrap();
 }

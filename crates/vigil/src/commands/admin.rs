@@ -1,4 +1,5 @@
-//! `vigil keys`, `vigil users`, `vigil schemas`, `vigil token`: administration over HTTP.
+//! `vigil keys`, `vigil users`, `vigil schemas`, `vigil token`: administration over HTTP, and
+//! `vigil keys create --root`, the offline recovery of a root key straight into the store.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -16,7 +17,9 @@ use crate::output::{OutputFormat, csv_escape, simple_table, write_json, write_nd
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Create an API key; its secret is printed once.
+    /// Create an API key; its secret is printed once. With --root: create a root key offline,
+    /// straight into a stopped data directory or a PostgreSQL store (recovery when no root
+    /// credential is left).
     Create(KeysCreateArgs),
     /// List the keys you administer.
     List {
@@ -68,11 +71,41 @@ pub enum SigningKeyFormat {
 #[derive(Debug, Args)]
 pub struct KeysCreateArgs {
     /// Tenant the key belongs to.
-    #[arg(long)]
-    pub tenant: String,
+    #[arg(long, required_unless_present = "root", conflicts_with = "root")]
+    pub tenant: Option<String>,
     /// Comma-separated scopes: events:write, events:read, schemas:write, admin.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "root",
+        conflicts_with = "root"
+    )]
     pub scopes: Vec<String>,
+    /// Recovery: create a root key (tenant `system`, scopes root,admin) offline, without a
+    /// server or credential, in the store named by --store / --data-dir. An embedded data
+    /// directory must not be in use by a running server; a PostgreSQL store may be, and its
+    /// nodes pick the key up within --meta-refresh-interval.
+    #[arg(long, conflicts_with = "expires_in")]
+    pub root: bool,
+    /// With --root: the data directory whose store is meant.
+    #[arg(
+        long,
+        env = "VIGIL_DATA_DIR",
+        default_value = "./vigil-data",
+        value_name = "DIR",
+        requires = "root"
+    )]
+    pub data_dir: PathBuf,
+    /// With --root: `embedded` (the data directory) or the PostgreSQL URL of the store.
+    #[arg(
+        long,
+        env = "VIGIL_STORE",
+        default_value = "embedded",
+        hide_env_values = true,
+        value_name = "embedded|URL",
+        requires = "root"
+    )]
+    pub store: String,
     /// Label; events sent with the key default their `source` to it [default: the tenant].
     #[arg(long)]
     pub name: Option<String>,
@@ -242,6 +275,14 @@ fn signing_key(args: SigningKeyArgs, out: &mut dyn Write) -> anyhow::Result<()> 
 }
 
 async fn create_key(args: KeysCreateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    if args.root {
+        let key =
+            create_root_key_offline(&args.store, &args.data_dir, args.name.as_deref()).await?;
+        return print_created_key(out, args.output.format, key);
+    }
+    let tenant = args
+        .tenant
+        .ok_or_else(|| CliError::usage("--tenant is required"))?;
     let expires_at = match args.expires_in {
         Some(d) => Some(
             chrono::Utc::now()
@@ -251,8 +292,8 @@ async fn create_key(args: KeysCreateArgs, out: &mut dyn Write) -> anyhow::Result
         None => None,
     };
     let request = NewKey {
-        name: args.name.unwrap_or_else(|| args.tenant.clone()),
-        tenant: args.tenant,
+        name: args.name.unwrap_or_else(|| tenant.clone()),
+        tenant,
         scopes: args.scopes,
         expires_at,
     };
@@ -260,7 +301,87 @@ async fn create_key(args: KeysCreateArgs, out: &mut dyn Write) -> anyhow::Result
         .create_key(&request)
         .await
         .context("creating key")?;
-    match args.output.format {
+    print_created_key(out, args.output.format, key)
+}
+
+/// `vigil keys create --root`: opens the store directly (the embedded data directory is
+/// locked against a running server), adds a root key to the credential document and prints it.
+async fn create_root_key_offline(
+    store: &str,
+    data_dir: &Path,
+    name: Option<&str>,
+) -> anyhow::Result<vigil_client::CreatedKey> {
+    use std::sync::Arc;
+    use vigil_store::Store;
+
+    let store: Arc<dyn Store> = if store == "embedded" {
+        if !data_dir.is_dir() {
+            return Err(CliError::usage(format!(
+                "no data directory at {}: give --data-dir (or VIGIL_DATA_DIR)",
+                data_dir.display()
+            ))
+            .into());
+        }
+        let config = vigil_store_embedded::EmbeddedConfig::new(data_dir);
+        let store =
+            tokio::task::spawn_blocking(move || vigil_store_embedded::EmbeddedStore::open(config))
+                .await
+                .context("opening the data directory")?
+                .with_context(|| {
+                    format!(
+                        "opening data directory {} (stop the server using it first)",
+                        data_dir.display()
+                    )
+                })?;
+        Arc::new(store)
+    } else if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+        let store =
+            vigil_store_postgres::PgStore::connect(vigil_store_postgres::PgConfig::new(store))
+                .await
+                .with_context(|| {
+                    format!(
+                        "opening the PostgreSQL store at {}",
+                        vigil_store_postgres::redact_url(store)
+                    )
+                })?;
+        Arc::new(store)
+    } else {
+        return Err(CliError::usage("--store must be `embedded` or a postgres:// URL").into());
+    };
+    let created = async {
+        // No token is signed here: the key the config carries is never used.
+        let auth = vigil_auth::Auth::open(Arc::clone(&store), vigil_auth::AuthConfig::default())
+            .await
+            .context("loading credentials")?;
+        auth.create_recovery_root_key(name.unwrap_or("recovery"))
+            .await
+            .context("creating the root key")
+    }
+    .await;
+    let stopped = store.shutdown().await.context("closing the store");
+    let created = created?;
+    stopped?;
+    eprintln!(
+        "created root key {} offline; revoke the lost or unused root keys with it",
+        created.id
+    );
+    Ok(vigil_client::CreatedKey {
+        id: created.id,
+        key: created.key.into_inner(),
+        name: created.name,
+        tenant: created.tenant.to_string(),
+        scopes: created.scopes.iter().map(|s| s.to_string()).collect(),
+        created_at: Some(created.created_at),
+        expires_at: created.expires_at,
+    })
+}
+
+fn print_created_key(
+    out: &mut dyn Write,
+    format: OutputFormat,
+    key: vigil_client::CreatedKey,
+) -> anyhow::Result<()> {
+    match format {
         OutputFormat::Table => {
             let table = simple_table(
                 &["id", "name", "tenant", "scopes", "key"],

@@ -128,9 +128,25 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Result<()> {
-    let auth = Auth::open(Arc::clone(&store), settings.auth_config())
+    // Only the api role signs and checks tokens; writers and readers need no JWT key.
+    let auth_config = if settings.runs(Role::Api) {
+        let (jwt_key, jwt_previous_keys) = load_jwt_keys(settings)?;
+        vigil_auth::AuthConfig {
+            jwt_key,
+            jwt_previous_keys,
+            ..settings.auth_config()
+        }
+    } else {
+        settings.auth_config()
+    };
+    let auth = Auth::open(Arc::clone(&store), auth_config)
         .await
         .context("loading credentials")?;
+    if settings.runs(Role::Api) {
+        auth.pin_jwt_key()
+            .await
+            .context("checking this node's jwt key against the store's")?;
+    }
     if settings.runs(Role::Api)
         && let Some(key) = auth
             .bootstrap_root_key()
@@ -280,6 +296,35 @@ async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Resu
     result
 }
 
+/// Loads the JWT signing key (creating it at first start) and the previous key of a rotation.
+fn load_jwt_keys(
+    settings: &Settings,
+) -> anyhow::Result<(vigil_auth::JwtSigningKey, Vec<vigil_auth::JwtVerifyingKey>)> {
+    let path = settings.jwt_key();
+    let (key, created) = vigil_auth::JwtSigningKey::load_or_create(&path)
+        .with_context(|| format!("loading the jwt key {}", path.display()))?;
+    let id = key.verifying_key().id();
+    if created {
+        tracing::info!(path = %path.display(), public_key = %id, "jwt signing key created");
+        eprintln!(
+            "vigil: jwt signing key created at {} (mode 0600); nodes sharing this store need a copy",
+            path.display()
+        );
+    } else {
+        tracing::info!(public_key = %id, "jwts signed with this key");
+    }
+    let previous = match &settings.jwt_key_previous {
+        Some(path) => {
+            let old = vigil_auth::JwtVerifyingKey::load(path)
+                .with_context(|| format!("loading the previous jwt key {}", path.display()))?;
+            tracing::info!(public_key = %old.id(), "jwts of the previous key still accepted");
+            vec![old]
+        }
+        None => Vec::new(),
+    };
+    Ok((key, previous))
+}
+
 /// Loads the checkpoint signing key, creating it at first start.
 fn load_signing_key(path: &Path) -> anyhow::Result<vigil_integrity::checkpoint::SigningKey> {
     let (key, created) =
@@ -355,9 +400,10 @@ fn print_line(line: &str) -> anyhow::Result<()> {
         .context("writing to stdout")
 }
 
-/// Writes the root key with mode 0600, never replacing a file: a stale `admin.key` from an
-/// earlier data directory is kept, and the new key goes to `admin.key.<unix-time>` instead, so
-/// the only copy of a key is never lost.
+/// Writes the root key with mode 0600, never replacing a file: an existing `admin.key` (the
+/// first root key's file, kept when every root key later expired, or left from an earlier
+/// store) is kept, and the new key goes to `admin.key.<unix-time>` instead, so the only copy of
+/// a key is never lost.
 fn write_admin_key(data_dir: &Path, key: &str) -> anyhow::Result<PathBuf> {
     let primary = data_dir.join(ADMIN_KEY_FILE);
     match create_private(&primary, key) {
@@ -368,7 +414,9 @@ fn write_admin_key(data_dir: &Path, key: &str) -> anyhow::Result<PathBuf> {
             tracing::warn!(
                 existing = %primary.display(),
                 path = %fallback.display(),
-                "an admin key file from an earlier data directory exists; writing the new root key beside it"
+                "no active root key was left in the store (every one expired, or this is a new \
+                 store over an old data directory), so a new root key was created; the existing \
+                 admin key file holds an older key and is kept, the new key is in the path shown"
             );
             create_private(&fallback, key)
                 .with_context(|| format!("writing the root admin key to {}", fallback.display()))?;
