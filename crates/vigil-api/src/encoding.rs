@@ -146,7 +146,12 @@ mod tests {
         assert_eq!(of(&["x-gzip"]).unwrap(), ContentEncoding::Gzip);
         assert_eq!(of(&["deflate"]).unwrap(), ContentEncoding::Deflate);
         assert_eq!(of(&["zstd"]).unwrap(), ContentEncoding::Zstd);
-        for refused in [&["br"][..], &["compress"], &["gzip, gzip"], &["gzip", "zstd"]] {
+        for refused in [
+            &["br"][..],
+            &["compress"],
+            &["gzip, gzip"],
+            &["gzip", "zstd"],
+        ] {
             let e = of(refused).unwrap_err();
             assert_eq!(e.code(), "unsupported_encoding", "{refused:?}");
             assert_eq!(e.status(), 415);

@@ -103,11 +103,7 @@ fn parse_json(bytes: &[u8], max_events: usize, max_depth: usize) -> Result<Vec<V
     }
 }
 
-fn parse_ndjson(
-    bytes: &[u8],
-    max_events: usize,
-    max_depth: usize,
-) -> Result<Vec<Value>, ApiError> {
+fn parse_ndjson(bytes: &[u8], max_events: usize, max_depth: usize) -> Result<Vec<Value>, ApiError> {
     let mut values = Vec::new();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -280,9 +276,14 @@ mod tests {
             vec![json!({"type":"a"})]
         );
         assert_eq!(
-            parse_body(br#" [{"type":"a"},{"type":"b"}] "#, BodyFormat::Json, 10, 16)
-                .unwrap()
-                .len(),
+            parse_body(
+                br#" [{"type":"a"},{"type":"b"}] "#,
+                BodyFormat::Json,
+                10,
+                16
+            )
+            .unwrap()
+            .len(),
             2
         );
         // Not an object: parsed, and left for normalisation to refuse as not_an_object.
@@ -291,7 +292,9 @@ mod tests {
             vec![json!(42)]
         );
         assert_eq!(
-            parse_body(b"[]", BodyFormat::Json, 10, 16).unwrap_err().code(),
+            parse_body(b"[]", BodyFormat::Json, 10, 16)
+                .unwrap_err()
+                .code(),
             "empty_batch"
         );
     }
@@ -323,7 +326,9 @@ mod tests {
             "invalid_json"
         );
         assert_eq!(
-            parse_body(b"", BodyFormat::Json, 10, 16).unwrap_err().code(),
+            parse_body(b"", BodyFormat::Json, 10, 16)
+                .unwrap_err()
+                .code(),
             "invalid_json"
         );
     }
@@ -331,7 +336,10 @@ mod tests {
     #[test]
     fn ndjson_lines() {
         let body = b"{\"type\":\"a\"}\r\n\n   \n{\"type\":\"b\"}";
-        assert_eq!(parse_body(body, BodyFormat::Ndjson, 10, 16).unwrap().len(), 2);
+        assert_eq!(
+            parse_body(body, BodyFormat::Ndjson, 10, 16).unwrap().len(),
+            2
+        );
         let e = parse_body(b"{}\n\n{\"type\": nope}\n", BodyFormat::Ndjson, 10, 16).unwrap_err();
         match e {
             ApiError::InvalidJson { position, .. } => assert_eq!(
@@ -413,7 +421,10 @@ mod tests {
             assert_eq!(errors[1].path, "tags");
             assert_eq!(errors.len(), 2);
         }
-        let ndjson = format!("{{\"type\":\"a\",\"x\":{}}}", "{\"n\":".repeat(500) + "1" + &"}".repeat(500));
+        let ndjson = format!(
+            "{{\"type\":\"a\",\"x\":{}}}",
+            "{\"n\":".repeat(500) + "1" + &"}".repeat(500)
+        );
         let values = parse_body(ndjson.as_bytes(), BodyFormat::Ndjson, 10, 16).unwrap();
         let e = context(TenantSchemas::default())
             .admit(values, Destination::Append)

@@ -159,10 +159,7 @@ impl<'p> StrictValue<'p> {
         if keys.len() == 1 {
             E::custom(format_args!("duplicate key `{}`", quoted(key)))
         } else {
-            E::custom(format_args!(
-                "duplicate key `{}` at `{path}`",
-                quoted(key)
-            ))
+            E::custom(format_args!("duplicate key `{}` at `{path}`", quoted(key)))
         }
     }
 }
@@ -310,8 +307,11 @@ mod tests {
         assert_eq!(e.message, "duplicate key `id` at `actor.id`");
 
         // Inside arrays: arrays add no segment to a path, as everywhere in vigil.
-        let e = parse_event(br#"{"details": {"items": [{"k": 1}, {"k": 2, "k": 3}]}}"#, 16)
-            .unwrap_err();
+        let e = parse_event(
+            br#"{"details": {"items": [{"k": 1}, {"k": 2, "k": 3}]}}"#,
+            16,
+        )
+        .unwrap_err();
         assert_eq!(e.message, "duplicate key `k` at `details.items.k`");
 
         // The same key in sibling objects is no duplicate; escapes are compared decoded.
@@ -338,10 +338,13 @@ mod tests {
             json!({"n": {"n": {"n": {}}}}),
             "the first container past the bound is kept, emptied"
         );
-        let errors = crate::normalize(value, &crate::Limits {
-            max_depth: 4,
-            ..crate::Limits::default()
-        })
+        let errors = crate::normalize(
+            value,
+            &crate::Limits {
+                max_depth: 4,
+                ..crate::Limits::default()
+            },
+        )
         .unwrap_err();
         assert_eq!(errors[0].code, crate::FieldErrorCode::TooDeep);
         assert_eq!(errors[0].path, "details.n.n.n");

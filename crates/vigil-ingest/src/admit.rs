@@ -266,10 +266,11 @@ impl Intake {
         }
         // Strict: a repeated key is refused, and nesting past `max_depth` is cut for
         // normalisation to refuse as `too_deep`, never recursed into.
-        let value = vigil_event::parse_event(payload, self.limits.max_depth).map_err(|e| Refusal {
-            code: "invalid_json",
-            message: format!("the message is not valid JSON: {e}"),
-        })?;
+        let value =
+            vigil_event::parse_event(payload, self.limits.max_depth).map_err(|e| Refusal {
+                code: "invalid_json",
+                message: format!("the message is not valid JSON: {e}"),
+            })?;
         let submitted = normalize(value, &self.limits)
             .and_then(|s| self.check(s))
             .map_err(|errors| Refusal::from_field_errors(&errors))?;
