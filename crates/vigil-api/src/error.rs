@@ -57,6 +57,11 @@ pub enum ApiError {
     InvalidBody(String),
     #[error("unsupported content type {0:?}: send application/json or application/x-ndjson")]
     UnsupportedMediaType(String),
+    /// A `Content-Encoding` the route does not decompress (see `encoding.rs`).
+    #[error(
+        "unsupported content encoding {0:?}: POST /v1/events takes gzip, deflate, zstd or none"
+    )]
+    UnsupportedEncoding(String),
     /// The body exceeds `limit`. `unread`: part of it was left unread (past the bound on what
     /// is read and discarded), so the connection closes after the answer.
     #[error("request body is larger than {limit} bytes")]
@@ -157,6 +162,7 @@ impl ApiError {
             Self::InvalidJson { .. } => "invalid_json",
             Self::InvalidBody(_) => "invalid_body",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::UnsupportedEncoding(_) => "unsupported_encoding",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BatchTooLarge { .. } => "batch_too_large",
             Self::EmptyBatch => "empty_batch",
@@ -195,7 +201,7 @@ impl ApiError {
             Self::BodyTooLarge { .. }
             | Self::BatchTooLarge { .. }
             | Self::SchemaTooLarge { .. } => 413,
-            Self::UnsupportedMediaType(_) => 415,
+            Self::UnsupportedMediaType(_) | Self::UnsupportedEncoding(_) => 415,
             Self::InvalidSchema(_) | Self::TooManySchemas { .. } => 422,
             Self::InvalidEvents { status, .. } => *status,
             Self::Auth(e) => e.http_status(),

@@ -76,24 +76,22 @@ async fn drain(body: &mut Body, bound: usize) -> bool {
     true
 }
 
-/// Parses a JSON request body: syntax errors are 400 `invalid_json` with their position,
-/// a valid document of the wrong shape 400 `invalid_body`.
+/// Parses a JSON request body: syntax errors, repeated keys and nesting beyond
+/// [`vigil_event::MAX_NESTING`] are 400 `invalid_json` with their position, a valid document of
+/// the wrong shape 400 `invalid_body`.
+///
+/// The text is parsed strictly into a value first ([`vigil_event::parse_document`]), then read
+/// as `T`: a derived `Deserialize` refuses only repeated *known* fields, and a schema or an
+/// unknown field may nest values of its own.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        if e.is_data() {
-            ApiError::InvalidBody(e.to_string())
-        } else {
-            let full = e.to_string();
-            let suffix = format!(" at line {} column {}", e.line(), e.column());
-            ApiError::InvalidJson {
-                message: full.strip_suffix(&suffix).unwrap_or(&full).to_owned(),
-                position: crate::error::JsonPosition {
-                    line: e.line(),
-                    column: e.column(),
-                },
-            }
-        }
-    })
+    let value = vigil_event::parse_document(bytes).map_err(|e| ApiError::InvalidJson {
+        message: e.message,
+        position: crate::error::JsonPosition {
+            line: e.line,
+            column: e.column,
+        },
+    })?;
+    T::deserialize(value).map_err(|e| ApiError::InvalidBody(e.to_string()))
 }
 
 /// A JSON body of `T`, at most `max_body_bytes` long. `Content-Type` must be absent or
@@ -112,7 +110,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
+/// A JSON body of a route other than ingest: `Content-Type` absent or `application/json`
+/// (else 415 `unsupported_media_type`), and no `Content-Encoding` (else 415
+/// `unsupported_encoding`: only `POST /v1/events` decompresses).
 pub(crate) fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    crate::encoding::refuse_encoded(headers)?;
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };

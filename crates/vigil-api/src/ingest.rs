@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use vigil_event::{JsonError, StrictValue};
 use vigil_ingest::{Destination, Intake, Ready};
 
 use crate::error::{ApiError, JsonPosition};
@@ -66,15 +67,18 @@ impl BodyFormat {
 
 /// Splits a body into its events (JSON values, not yet checked to be objects). Stops parsing
 /// as soon as the batch would exceed `max_events`, so an oversized body costs no more memory
-/// than an allowed one.
+/// than an allowed one. Each event is parsed strictly ([`vigil_event::StrictValue`]): a repeated
+/// key is `invalid_json`, and nesting past `max_depth` is cut for normalisation to refuse as
+/// `too_deep`, never recursed into.
 pub(crate) fn parse_body(
     bytes: &[u8],
     format: BodyFormat,
     max_events: usize,
+    max_depth: usize,
 ) -> Result<Vec<Value>, ApiError> {
     let values = match format {
-        BodyFormat::Json => parse_json(bytes, max_events)?,
-        BodyFormat::Ndjson => parse_ndjson(bytes, max_events)?,
+        BodyFormat::Json => parse_json(bytes, max_events, max_depth)?,
+        BodyFormat::Ndjson => parse_ndjson(bytes, max_events, max_depth)?,
     };
     if values.is_empty() {
         return Err(ApiError::EmptyBatch);
@@ -82,11 +86,12 @@ pub(crate) fn parse_body(
     Ok(values)
 }
 
-fn parse_json(bytes: &[u8], max_events: usize) -> Result<Vec<Value>, ApiError> {
+fn parse_json(bytes: &[u8], max_events: usize, max_depth: usize) -> Result<Vec<Value>, ApiError> {
     let overflow = Cell::new(false);
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed = BatchSeed {
         max_events,
+        max_depth,
         overflow: &overflow,
     }
     .deserialize(&mut de)
@@ -94,11 +99,11 @@ fn parse_json(bytes: &[u8], max_events: usize) -> Result<Vec<Value>, ApiError> {
     match parsed {
         Ok(values) => Ok(values),
         Err(_) if overflow.get() => Err(ApiError::BatchTooLarge { limit: max_events }),
-        Err(e) => Err(json_error(&e, 0)),
+        Err(e) => Err(json_error(JsonError::from_serde(&e), 0)),
     }
 }
 
-fn parse_ndjson(bytes: &[u8], max_events: usize) -> Result<Vec<Value>, ApiError> {
+fn parse_ndjson(bytes: &[u8], max_events: usize, max_depth: usize) -> Result<Vec<Value>, ApiError> {
     let mut values = Vec::new();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -107,30 +112,28 @@ fn parse_ndjson(bytes: &[u8], max_events: usize) -> Result<Vec<Value>, ApiError>
         if values.len() == max_events {
             return Err(ApiError::BatchTooLarge { limit: max_events });
         }
-        let value: Value = serde_json::from_slice(line).map_err(|e| json_error(&e, i))?;
+        let value = vigil_event::parse_event(line, max_depth).map_err(|e| json_error(e, i))?;
         values.push(value);
     }
     Ok(values)
 }
 
-/// A JSON syntax error with its position; `line_offset` lines precede the parsed text.
-fn json_error(e: &serde_json::Error, line_offset: usize) -> ApiError {
-    let full = e.to_string();
-    let suffix = format!(" at line {} column {}", e.line(), e.column());
-    let message = full.strip_suffix(&suffix).unwrap_or(&full).to_owned();
+/// A JSON error with its position; `line_offset` lines precede the parsed text.
+fn json_error(e: JsonError, line_offset: usize) -> ApiError {
     ApiError::InvalidJson {
-        message,
+        message: e.message,
         position: JsonPosition {
-            line: e.line() + line_offset,
-            column: e.column(),
+            line: e.line + line_offset,
+            column: e.column,
         },
     }
 }
 
-/// Deserialises either one value (an event object, or anything else, which normalisation
-/// will refuse) or an array of at most `max_events` values.
+/// Deserialises either one event (an object, or anything else, which normalisation will
+/// refuse) or an array of at most `max_events` values.
 struct BatchSeed<'a> {
     max_events: usize,
+    max_depth: usize,
     overflow: &'a Cell<bool>,
 }
 
@@ -159,7 +162,7 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
         let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max_events));
-        while let Some(value) = seq.next_element::<Value>()? {
+        while let Some(value) = seq.next_element_seed(StrictValue::event(self.max_depth))? {
             if values.len() == self.max_events {
                 self.overflow.set(true);
                 return Err(serde::de::Error::custom("too many events"));
@@ -170,8 +173,7 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Vec<Value>, A::Error> {
-        let value =
-            serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        let value = StrictValue::event(self.max_depth).visit_map(map)?;
         Ok(vec![value])
     }
 
@@ -192,16 +194,17 @@ pub(crate) async fn prepare_body(
     destination: Destination,
     batch_len: &mut Option<usize>,
 ) -> Result<Ready, ApiError> {
+    let max_depth = intake.limits().max_depth;
     if bytes.len() >= BLOCKING_MIN_BYTES {
         let (len, prepared) = blocking(move || {
-            let values = parse_body(&bytes, format, max_events)?;
+            let values = parse_body(&bytes, format, max_events, max_depth)?;
             Ok((values.len(), intake.admit(values, destination)))
         })
         .await?;
         *batch_len = Some(len);
         return Ok(prepared?);
     }
-    let values = parse_body(&bytes, format, max_events)?;
+    let values = parse_body(&bytes, format, max_events, max_depth)?;
     *batch_len = Some(values.len());
     if values.len() >= BLOCKING_MIN_EVENTS {
         return blocking(move || Ok(intake.admit(values, destination)?)).await;
@@ -269,38 +272,45 @@ mod tests {
     #[test]
     fn one_object_or_an_array() {
         assert_eq!(
-            parse_body(br#"{"type":"a"}"#, BodyFormat::Json, 10).unwrap(),
+            parse_body(br#"{"type":"a"}"#, BodyFormat::Json, 10, 16).unwrap(),
             vec![json!({"type":"a"})]
         );
         assert_eq!(
-            parse_body(br#" [{"type":"a"},{"type":"b"}] "#, BodyFormat::Json, 10)
-                .unwrap()
-                .len(),
+            parse_body(
+                br#" [{"type":"a"},{"type":"b"}] "#,
+                BodyFormat::Json,
+                10,
+                16
+            )
+            .unwrap()
+            .len(),
             2
         );
         // Not an object: parsed, and left for normalisation to refuse as not_an_object.
         assert_eq!(
-            parse_body(b"42", BodyFormat::Json, 10).unwrap(),
+            parse_body(b"42", BodyFormat::Json, 10, 16).unwrap(),
             vec![json!(42)]
         );
         assert_eq!(
-            parse_body(b"[]", BodyFormat::Json, 10).unwrap_err().code(),
+            parse_body(b"[]", BodyFormat::Json, 10, 16)
+                .unwrap_err()
+                .code(),
             "empty_batch"
         );
     }
 
     #[test]
     fn batch_limit_stops_parsing() {
-        let e = parse_body(b"[{},{},{}]", BodyFormat::Json, 2).unwrap_err();
+        let e = parse_body(b"[{},{},{}]", BodyFormat::Json, 2, 16).unwrap_err();
         assert!(matches!(e, ApiError::BatchTooLarge { limit: 2 }), "{e:?}");
-        assert!(parse_body(b"[{},{}]", BodyFormat::Json, 2).is_ok());
-        let e = parse_body(b"{}\n{}\n\n{}\n", BodyFormat::Ndjson, 2).unwrap_err();
+        assert!(parse_body(b"[{},{}]", BodyFormat::Json, 2, 16).is_ok());
+        let e = parse_body(b"{}\n{}\n\n{}\n", BodyFormat::Ndjson, 2, 16).unwrap_err();
         assert!(matches!(e, ApiError::BatchTooLarge { limit: 2 }), "{e:?}");
     }
 
     #[test]
     fn syntax_errors_have_positions() {
-        let e = parse_body(b"{\"type\":\n  \"a\",, }", BodyFormat::Json, 10).unwrap_err();
+        let e = parse_body(b"{\"type\":\n  \"a\",, }", BodyFormat::Json, 10, 16).unwrap_err();
         match e {
             ApiError::InvalidJson { position, message } => {
                 assert_eq!(position.line, 2);
@@ -310,13 +320,15 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            parse_body(b"[{}] x", BodyFormat::Json, 10)
+            parse_body(b"[{}] x", BodyFormat::Json, 10, 16)
                 .unwrap_err()
                 .code(),
             "invalid_json"
         );
         assert_eq!(
-            parse_body(b"", BodyFormat::Json, 10).unwrap_err().code(),
+            parse_body(b"", BodyFormat::Json, 10, 16)
+                .unwrap_err()
+                .code(),
             "invalid_json"
         );
     }
@@ -324,8 +336,11 @@ mod tests {
     #[test]
     fn ndjson_lines() {
         let body = b"{\"type\":\"a\"}\r\n\n   \n{\"type\":\"b\"}";
-        assert_eq!(parse_body(body, BodyFormat::Ndjson, 10).unwrap().len(), 2);
-        let e = parse_body(b"{}\n\n{\"type\": nope}\n", BodyFormat::Ndjson, 10).unwrap_err();
+        assert_eq!(
+            parse_body(body, BodyFormat::Ndjson, 10, 16).unwrap().len(),
+            2
+        );
+        let e = parse_body(b"{}\n\n{\"type\": nope}\n", BodyFormat::Ndjson, 10, 16).unwrap_err();
         match e {
             ApiError::InvalidJson { position, .. } => assert_eq!(
                 position,
@@ -337,11 +352,85 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            parse_body(b"\n \n", BodyFormat::Ndjson, 10)
+            parse_body(b"\n \n", BodyFormat::Ndjson, 10, 16)
                 .unwrap_err()
                 .code(),
             "empty_batch"
         );
+    }
+
+    /// Regression: a repeated key was accepted, the last value winning
+    /// (`{"type":"a","type":"b"}` stored as `b`), where another reader of the same bytes may
+    /// take the first. Refused with `invalid_json` naming the key, at any depth, in every
+    /// framing: one object, an array, NDJSON.
+    #[test]
+    fn repeated_keys_are_invalid_json_in_every_framing() {
+        let message = |body: &[u8], format| match parse_body(body, format, 10, 16) {
+            Err(ApiError::InvalidJson { message, position }) => (message, position.line),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            message(br#"{"type":"a","type":"b"}"#, BodyFormat::Json),
+            ("duplicate key `type`".to_owned(), 1)
+        );
+        assert_eq!(
+            message(
+                b"[{\"type\":\"a\"},\n {\"type\":\"b\",\"details\":{\"x\":[{\"k\":1,\"k\":1}]}}]",
+                BodyFormat::Json
+            ),
+            ("duplicate key `k` at `details.x.k`".to_owned(), 2)
+        );
+        assert_eq!(
+            message(
+                b"{\"type\":\"a\"}\n{\"type\":\"b\",\"actor\":{\"id\":\"u\",\"id\":\"v\"}}",
+                BodyFormat::Ndjson
+            ),
+            ("duplicate key `id` at `actor.id`".to_owned(), 2)
+        );
+    }
+
+    /// Regression: an event nested 128 levels or more was refused with `400 invalid_json`
+    /// (serde_json's recursion limit answered before vigil's depth limit). It is `422 too_deep`
+    /// with the path, listed with the batch's other errors, however deep the input: the parser
+    /// never recurses past `max_depth`.
+    #[tokio::test]
+    async fn deep_events_are_too_deep_whatever_their_depth() {
+        for levels in [17, 127, 128, 100_000] {
+            let deep = format!(
+                r#"[{{"severity":1}},{{"type":"a","tags":{}1{}}}]"#,
+                "[".repeat(levels),
+                "]".repeat(levels)
+            );
+            let mut len = None;
+            let e = prepare_body(
+                Bytes::from(deep),
+                BodyFormat::Json,
+                10,
+                context(TenantSchemas::default()),
+                Destination::Append,
+                &mut len,
+            )
+            .await
+            .unwrap_err();
+            let ApiError::InvalidEvents { errors, .. } = &e else {
+                panic!("{levels}: {e:?}");
+            };
+            assert_eq!(errors[0].code, FieldErrorCode::MissingField);
+            assert_eq!(errors[1].index, 1);
+            assert_eq!(errors[1].code, FieldErrorCode::TooDeep, "{levels}");
+            assert_eq!(errors[1].path, "tags");
+            assert_eq!(errors.len(), 2);
+        }
+        let ndjson = format!(
+            "{{\"type\":\"a\",\"x\":{}}}",
+            "{\"n\":".repeat(500) + "1" + &"}".repeat(500)
+        );
+        let values = parse_body(ndjson.as_bytes(), BodyFormat::Ndjson, 10, 16).unwrap();
+        let e = context(TenantSchemas::default())
+            .admit(values, Destination::Append)
+            .unwrap_err();
+        assert_eq!(e.errors[0].code, FieldErrorCode::TooDeep);
+        assert_eq!(e.errors[0].code.http_status(), 422);
     }
 
     fn context(schemas: TenantSchemas) -> Intake {
@@ -494,7 +583,7 @@ mod tests {
         #[test]
         fn parsing_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), ndjson in any::<bool>()) {
             let format = if ndjson { BodyFormat::Ndjson } else { BodyFormat::Json };
-            if let Err(e) = parse_body(&bytes, format, 5) {
+            if let Err(e) = parse_body(&bytes, format, 5, 16) {
                 prop_assert!(e.status().is_client_error());
             }
         }
@@ -502,7 +591,7 @@ mod tests {
         #[test]
         fn arrays_within_the_limit_round_trip(n in 1usize..20, limit in 1usize..20) {
             let body = serde_json::to_vec(&vec![json!({"type": "t"}); n]).unwrap();
-            match parse_body(&body, BodyFormat::Json, limit) {
+            match parse_body(&body, BodyFormat::Json, limit, 16) {
                 Ok(values) => { prop_assert!(n <= limit); prop_assert_eq!(values.len(), n); }
                 Err(e) => { prop_assert!(n > limit); prop_assert_eq!(e.code(), "batch_too_large"); }
             }

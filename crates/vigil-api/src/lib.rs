@@ -19,6 +19,7 @@
 //!   [`vigil_ingest::Intake`]; run on the blocking pool when large or when it meets a tenant's
 //!   schema).
 //! - `export` — paging a query through the store as an NDJSON or CSV stream.
+//! - `encoding` — `Content-Encoding` of ingest bodies, decompressed within the body limit.
 //! - `extract` — bounded bodies, JSON bodies, query pairs; `budget` — the bound on ingest bytes
 //!   in flight; `error` — one error enum, one JSON error shape; `metrics` — Prometheus counters
 //!   and histograms.
@@ -72,6 +73,7 @@ use vigil_store::Store;
 
 mod authenticate;
 mod budget;
+mod encoding;
 mod error;
 mod export;
 mod extract;

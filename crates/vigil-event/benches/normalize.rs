@@ -1,9 +1,11 @@
 //! The per-event CPU work of ingest before the store: parse, normalise (aliases, limits,
-//! content digest), prepare (defaults, canonical bytes, index terms).
+//! content digest), prepare (defaults, canonical bytes, index terms). `parse` is serde_json's
+//! own `Value`, for comparison with `parse_strict`, what ingest uses (duplicate keys refused,
+//! depth counted).
 //! `cargo bench -p vigil-event`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vigil_event::{Limits, TenantId, Timestamp, normalize};
+use vigil_event::{Limits, TenantId, Timestamp, normalize, parse_event};
 
 const EVENT: &str = r#"{"type":"login.failed","time":"2026-11-23T10:00:00.123Z","severity":7,
 "actor":{"id":"user-4711","type":"user","ip":"203.0.113.9"},"source":"identity","action":"login",
@@ -23,9 +25,12 @@ fn bench(c: &mut Criterion) {
     g.bench_function("parse", |b| {
         b.iter(|| serde_json::from_str::<serde_json::Value>(EVENT).expect("json"))
     });
+    g.bench_function("parse_strict", |b| {
+        b.iter(|| parse_event(EVENT.as_bytes(), limits.max_depth).expect("json"))
+    });
     g.bench_function("parse_normalize_prepare", |b| {
         b.iter(|| {
-            let v: serde_json::Value = serde_json::from_str(EVENT).expect("json");
+            let v = parse_event(EVENT.as_bytes(), limits.max_depth).expect("json");
             normalize(v, &limits)
                 .expect("valid")
                 .prepare(&tenant, now, "bench")
@@ -33,7 +38,7 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("legacy_aliases_parse_normalize_prepare", |b| {
         b.iter(|| {
-            let v: serde_json::Value = serde_json::from_str(LEGACY).expect("json");
+            let v = parse_event(LEGACY.as_bytes(), limits.max_depth).expect("json");
             normalize(v, &limits)
                 .expect("valid")
                 .prepare(&tenant, now, "bench")

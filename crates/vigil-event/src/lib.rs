@@ -5,6 +5,8 @@
 //! and used by every other crate (the HTTP API, the NATS writer, the store, the query planner).
 //!
 //! # Flow
+//! 0. [`parse_event`] turns bytes into a JSON value, refusing duplicate keys and never
+//!    recursing past the depth limit ([`parse_document`] for JSON that is not an event).
 //! 1. [`normalize`] turns one client JSON value into a [`Submitted`] event: aliases resolved
 //!    (`event_type` → `type`, `username` → `actor.id`, …), envelope fields checked, limits
 //!    enforced, a content digest computed for idempotency.
@@ -41,6 +43,7 @@ mod canonical;
 mod error;
 mod flatten;
 mod hash;
+mod json;
 mod limits;
 mod normalize;
 mod term;
@@ -52,6 +55,7 @@ pub use canonical::{Prepared, to_canonical_bytes, with_hash};
 pub use error::{FieldError, FieldErrorCode};
 pub use flatten::{Scalar, flatten};
 pub use hash::{Hash, chain_hash, leaf_hash};
+pub use json::{JsonError, MAX_NESTING, StrictValue, parse_document, parse_event};
 pub use limits::Limits;
 pub use normalize::{
     ALIASES, MAX_FIELD_ERRORS, MAX_SAFE_INTEGER, Submitted, normalize, resolve_path_alias,

@@ -176,6 +176,12 @@ impl Intake {
         &self.origin
     }
 
+    /// The bounds this admission enforces; an edge parsing a body takes `max_depth` from them
+    /// ([`vigil_event::parse_event`]).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Normalises, schema-checks and prepares every event of a batch: all of them, or the
     /// list of every failing event and field, in batch order.
     pub fn admit(&self, values: Vec<Value>, destination: Destination) -> Result<Ready, Refused> {
@@ -258,10 +264,13 @@ impl Intake {
                 ),
             });
         }
-        let value: Value = serde_json::from_slice(payload).map_err(|e| Refusal {
-            code: "invalid_json",
-            message: format!("the message is not JSON: {e}"),
-        })?;
+        // Strict: a repeated key is refused, and nesting past `max_depth` is cut for
+        // normalisation to refuse as `too_deep`, never recursed into.
+        let value =
+            vigil_event::parse_event(payload, self.limits.max_depth).map_err(|e| Refusal {
+                code: "invalid_json",
+                message: format!("the message is not valid JSON: {e}"),
+            })?;
         let submitted = normalize(value, &self.limits)
             .and_then(|s| self.check(s))
             .map_err(|errors| Refusal::from_field_errors(&errors))?;
@@ -376,6 +385,32 @@ mod tests {
         let again = admission.admit_payload(br#"{"type":"x"}"#).unwrap();
         assert_eq!(first.id, default_id);
         assert_eq!(first.canonical_bytes(1), again.canonical_bytes(1));
+    }
+
+    /// Regression: a bus message with a repeated key (`{"type":"a","type":"b"}`) was stored
+    /// with the last value, and one nested 128 levels or more was dead-lettered as
+    /// `invalid_json` (serde_json's recursion limit) rather than `too_deep`. The writer
+    /// dead-letters a message with this refusal's code.
+    #[test]
+    fn messages_with_repeated_keys_or_too_deep_are_refused_with_their_code() {
+        let admission = intake(TenantSchemas::default());
+        let e = admission
+            .admit_payload(br#"{"type":"a","type":"b"}"#)
+            .unwrap_err();
+        assert_eq!(e.code, "invalid_json");
+        assert!(e.message.contains("duplicate key `type`"), "{e:?}");
+        let e = admission
+            .admit_payload(br#"{"type":"a","actor":{"id":"u","id":"v"}}"#)
+            .unwrap_err();
+        assert!(e.message.contains("`actor.id`"), "{e:?}");
+
+        let deep = format!(
+            r#"{{"type":"a","tags":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let e = admission.admit_payload(deep.as_bytes()).unwrap_err();
+        assert_eq!(e.code, "too_deep", "{e:?}");
     }
 
     #[test]

@@ -496,6 +496,14 @@ impl Settings {
                 l.max_event_bytes
             );
         }
+        if l.max_depth > vigil_event::MAX_NESTING {
+            bail!(
+                "max_depth must be at most {}, not {}: JSON is parsed without recursing past \
+                 that depth",
+                vigil_event::MAX_NESTING,
+                l.max_depth
+            );
+        }
         if l.max_body_bytes < l.max_event_bytes {
             bail!(
                 "max_body_bytes ({}) must be at least max_event_bytes ({}): an event that fits \
@@ -1058,6 +1066,22 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("max_body_bytes (8000000)"), "{err}");
+    }
+
+    /// Nesting past `max_depth` is refused as `too_deep` by a parser that stops descending
+    /// there; it never recurses past `vigil_event::MAX_NESTING`, so a larger limit is refused
+    /// at start-up rather than silently held lower.
+    #[test]
+    fn the_depth_limit_stays_within_what_the_parser_descends() {
+        let s = resolve(&["--max-depth", "100"], "").unwrap();
+        assert_eq!(s.event_limits().max_depth, 100);
+        let err = resolve(&["--max-depth", "101"], "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("max_depth must be at most 100, not 101"),
+            "{err}"
+        );
     }
 
     #[test]

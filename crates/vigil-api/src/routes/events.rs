@@ -18,6 +18,7 @@ use vigil_query::{Query, QueryError};
 use crate::AppState;
 use crate::authenticate::Authenticated;
 use crate::budget::Reservation;
+use crate::encoding::ContentEncoding;
 use crate::error::{ApiError, ErrorBody};
 use crate::export::{ExportFormat, export_stream, page_limit};
 use crate::extract::{declared_length, query_pairs, read_body};
@@ -125,8 +126,8 @@ pub struct CountResponse {
         (status = 401, description = "No or bad credential", body = ErrorBody),
         (status = 403, description = "Missing scope events:write", body = ErrorBody),
         (status = 409, description = "id_conflict: an id is stored with different content", body = ErrorBody),
-        (status = 413, description = "body_too_large, batch_too_large, event_too_large", body = ErrorBody),
-        (status = 415, description = "Content-Type is not JSON or NDJSON", body = ErrorBody),
+        (status = 413, description = "body_too_large (for a compressed body, also once decompressed), batch_too_large, event_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type: Content-Type is not JSON or NDJSON; unsupported_encoding: Content-Encoding is not gzip, deflate, zstd or identity", body = ErrorBody),
         (status = 422, description = "Valid JSON, invalid events (reserved_field, missing_field, schema_violation, …)", body = ErrorBody),
         (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
         (status = 503, description = "store_unavailable: nothing was written; bus_unavailable: NATS did not acknowledge every event, send the same ids again; overloaded: too much ingest in flight, nothing was read; timeout: the batch was not received and validated in time, nothing was written. Retry after Retry-After", body = ErrorBody),
@@ -272,16 +273,21 @@ async fn receive_batch(
 ) -> Result<(Ready, Option<Reservation>), ApiError> {
     let config = state.config();
     let format = BodyFormat::from_headers(headers)?;
+    let encoding = ContentEncoding::from_headers(headers)?;
     let max_body = config.max_body_bytes;
     // A body declared too large is refused by `read_body` without being kept: it needs no room.
+    // A compressed one may grow to the limit once decompressed: it reserves the limit.
     let reservation = match declared_length(headers) {
         Some(len) if len > max_body as u64 => None,
+        _ if !encoding.is_identity() => Some(state.ingest_budget().reserve(max_body).await?),
         declared => {
             let bytes = declared.map_or(max_body, |len| usize::try_from(len).unwrap_or(max_body));
             Some(state.ingest_budget().reserve(bytes).await?)
         }
     };
+    // The limit holds for the compressed bytes read and for what they decompress to.
     let bytes = read_body(headers, body, max_body).await?;
+    let bytes = encoding.decode(bytes, max_body).await?;
     let intake = state.admitter().intake(Origin {
         tenant: principal.tenant.clone(),
         default_source: principal.name.clone(),
