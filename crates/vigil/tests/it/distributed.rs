@@ -4,8 +4,6 @@
 //! namespace (subjects `<ns>.events.*`, streams `VIGIL_EVENTS_<ns>`); tests that stop NATS run
 //! their own private server.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -434,7 +432,7 @@ async fn nats_restarted_under_load_loses_nothing_acknowledged() {
 async fn two_writers_on_one_postgres_store_keep_the_log_whole() {
     const EVENTS: u64 = 6_000;
     let ns = unique_name("pg");
-    let dir = TestDir::on(common::Backend::Postgres).await;
+    let dir = TestDir::on(crate::common::Backend::Postgres).await;
     let with_roles = |roles: &'static str| {
         let mut args = bus_args(SHARED_NATS, &ns);
         args.extend(["--roles", roles]);

@@ -4,18 +4,16 @@
 //! Every test runs once per store (`embedded::…` and `postgres::…`) with the same assertions:
 //! nothing in the API may behave differently between backends.
 
-#[macro_use]
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::{Backend, TestApp, all_events};
 use serde_json::{Value, json};
 use vigil_client::{ClientError, NewKey, NewUser, Order, QueryParams};
+
+use crate::common::{Backend, TestApp, all_events};
 
 /// The status and code of an API refusal.
 fn refusal<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (u16, String, Option<Value>) {

@@ -7,22 +7,20 @@
 //! a forger would (see [`Wal`]): from a naive byte flip up to a rewritten tail re-signed with a
 //! key of the forger's own, which only the key the log published can expose.
 
-#[macro_use]
-mod common;
-
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::{BIN, Backend, PATIENCE, TestApp, TestDir, run_cli};
 use serde_json::{Value, json};
 use vigil_client::{Client, ClientError};
 use vigil_integrity::audit::chain_hash;
 use vigil_integrity::checkpoint::{CheckpointJson, SigningKey, VerifiedCheckpoint, VerifierKey};
 use vigil_integrity::proof::{ConsistencyProof, InclusionProof};
 use vigil_integrity::tree::{Frontier, leaf_hash};
+
+use crate::common::{BIN, Backend, PATIENCE, TestApp, TestDir, run_cli};
 
 type Hash = [u8; 32];
 

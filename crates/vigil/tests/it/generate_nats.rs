@@ -6,15 +6,12 @@
 //! create it themselves, or run a writer and a reader in the test process over an embedded
 //! store, so that `vigil last` has readers to ask.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{BIN, PATIENCE, run_cli};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use vigil_bus::reader::{ReaderConfig, run_reader};
@@ -23,6 +20,8 @@ use vigil_bus::writer::{WriterConfig, run_writer};
 use vigil_bus::{Bus, BusConfig, Names};
 use vigil_event::TenantId;
 use vigil_store::Store;
+
+use crate::common::{BIN, PATIENCE, run_cli};
 
 const NATS: &str = "nats://127.0.0.1:4222";
 

@@ -5,19 +5,17 @@
 //! directory and, on PostgreSQL, the same database. Data-directory exclusivity and log-file
 //! damage are about the embedded store's files and run on it only.
 
-#[macro_use]
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Backend, PATIENCE, TestApp, TestDir, all_events};
 use serde_json::{Value, json};
 use vigil_client::{Client, ClientError, QueryParams};
 use vigil_store_postgres::testing::PrivateServer;
+
+use crate::common::{Backend, PATIENCE, TestApp, TestDir, all_events};
 
 on_every_backend!(
     a_restart_keeps_every_event_exactly,

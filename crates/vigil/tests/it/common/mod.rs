@@ -5,8 +5,6 @@
 //! Server logs go to a file in the test directory (shown when a start fails), or to the test's
 //! stderr when `TEST_LOG` is set.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
-
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,8 +33,7 @@ pub enum Backend {
 
 /// Turns each named `async fn name(backend: Backend)` into one `#[tokio::test]` per backend,
 /// `embedded::name` and `postgres::name`, so every backend answers to the same assertions.
-/// Needs `#[macro_use] mod common;`.
-#[allow(unused_macros)] // not every test binary runs per backend
+/// `main.rs` declares `common` first, with `#[macro_use]`, so every test module can use it.
 macro_rules! on_every_backend {
     ($($test:ident),+ $(,)?) => {
         mod embedded {

@@ -1,14 +1,13 @@
 //! The `vigil` command line against a real server: the quick start, admin commands, import and
 //! export, configuration layering, bench, the event generator, and how errors are reported.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::Write;
 
-use common::{BIN, PATIENCE, TestApp, TestDir, all_events, run_cli};
 use serde_json::{Value, json};
 use vigil_client::{Client, QueryParams};
+
+use crate::common::{BIN, PATIENCE, TestApp, TestDir, all_events, run_cli};
 
 fn json_out(stdout: &str) -> Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("stdout is not json ({e}):\n{stdout}"))
