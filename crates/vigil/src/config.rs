@@ -788,7 +788,7 @@ mod tests {
     /// Every option, read from the option table itself: its flag is `--<name>`, its variable
     /// `VIGIL_<NAME>`, its file key `<name>` (`limits.<name>`); a file value beats the default
     /// and a flag beats the file. (The variable's place between them is clap's: a variable
-    /// and a flag are both explicit; `tests/cli.rs` runs the binary with all four layers.)
+    /// and a flag are both explicit; `tests/it/cli.rs` runs the binary with all four layers.)
     #[test]
     fn every_option_maps_to_its_flag_variable_and_file_key_in_order() {
         let command = Serve::command();

@@ -6,6 +6,8 @@
 //! - [`ingest`]: posting events, their body shapes, refusals and limits.
 //! - [`schemas`]: registering schemas and validating events against them.
 //! - [`auth`]: credentials, scopes, tenants, token exchange, rate limits.
+//! - [`credentials`]: Ed25519 JWTs, capped lifetimes, the last root credential, throttled
+//!   failures per source address (through a real port).
 //! - [`keys`]: creating, listing and revoking API keys.
 //! - [`users`]: user accounts and password login.
 //! - [`queries`]: pages of events, filters, count, one event by id.
@@ -17,6 +19,7 @@
 mod support;
 
 mod auth;
+mod credentials;
 mod export;
 mod ingest;
 mod integrity;

@@ -14,13 +14,17 @@
 //! - [`durability`]: restarts, `kill -9`, torn tails, a crashing PostgreSQL.
 //! - [`generate_nats`]: `vigil generate --nats` and `vigil last --nats`.
 //! - [`integrity`]: checkpoints, proofs, `vigil verify` and attacks on a stopped log.
+//! - [`credentials`]: the JWT key file, its pinning in PostgreSQL, offline root key recovery.
+//! - [`hardening`]: repeated keys, deep nesting, compressed bodies, malformed HTTP.
 
 #[macro_use]
 mod common;
 
 mod api;
 mod cli;
+mod credentials;
 mod distributed;
 mod durability;
 mod generate_nats;
+mod hardening;
 mod integrity;
