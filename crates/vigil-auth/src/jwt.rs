@@ -7,7 +7,6 @@
 //! rotation ([`JwtKeys`]). Only `EdDSA` is accepted, so HS256 tokens from older versions, `alg:
 //! none` and algorithm confusion are all refused.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -17,6 +16,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use vigil_event::TenantId;
+use vigil_integrity::keyfile::{self, Created, KeyFileError};
 
 use crate::error::AuthError;
 use crate::scope::Scopes;
@@ -62,6 +62,23 @@ pub enum JwtKeyError {
     Permissions { path: PathBuf, mode: u32 },
     #[error("jwt key file {}: {why}", path.display())]
     Malformed { path: PathBuf, why: String },
+}
+
+impl From<KeyFileError> for JwtKeyError {
+    fn from(e: KeyFileError) -> Self {
+        match e {
+            KeyFileError::Io {
+                action,
+                path,
+                source,
+            } => Self::Io {
+                action,
+                path,
+                source,
+            },
+            KeyFileError::Permissions { path, mode } => Self::Permissions { path, mode },
+        }
+    }
 }
 
 /// The Ed25519 key this node signs tokens with. `Debug` never shows it; two keys are equal
@@ -149,17 +166,16 @@ impl JwtSigningKey {
 
     /// Reads the key file at `path`, refusing one that group or others may access.
     pub fn load(path: &Path) -> Result<Self, JwtKeyError> {
-        let text = read_private(path)?;
+        let text = keyfile::read_private(path)?;
         Self::from_pem(&text).map_err(|why| JwtKeyError::Malformed {
             path: path.to_owned(),
             why,
         })
     }
 
-    /// Loads the key at `path`, or creates a new one there (mode 0600, `create_new`, synced
-    /// with its directory, which must exist) when there is no file. Returns the key and whether
-    /// it was created. Of several processes creating it at once, all end up with the one that
-    /// won the race.
+    /// Loads the key at `path`, or creates a new one there when there is no file (see
+    /// [`vigil_integrity::keyfile`]). Returns the key and whether it was created. Of several
+    /// processes creating it at once, all end up with the one that won the race.
     pub fn load_or_create(path: &Path) -> Result<(Self, bool), JwtKeyError> {
         match Self::load(path) {
             Ok(key) => return Ok((key, false)),
@@ -167,34 +183,11 @@ impl JwtSigningKey {
                 if source.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let io = |action, source| JwtKeyError::Io {
-            action,
-            path: path.to_owned(),
-            source,
-        };
         let key = Self::generate();
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = match options.open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Self::load(path).map(|key| (key, false));
-            }
-            Err(e) => return Err(io("creating", e)),
-        };
-        file.write_all(key.to_pem().as_bytes())
-            .map_err(|e| io("writing", e))?;
-        file.sync_all().map_err(|e| io("syncing", e))?;
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io("syncing the directory of", e))?;
-        Ok((key, true))
+        match keyfile::create_private(path, key.to_pem().as_bytes())? {
+            Created::Written => Ok((key, true)),
+            Created::AlreadyExists => Self::load(path).map(|key| (key, false)),
+        }
     }
 
     pub(crate) fn sign<C: Serialize>(&self, claims: &C) -> Result<String, AuthError> {
@@ -339,34 +332,6 @@ fn pem_body(text: &str, label: &str) -> Result<Vec<u8>, String> {
     STANDARD
         .decode(body)
         .map_err(|e| format!("the key is not base64: {e}"))
-}
-
-/// Reads a private key file, refusing one group or others may access (checked on the file
-/// actually opened).
-fn read_private(path: &Path) -> Result<String, JwtKeyError> {
-    let io = |action, source| JwtKeyError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(|e| io("opening", e))?;
-    let meta = file.metadata().map_err(|e| io("inspecting", e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(JwtKeyError::Permissions {
-                path: path.to_owned(),
-                mode,
-            });
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = meta;
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut file, &mut text).map_err(|e| io("reading", e))?;
-    Ok(text)
 }
 
 /// A fresh random token id.

@@ -36,7 +36,6 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -48,6 +47,7 @@ use sha2::{Digest, Sha256};
 use signed_note::{Note, NoteError, VerificationError, Verifier, Verifiers};
 
 use crate::Hash;
+use crate::keyfile::{self, Created, KeyFileError};
 
 /// Signature type of plain Ed25519 note signatures (C2SP signed-note).
 const ALG_ED25519: u8 = 0x01;
@@ -95,6 +95,23 @@ pub enum KeyError {
     /// The operating system's random source failed.
     #[error("generating a signing key: the system random source failed: {0}")]
     Random(String),
+}
+
+impl From<KeyFileError> for KeyError {
+    fn from(e: KeyFileError) -> Self {
+        match e {
+            KeyFileError::Io {
+                action,
+                path,
+                source,
+            } => Self::Io {
+                action,
+                path,
+                source,
+            },
+            KeyFileError::Permissions { path, mode } => Self::Permissions { path, mode },
+        }
+    }
 }
 
 impl KeyError {
@@ -284,36 +301,13 @@ impl SigningKey {
 
     /// Reads the key file at `path`, refusing one that group or others may access.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let io = |action, source| KeyError::Io {
-            action,
-            path: path.to_owned(),
-            source,
-        };
-        let mut file = std::fs::File::open(path).map_err(|e| io("opening", e))?;
-        // The mode of the file actually opened, not of whatever the path names later.
-        let meta = file.metadata().map_err(|e| io("inspecting", e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(KeyError::Permissions {
-                    path: path.to_owned(),
-                    mode,
-                });
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = meta;
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut file, &mut text).map_err(|e| io("reading", e))?;
+        let text = keyfile::read_private(path).map_err(KeyError::from)?;
         Self::from_note_key(&text)
     }
 
     /// Loads the key at `path`, or creates a new one named `name` there when there is no file.
     /// Returns the key and whether it was created. An existing file is never overwritten (its
-    /// key is returned whatever its name); the file is created with `create_new` and mode
-    /// 0600, written, and made durable with its directory, which must exist.
+    /// key is returned whatever its name); see [`keyfile`] for how it is created.
     pub fn load_or_create(path: &Path, name: &str) -> Result<(Self, bool), KeyError> {
         match Self::load(path) {
             Ok(key) => return Ok((key, false)),
@@ -321,37 +315,11 @@ impl SigningKey {
             Err(e) => return Err(e),
         }
         let key = Self::generate(name)?;
-        let io = |action, source| KeyError::Io {
-            action,
-            path: path.to_owned(),
-            source,
-        };
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = match options.open(path) {
-            Ok(file) => file,
+        match keyfile::create_private(path, key.to_note_key().as_bytes())? {
+            Created::Written => Ok((key, true)),
             // Another process created it in the meantime: use that key.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Self::load(path).map(|key| (key, false));
-            }
-            Err(e) => return Err(io("creating", e)),
-        };
-        file.write_all(key.to_note_key().as_bytes())
-            .map_err(|e| io("writing", e))?;
-        file.sync_all().map_err(|e| io("syncing", e))?;
-        #[cfg(unix)]
-        {
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io("syncing the directory of", e))?;
+            Created::AlreadyExists => Self::load(path).map(|key| (key, false)),
         }
-        Ok((key, true))
     }
 
     /// The key name, as it appears on signature lines.

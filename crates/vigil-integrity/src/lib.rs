@@ -19,6 +19,7 @@
 
 pub mod audit;
 pub mod checkpoint;
+pub mod keyfile;
 pub mod proof;
 pub mod tree;
 
