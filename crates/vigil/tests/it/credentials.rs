@@ -1,137 +1,47 @@
 //! Credential hardening at the binary's level: the JWT key file (created private, refused when
 //! readable by others, shared by the nodes of a PostgreSQL store and pinned there), and the
-//! offline recovery of a root key with `vigil keys create --root`. Self-contained (its own
-//! small harness) so it can move into the consolidated test binary as a module.
+//! offline recovery of a root key with `vigil keys create --root`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
 use vigil_store_postgres::testing::TestDatabase;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vigil");
-const PATIENCE: Duration = Duration::from_secs(60);
+use crate::common::{BIN, PATIENCE, TestApp, TestDir, scrub_env};
 
-/// One `vigil serve` on port 0.
-struct Server {
-    url: String,
-    child: Child,
-    _stdout: BufReader<ChildStdout>,
+/// A server over `dir` that rereads the shared documents every 100 ms; `Err(its log)` when it
+/// exits instead of listening.
+async fn start(dir: &TestDir, args: &[&str]) -> Result<TestApp, String> {
+    let mut all = vec!["--meta-refresh-interval", "100ms"];
+    all.extend_from_slice(args);
+    TestApp::start(dir, &all).await.map_err(|f| f.stderr)
 }
 
-impl Server {
-    /// Starts a server over `data_dir` (and `store`, when given) with `args`; `Err(stderr)`
-    /// when it exits instead of listening.
-    async fn start(data_dir: &Path, store: Option<&str>, args: &[&str]) -> Result<Self, String> {
-        let log = data_dir.with_extension(format!(
-            "{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--meta-refresh-interval",
-                "100ms",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(args)
-            .current_dir(data_dir.parent().unwrap())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .kill_on_drop(true);
-        if let Some(url) = store {
-            cmd.arg("--store").arg(url);
-        }
-        scrub_env(cmd.as_std_mut());
-        let mut child = cmd.spawn().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let url = tokio::time::timeout(PATIENCE, async {
-            loop {
-                line.clear();
-                if stdout.read_line(&mut line).await.unwrap_or(0) == 0 {
-                    return None;
-                }
-                if let Some(url) = line.trim().strip_prefix("vigil listening on ") {
-                    return Some(url.to_owned());
-                }
-            }
-        })
+/// `GET path` with `bearer`: the status and the JSON body (`Null` when not JSON).
+async fn get(app: &TestApp, bearer: &str, path: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .get(format!("{}{path}", app.url))
+        .bearer_auth(bearer)
+        .send()
         .await
-        .expect("no listening line in time");
-        match url {
-            Some(url) => Ok(Self {
-                url,
-                child,
-                _stdout: stdout,
-            }),
-            None => {
-                let _ = child.wait().await;
-                Err(std::fs::read_to_string(&log).unwrap_or_default())
-            }
-        }
-    }
-
-    async fn stop(mut self) {
-        let pid = self.child.id().unwrap();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        tokio::time::timeout(PATIENCE, self.child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-    }
-
-    async fn get(&self, bearer: &str, path: &str) -> (u16, Value) {
-        let resp = reqwest::Client::new()
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(bearer)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn token(&self, key: &str) -> String {
-        let resp = reqwest::Client::new()
-            .post(format!("{}/v1/auth/token", self.url))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        let body: Value = resp.json().await.unwrap();
-        body["token"].as_str().unwrap().to_owned()
-    }
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-fn scrub_env(cmd: &mut std::process::Command) {
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("VIGIL_") {
-            cmd.env_remove(name);
-        }
-    }
-}
-
-fn root_key(data_dir: &Path) -> String {
-    std::fs::read_to_string(data_dir.join("admin.key"))
-        .unwrap()
-        .trim()
-        .to_owned()
+/// A JWT for the API key `key`.
+async fn jwt(app: &TestApp, key: &str) -> String {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/auth/token", app.url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.json().await.unwrap();
+    body["token"].as_str().unwrap().to_owned()
 }
 
 /// `vigil keys create --root …`: (success, stdout, stderr).
@@ -171,11 +81,11 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 /// running server holds.
 #[tokio::test]
 async fn a_root_key_is_recovered_offline_in_a_stopped_data_directory() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
+    let dir = TestDir::new();
+    let data = dir.data_dir();
     let data_arg = data.to_str().unwrap();
-    let server = Server::start(&data, None, &[]).await.unwrap();
-    let root = root_key(&data);
+    let server = start(&dir, &[]).await.unwrap();
+    let root = dir.root_key();
 
     let (ok, _, stderr) = recover(&["--data-dir", data_arg]).await;
     assert!(!ok, "a data directory in use is refused");
@@ -195,11 +105,11 @@ async fn a_root_key_is_recovered_offline_in_a_stopped_data_directory() {
     scopes.sort_unstable();
     assert_eq!(scopes, ["admin", "root"]);
 
-    let server = Server::start(&data, None, &[]).await.unwrap();
-    let (status, keys) = server.get(recovered, "/v1/keys").await;
+    let server = start(&dir, &[]).await.unwrap();
+    let (status, keys) = get(&server, recovered, "/v1/keys").await;
     assert_eq!(status, 200, "{keys}");
     assert_eq!(keys["keys"].as_array().unwrap().len(), 2);
-    assert_eq!(server.get(&root, "/v1/keys").await.0, 200);
+    assert_eq!(get(&server, &root, "/v1/keys").await.0, 200);
     let bootstrap_again = files(&data).iter().any(|p| {
         p.file_name()
             .unwrap()
@@ -209,7 +119,7 @@ async fn a_root_key_is_recovered_offline_in_a_stopped_data_directory() {
     assert!(!bootstrap_again, "no new bootstrap key was needed");
     server.stop().await;
 
-    let (ok, _, stderr) = recover(&["--data-dir", tmp.path().join("nope").to_str().unwrap()]).await;
+    let (ok, _, stderr) = recover(&["--data-dir", dir.path().join("nope").to_str().unwrap()]).await;
     assert!(!ok);
     assert!(stderr.contains("no data directory"), "{stderr}");
 }
@@ -219,11 +129,11 @@ async fn a_root_key_is_recovered_offline_in_a_stopped_data_directory() {
 /// store holds no secret.
 #[tokio::test]
 async fn the_jwt_key_file_is_private_and_nothing_secret_is_stored() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let server = Server::start(&data, None, &[]).await.unwrap();
-    let token = server.token(&root_key(&data)).await;
-    assert_eq!(server.get(&token, "/v1/keys").await.0, 200);
+    let dir = TestDir::new();
+    let data = dir.data_dir();
+    let server = start(&dir, &[]).await.unwrap();
+    let token = jwt(&server, &dir.root_key()).await;
+    assert_eq!(get(&server, &token, "/v1/keys").await.0, 200);
     server.stop().await;
 
     let key_file = data.join("jwt.key");
@@ -247,15 +157,12 @@ async fn the_jwt_key_file_is_private_and_nothing_secret_is_stored() {
     }
 
     // Tokens survive a restart with the same key file.
-    let server = Server::start(&data, None, &[]).await.unwrap();
-    assert_eq!(server.get(&token, "/v1/keys").await.0, 200);
+    let server = start(&dir, &[]).await.unwrap();
+    assert_eq!(get(&server, &token, "/v1/keys").await.0, 200);
     server.stop().await;
 
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let refused = Server::start(&data, None, &[])
-        .await
-        .err()
-        .expect("refused");
+    let refused = start(&dir, &[]).await.err().expect("refused");
     assert!(refused.contains("chmod 600"), "{refused}");
 }
 
@@ -267,25 +174,20 @@ async fn the_jwt_key_file_is_private_and_nothing_secret_is_stored() {
 #[tokio::test]
 async fn nodes_sharing_a_database_share_the_jwt_key_and_rotate_it() {
     let db = TestDatabase::create().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
-    let a = Server::start(&a_dir, Some(db.url()), &[]).await.unwrap();
-    let root = root_key(&a_dir);
-    let token = a.token(&root).await;
+    let (a_dir, b_dir) = (TestDir::with_store(db.url()), TestDir::with_store(db.url()));
+    let a = start(&a_dir, &[]).await.unwrap();
+    let root = a_dir.root_key();
+    let token = jwt(&a, &root).await;
 
-    let refused = Server::start(&b_dir, Some(db.url()), &[])
-        .await
-        .err()
-        .expect("refused");
+    let refused = start(&b_dir, &[]).await.err().expect("refused");
     assert!(refused.contains("same key file"), "{refused}");
 
     // As for the checkpoint key: the nodes share the file.
-    let shared = a_dir.join("jwt.key");
-    let signing = a_dir.join("signing.key");
+    let shared = a_dir.data_dir().join("jwt.key");
+    let signing = a_dir.data_dir().join("signing.key");
     let signing = signing.to_str().unwrap();
-    let b = Server::start(
+    let b = start(
         &b_dir,
-        Some(db.url()),
         &[
             "--jwt-key",
             shared.to_str().unwrap(),
@@ -296,18 +198,17 @@ async fn nodes_sharing_a_database_share_the_jwt_key_and_rotate_it() {
     .await
     .unwrap();
     assert_eq!(
-        b.get(&token, "/v1/keys").await.0,
+        get(&b, &token, "/v1/keys").await.0,
         200,
         "a's token works on b"
     );
     b.stop().await;
 
     // Rotation: a new key, the old one still accepted.
-    let new_key = tmp.path().join("new.key");
-    let c_dir = tmp.path().join("c");
-    let c = Server::start(
+    let new_key = a_dir.path().join("new.key");
+    let c_dir = TestDir::with_store(db.url());
+    let c = start(
         &c_dir,
-        Some(db.url()),
         &[
             "--jwt-key",
             new_key.to_str().unwrap(),
@@ -320,12 +221,12 @@ async fn nodes_sharing_a_database_share_the_jwt_key_and_rotate_it() {
     .await
     .unwrap();
     assert_eq!(
-        c.get(&token, "/v1/keys").await.0,
+        get(&c, &token, "/v1/keys").await.0,
         200,
         "old tokens accepted"
     );
-    let new_token = c.token(&root).await;
-    assert_eq!(c.get(&new_token, "/v1/keys").await.0, 200);
+    let new_token = jwt(&c, &root).await;
+    assert_eq!(get(&c, &new_token, "/v1/keys").await.0, 200);
 
     // Recovery against the database, servers running.
     let (ok, stdout, stderr) = recover(&["--store", db.url()]).await;
@@ -333,7 +234,7 @@ async fn nodes_sharing_a_database_share_the_jwt_key_and_rotate_it() {
     let recovered: Value = serde_json::from_str(&stdout).unwrap();
     let recovered = recovered["key"].as_str().unwrap().to_owned();
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while c.get(&recovered, "/v1/keys").await.0 != 200 {
+    while get(&c, &recovered, "/v1/keys").await.0 != 200 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "recovered key never took effect"

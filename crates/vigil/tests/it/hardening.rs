@@ -5,95 +5,45 @@
 //! binary as one module.
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, ChildStdout, Command};
 
 /// Bound on anything that should take a moment: guards against hangs, never measures.
-const PATIENCE: Duration = Duration::from_secs(60);
-const BIN: &str = env!("CARGO_BIN_EXE_vigil");
+use crate::common::{PATIENCE, TestApp};
+
 const SHARED_NATS: &str = "nats://127.0.0.1:4222";
 
-/// One running `vigil serve` over its own temporary data directory; killed on drop.
+/// One running `vigil serve` over its own temporary data directory (the harness's
+/// [`TestApp`]), with a key of tenant `acme`; killed on drop.
 struct Server {
     /// `127.0.0.1:port`.
     addr: String,
     root_key: String,
     /// A key of tenant `acme` that may write and read events and register schemas.
     key: String,
-    _child: Child,
-    _stdout: BufReader<ChildStdout>,
-    _dir: tempfile::TempDir,
+    _app: TestApp,
 }
 
 impl Server {
     async fn start(args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let data_dir: PathBuf = dir.path().join("data");
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
-            .args(args)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("VIGIL_") {
-                cmd.env_remove(name);
-            }
-        }
-        if std::env::var_os("TEST_LOG").is_some() {
-            cmd.stderr(Stdio::inherit());
-        } else {
-            cmd.stderr(Stdio::null());
-        }
-        let mut child = cmd.spawn().expect("spawning vigil");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = String::new();
-        let url = tokio::time::timeout(PATIENCE, async {
-            loop {
-                line.clear();
-                if stdout.read_line(&mut line).await.expect("server stdout") == 0 {
-                    panic!("vigil exited before listening (TEST_LOG=1 shows why)");
-                }
-                if let Some(url) = line.trim().strip_prefix("vigil listening on ") {
-                    return url.to_owned();
-                }
-            }
-        })
-        .await
-        .expect("vigil did not start");
-        let addr = url
+        let app = TestApp::spawn_with(args).await;
+        let addr = app
+            .url
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_owned();
-        let root_key = std::fs::read_to_string(data_dir.join("admin.key"))
-            .expect("admin.key")
-            .trim()
-            .to_owned();
-        let created = reqwest::Client::new()
-            .post(format!("http://{addr}/v1/keys"))
-            .bearer_auth(&root_key)
-            .json(&json!({"name": "acme-test", "tenant": "acme", "scopes": ["events:write", "events:read", "schemas:write"]}))
-            .send()
-            .await
-            .expect("creating a key");
-        let created: Value = created.json().await.expect("created key");
-        let key = created["key"].as_str().expect("key").to_owned();
+        let key = app
+            .create_key("acme", &["events:write", "events:read", "schemas:write"])
+            .await;
         Self {
             addr,
-            root_key,
+            root_key: app.root_key.clone(),
             key,
-            _child: child,
-            _stdout: stdout,
-            _dir: dir,
+            _app: app,
         }
     }
 

@@ -137,6 +137,8 @@ pub struct StartFailure {
 pub struct TestApp {
     pub url: String,
     pub data_dir: PathBuf,
+    /// The root key the store's first start wrote to this data directory; empty on a node
+    /// that joined a PostgreSQL store another node started first.
     pub root_key: String,
     child: Child,
     /// Kept open so the server's stdout never hits a closed pipe.
@@ -188,7 +190,7 @@ impl TestApp {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
-        scrub_env(&mut cmd);
+        scrub_env(cmd.as_std_mut());
         let log = if std::env::var_os("TEST_LOG").is_some() {
             cmd.stderr(Stdio::inherit());
             None
@@ -242,7 +244,10 @@ impl TestApp {
                 });
             }
         };
-        let root_key = dir.root_key();
+        // A node joining a PostgreSQL store another node bootstrapped has no admin.key.
+        let root_key = std::fs::read_to_string(data_dir.join("admin.key"))
+            .map(|k| k.trim().to_owned())
+            .unwrap_or_default();
         Ok(Self {
             url,
             data_dir,
@@ -348,8 +353,8 @@ impl Drop for TestApp {
     }
 }
 
-/// Keeps the developer's `VIGIL_*` settings away from test servers.
-fn scrub_env(cmd: &mut Command) {
+/// Keeps the developer's `VIGIL_*` settings away from test servers and CLI runs.
+pub fn scrub_env(cmd: &mut std::process::Command) {
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("VIGIL_") {
             cmd.env_remove(name);
