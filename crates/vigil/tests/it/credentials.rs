@@ -162,7 +162,7 @@ async fn the_jwt_key_file_is_private_and_nothing_secret_is_stored() {
     server.stop().await;
 
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let refused = start(&dir, &[]).await.err().expect("refused");
+    let refused = start(&dir, &[]).await.expect_err("refused");
     assert!(refused.contains("chmod 600"), "{refused}");
 }
 
@@ -179,7 +179,7 @@ async fn nodes_sharing_a_database_share_the_jwt_key_and_rotate_it() {
     let root = a_dir.root_key();
     let token = jwt(&a, &root).await;
 
-    let refused = start(&b_dir, &[]).await.err().expect("refused");
+    let refused = start(&b_dir, &[]).await.expect_err("refused");
     assert!(refused.contains("same key file"), "{refused}");
 
     // As for the checkpoint key: the nodes share the file.
