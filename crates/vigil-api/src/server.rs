@@ -74,6 +74,7 @@ pub(crate) async fn run(
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
+    let mut refused = Refused::default();
     let mut shutdown = pin!(shutdown);
     loop {
         tokio::select! {
@@ -89,12 +90,8 @@ pub(crate) async fn run(
                     }
                 };
                 let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                    tracing::warn!(
-                        %peer,
-                        max_connections = config.max_connections,
-                        "connection closed: too many open connections"
-                    );
                     drop(stream);
+                    refused.note(peer, config.max_connections);
                     continue;
                 };
                 let activity = Activity::new();
@@ -154,6 +151,37 @@ async fn accept_failed(e: io::Error) {
     }
     tracing::error!(error = %e, "accepting a connection failed");
     tokio::time::sleep(Duration::from_millis(250)).await;
+}
+
+/// Connections closed for being over the cap, logged at most once per [`Refused::EVERY`]: a
+/// flood of them must not flood the log as well.
+#[derive(Debug, Default)]
+struct Refused {
+    /// Refused since the last warning.
+    count: u64,
+    last_warning: Option<Instant>,
+}
+
+impl Refused {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn note(&mut self, peer: std::net::SocketAddr, max_connections: usize) {
+        self.count += 1;
+        if self
+            .last_warning
+            .is_some_and(|at| at.elapsed() < Self::EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            max_connections,
+            refused = self.count,
+            "connection closed: too many open connections"
+        );
+        self.count = 0;
+        self.last_warning = Some(Instant::now());
+    }
 }
 
 /// When a connection last moved a byte, shared by its I/O and its idle watchdog.
