@@ -1,6 +1,6 @@
 //! Connections and shutdown: raw TCP clients that hold connections open against the real
-//! `vigil serve` binary, to check that the header-read timeout, the connection cap and the
-//! shutdown deadline bound what such a client can hold.
+//! `vigil serve` binary, to check that the header-read and idle timeouts, the connection cap
+//! and the shutdown deadline bound what such a client can hold.
 
 use std::time::Duration;
 
@@ -147,6 +147,29 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_header_read_timeout
     until_closed(&mut silent).await;
     until_closed(&mut trickle).await;
     // The server itself is fine.
+    let mut fresh = TcpStream::connect(addr(&app)).await.unwrap();
+    assert!(healthz(&mut fresh).await.contains(" 200 "));
+}
+
+/// Past its headers, a request whose body stalls was bounded only by `--request-timeout`
+/// (30 s) while its handler waited, and a client that stopped reading a response not at all.
+/// Now a connection on which nothing moved for `--idle-timeout` is closed.
+#[tokio::test]
+async fn a_connection_on_which_nothing_moves_is_closed_after_the_idle_timeout() {
+    let app = TestApp::spawn_with(&["--idle-timeout", "1s", "--request-timeout", "10m"]).await;
+    let key = app.create_key("acme", &["events:write"]).await;
+    let mut stalled = TcpStream::connect(addr(&app)).await.unwrap();
+    stalled
+        .write_all(
+            format!(
+                "POST /v1/events HTTP/1.1\r\nHost: vigil\r\nAuthorization: Bearer {key}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"type\":"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    until_closed(&mut stalled).await;
     let mut fresh = TcpStream::connect(addr(&app)).await.unwrap();
     assert!(healthz(&mut fresh).await.contains(" 200 "));
 }
