@@ -18,6 +18,8 @@
 //! - `ingest` — HTTP ingest: body → events → admitted batch (admission is
 //!   [`vigil_ingest::Intake`]; run on the blocking pool when large or when it meets a tenant's
 //!   schema).
+//! - `server` — the accept loop: connection cap, header-read and idle timeouts, graceful
+//!   shutdown with a deadline ([`ServeConfig`]).
 //! - `export` — paging a query through the store as an NDJSON or CSV stream.
 //! - `encoding` — `Content-Encoding` of ingest bodies, decompressed within the body limit.
 //! - `extract` — bounded bodies, JSON bodies, query pairs; `budget` — the bound on ingest bytes
@@ -80,8 +82,10 @@ mod extract;
 mod ingest;
 mod metrics;
 mod routes;
+mod server;
 
 pub use error::{ApiError, JsonPosition};
+pub use server::ServeConfig;
 pub use vigil_ingest::ItemError;
 
 /// Request-level limits and behaviour of the HTTP layer. Per-event limits live in
@@ -330,7 +334,8 @@ pub fn ops_router(store: Arc<dyn Store>, bus: Option<vigil_bus::Bus>) -> Router 
 }
 
 /// Serves until `shutdown` resolves, then stops accepting connections and drains in-flight
-/// requests: an append that was accepted completes and is answered.
+/// requests: an append that was accepted completes and is answered. Connections are bounded
+/// as [`ServeConfig::default`] says; [`serve_router_with`] takes other bounds.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -346,16 +351,23 @@ pub async fn serve_router(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_router_with(listener, router, &ServeConfig::default(), shutdown).await
+}
+
+/// [`serve_router`] with `config`'s bounds on connections: header-read and idle timeouts, the
+/// most connections open at once, and how long shutdown waits for requests in flight before
+/// dropping their connections.
+pub async fn serve_router_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    config: &ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "http serving");
     }
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
-    tracing::info!("http stopped; in-flight requests drained");
+    server::run(listener, router, config, shutdown).await?;
+    tracing::info!("http stopped");
     Ok(())
 }
 

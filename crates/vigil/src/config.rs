@@ -100,6 +100,27 @@ options! {
         /// Longest time until a response starts; beyond it: 503 timeout.
         #[arg(long, env = "VIGIL_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
         pub request_timeout: Duration,
+        /// Longest a client may take to send a request's headers, from connecting or from the
+        /// end of its previous response (so it also bounds a keep-alive connection waiting
+        /// for its next request); then the connection is closed.
+        #[arg(long, env = "VIGIL_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+        pub header_read_timeout: Duration,
+        /// A connection on which no byte moved either way for this long is closed (a stalled
+        /// body, a client that stopped reading).
+        #[arg(long, env = "VIGIL_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+        pub idle_timeout: Duration,
+        /// Most HTTP connections open at once; one more is accepted and closed at once.
+        #[arg(
+            long,
+            env = "VIGIL_MAX_CONNECTIONS",
+            default_value_t = 1024,
+            value_name = "N"
+        )]
+        pub max_connections: usize,
+        /// After SIGTERM or SIGINT, how long requests in flight may take to finish; connections
+        /// still open then are dropped (acknowledged writes are already durable).
+        #[arg(long, env = "VIGIL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+        pub shutdown_timeout: Duration,
         /// Lifetime of the JWTs POST /v1/auth/token issues (15m, 1h, …).
         #[arg(long, env = "VIGIL_JWT_TTL", default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
         pub jwt_ttl: Duration,
@@ -574,6 +595,17 @@ impl Settings {
         if self.request_timeout.is_zero() {
             bail!("request_timeout must be longer than zero");
         }
+        for (name, value) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if value.is_zero() {
+                bail!("{name} must be longer than zero");
+            }
+        }
+        if self.max_connections == 0 {
+            bail!("max_connections must be at least 1");
+        }
         if self.auth_failure_window.is_zero() {
             bail!("auth_failure_window must be longer than zero");
         }
@@ -613,6 +645,16 @@ impl Settings {
             max_page_bytes: l.max_page_bytes,
             schema_refresh_interval: self.meta_refresh_interval,
             trust_forwarded_for: self.trust_forwarded_for,
+        }
+    }
+
+    /// How the HTTP listener treats connections.
+    pub fn serve_config(&self) -> vigil_api::ServeConfig {
+        vigil_api::ServeConfig {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            shutdown_timeout: self.shutdown_timeout,
         }
     }
 
@@ -842,7 +884,7 @@ mod tests {
             );
         }
         assert_eq!(
-            seen, 50,
+            seen, 54,
             "options added or lost: update docs/configuration.md"
         );
     }
@@ -1014,6 +1056,7 @@ mod tests {
             vigil_store_embedded::EmbeddedConfig::new("./vigil-data")
         );
         assert_eq!(s.auth_config(), vigil_auth::AuthConfig::default());
+        assert_eq!(s.serve_config(), vigil_api::ServeConfig::default());
     }
 
     /// Regression: `max_event_bytes` was accepted at any size, though the store refuses a log
@@ -1145,6 +1188,35 @@ mod tests {
             let err = resolve(argv, "").unwrap_err().to_string();
             assert!(err.starts_with(name), "{argv:?}: {err}");
         }
+    }
+
+    #[test]
+    fn connection_bounds_reach_the_listener() {
+        let s = resolve(
+            &["--max-connections", "8", "--shutdown-timeout", "2s"],
+            "header_read_timeout = \"3s\"\nidle_timeout = \"4s\"\nmax_connections = 100",
+        )
+        .unwrap();
+        assert_eq!(
+            s.serve_config(),
+            vigil_api::ServeConfig {
+                header_read_timeout: Duration::from_secs(3),
+                idle_timeout: Duration::from_secs(4),
+                max_connections: 8,
+                shutdown_timeout: Duration::from_secs(2),
+            }
+        );
+        for (argv, name) in [
+            (&["--header-read-timeout", "0s"][..], "header_read_timeout"),
+            (&["--idle-timeout", "0s"], "idle_timeout"),
+            (&["--max-connections", "0"], "max_connections"),
+        ] {
+            let err = resolve(argv, "").unwrap_err().to_string();
+            assert!(err.starts_with(name), "{argv:?}: {err}");
+        }
+        // A zero deadline is allowed: shutdown then drops every connection at once.
+        let s = resolve(&["--shutdown-timeout", "0s"], "").unwrap();
+        assert!(s.serve_config().shutdown_timeout.is_zero());
     }
 
     #[test]

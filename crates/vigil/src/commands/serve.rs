@@ -264,7 +264,10 @@ async fn serve_store(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Resu
     let names: Vec<&str> = settings.roles.iter().map(|r| r.name()).collect();
     tracing::info!(roles = %names.join(","), "roles running");
     print_line(&format!("vigil listening on http://{addr}"))?;
-    let http = vigil_api::serve_router(listener, router, stopped());
+    let serve_config = settings.serve_config();
+    let http = async move {
+        vigil_api::serve_router_with(listener, router, &serve_config, stopped()).await
+    };
     roles.spawn(async move { http.await.context("serving http") });
 
     let signal = shutdown_signal().context("installing signal handlers")?;

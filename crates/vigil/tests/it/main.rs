@@ -9,6 +9,7 @@
 //!
 //! - [`common`]: the harness (start, stop and kill servers; clients; `on_every_backend!`).
 //! - [`api`]: the HTTP API through a real port, on every store.
+//! - [`connections`]: header-read timeout, connection cap, the shutdown deadline.
 //! - [`cli`]: the command line: quick start, admin, import/export, configuration, bench.
 //! - [`distributed`]: bus-mode ingest, the writer and reader, over NATS JetStream.
 //! - [`durability`]: restarts, `kill -9`, torn tails, a crashing PostgreSQL.
@@ -22,6 +23,7 @@ mod common;
 
 mod api;
 mod cli;
+mod connections;
 mod credentials;
 mod distributed;
 mod durability;
