@@ -414,14 +414,16 @@ impl Auth {
     /// have expired, the next start makes a new one.
     pub async fn bootstrap_root_key(&self) -> Result<Option<String>, AuthError> {
         let now = self.inner.clock.now();
+        // A store that has its root key is not written: every start goes through here, and a
+        // start must not need a writable disk (nor wake every other node sharing the store).
         let created = self
-            .mutate(move |state| {
+            .mutate_if(move |state| {
                 if state
                     .keys
                     .values()
                     .any(|k| k.scopes.contains(Scope::Root) && !k.is_expired(now))
                 {
-                    return Ok(None);
+                    return Ok((None, false));
                 }
                 let generated = unique_key(state)?;
                 state.keys.insert(
@@ -437,7 +439,7 @@ impl Auth {
                         created_by: BOOTSTRAP.to_owned(),
                     },
                 );
-                Ok(Some((generated.id, generated.text)))
+                Ok((Some((generated.id, generated.text)), true))
             })
             .await?;
         Ok(created.map(|(id, text)| {

@@ -445,3 +445,42 @@ async fn a_torn_log_tail_is_dropped_and_the_rest_served() {
         .await
         .expect("credentials are untouched");
 }
+
+/// Regression (issue 12, item 8): every start rewrote `meta/auth.json` (the root-key bootstrap
+/// saved the credential document even when the root key existed), so a server that crashed on
+/// a full disk could not start again, not even to serve reads. A start over a data directory
+/// that needs nothing new now leaves every meta document as it was: same file (inode), same
+/// bytes.
+#[tokio::test]
+async fn a_start_writes_no_meta_document_that_did_not_change() {
+    use std::os::unix::fs::MetadataExt as _;
+
+    let dir = TestDir::new();
+    let app = TestApp::start(&dir, &[]).await.expect("first start");
+    assert!(app.stop().await.success());
+    let meta = dir.data_dir().join("meta");
+    let snapshot = || -> BTreeMap<String, (u64, Vec<u8>)> {
+        std::fs::read_dir(&meta)
+            .expect("listing meta/")
+            .map(|e| {
+                let path = e.expect("meta entry").path();
+                let inode = std::fs::metadata(&path).expect("metadata").ino();
+                let bytes = std::fs::read(&path).expect("reading a meta document");
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, (inode, bytes))
+            })
+            .collect()
+    };
+    let before = snapshot();
+    assert!(before.contains_key("auth.json"), "{:?}", before.keys());
+
+    let app = TestApp::start(&dir, &[]).await.expect("second start");
+    let answered = app
+        .client()
+        .count(&QueryParams::new())
+        .await
+        .expect("a read");
+    assert_eq!(answered, 0);
+    assert!(app.stop().await.success());
+    assert_eq!(snapshot(), before, "a start rewrote a meta document");
+}
