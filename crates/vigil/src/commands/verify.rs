@@ -275,6 +275,13 @@ async fn verify_growth(args: &VerifyArgs, saved: &Path, out: &mut dyn Write) -> 
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     match args.format {
+        VerifyFormat::Text if new_signed.size == old_signed.size => writeln!(
+            out,
+            "ok: {} still holds the {} of the saved checkpoint, unchanged (checkpoint signed {})",
+            new_signed.origin,
+            counted(old_signed.size, "event", "events"),
+            new_signed.timestamp.to_rfc3339()
+        )?,
         VerifyFormat::Text => writeln!(
             out,
             "ok: {} grew from {} to {} events and only grew (checkpoint signed {})",
@@ -522,10 +529,10 @@ fn print_report(
             }
             writeln!(
                 out,
-                "{} events of {} tenants, {} checkpoints checked in {:.2?} ({:.0} events/s): {}",
-                report.events,
-                report.tenants.len(),
-                report.checkpoints_checked,
+                "{} of {}, {} checked in {:.2?} ({:.0} events/s): {}",
+                counted(report.events, "event", "events"),
+                counted(report.tenants.len() as u64, "tenant", "tenants"),
+                counted(report.checkpoints_checked, "checkpoint", "checkpoints"),
                 elapsed,
                 rate,
                 if report.is_clean() {
@@ -568,4 +575,9 @@ fn print_report(
             report.findings.len()
         )))
     }
+}
+
+/// `n` and the noun in the number it takes: "1 tenant", "2 tenants".
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -424,6 +424,29 @@ async fn vigil_verify_checks_an_event_a_saved_checkpoint_and_a_data_directory() 
         acme.checkpoint(Some(30)).await.expect("kept"),
         "the saved checkpoint is the server's"
     );
+    // The log has not grown since that checkpoint: said as such, not "grew from 30 to 30".
+    let (status, stdout, stderr) = run_cli(vigil(
+        &work,
+        &[
+            "verify",
+            "--url",
+            &app.url,
+            "--token",
+            &token,
+            "--checkpoint",
+            arg(&new_file),
+            "--key",
+            arg(&pub_key),
+        ],
+    ))
+    .await;
+    assert!(status.success(), "verify --checkpoint: {stderr}");
+    assert!(
+        stdout.contains(
+            "ok: vigil/acme still holds the 30 events of the saved checkpoint, unchanged"
+        ),
+        "{stdout}"
+    );
     std::fs::remove_file(&new_file).expect("remove");
     let (status, _, stderr) = run_cli(growth(&other_pub)).await;
     assert_eq!(status.code(), Some(1), "another key must fail: {stderr}");
@@ -453,7 +476,7 @@ async fn vigil_verify_checks_an_event_a_saved_checkpoint_and_a_data_directory() 
         stdout.contains("tenant acme: 30 events") && stdout.contains("verified up to 30"),
         "{stdout}"
     );
-    assert!(stdout.contains("30 events of 1 tenants"), "{stdout}");
+    assert!(stdout.contains("30 events of 1 tenant, "), "{stdout}");
     assert!(!stderr.contains("warning"), "{stderr}");
 }
 
