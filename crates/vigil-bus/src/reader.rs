@@ -237,7 +237,7 @@ impl Bus {
                         format!("no vigil reader answers {subject}")
                     }
                     async_nats::RequestErrorKind::TimedOut => {
-                        format!("no answer on {subject} in time (is this client allowed to ask for this tenant?)")
+                        timed_out_message(&subject, self.config.inbox_prefix.as_deref())
                     }
                     async_nats::RequestErrorKind::Other => format!("requesting {subject}: {e}"),
                 };
@@ -247,6 +247,24 @@ impl Bus {
             return Err(QueryFailure::new(&error.error.code, error.error.message));
         }
         Ok(reply.payload)
+    }
+}
+
+/// Why a query may get no reply, in the order people meet the causes. A NATS user of the
+/// least-privilege configuration may subscribe only to its own inbox (`_INBOX.<user>.>`): a
+/// client that does not say so (`--nats-inbox-prefix`) waits on `_INBOX.>`, the server drops
+/// the reply, and all the client sees is a timeout.
+fn timed_out_message(subject: &str, inbox_prefix: Option<&str>) -> String {
+    match inbox_prefix {
+        None => format!(
+            "no answer on {subject} in time: if this NATS user may subscribe only to its own \
+             inbox, give it with --nats-inbox-prefix (e.g. _INBOX.client-acme); otherwise check \
+             that the user may publish to {subject} and that a reader is running"
+        ),
+        Some(prefix) => format!(
+            "no answer on {subject} in time: check that this NATS user may publish to \
+             {subject} and subscribe to {prefix}.>, and that a reader is running"
+        ),
     }
 }
 

@@ -722,3 +722,62 @@ async fn only_known_users_with_their_password_connect() {
             .await;
     }
 }
+
+/// Regression (issue 12): a client connecting as a least-privilege user without
+/// `--nats-inbox-prefix` waits for its reply on `_INBOX.>`, which that user may not subscribe
+/// to; the server drops the reader's answer and the client only sees a timeout. It was told
+/// "is this client allowed to ask for this tenant?", which points away from the cause. It is
+/// now told to give its inbox prefix; with the prefix the same query is answered.
+#[tokio::test]
+async fn a_client_without_its_inbox_prefix_is_told_to_give_it() {
+    let nats = start_server();
+    let reader = Conn::open(&nats, "reader").await;
+    let mut queries = reader
+        .client
+        .queue_subscribe("query.event.*", "vigil-readers".to_owned())
+        .await
+        .unwrap();
+    let replier = reader.client.clone();
+    tokio::spawn(async move {
+        while let Some(query) = queries.next().await {
+            if let Some(reply) = query.reply {
+                let _ = replier
+                    .publish(
+                        reply,
+                        br#"{"events":[],"next_cursor":null}"#.as_ref().into(),
+                    )
+                    .await;
+            }
+        }
+    });
+    reader.client.flush().await.unwrap();
+
+    let url = format!(
+        "nats://client-acme:{}@{}",
+        password("client-acme"),
+        nats.url().trim_start_matches("nats://")
+    );
+    let connect = |prefix: Option<&str>| {
+        let mut config = vigil_bus::BusConfig::new(url.clone());
+        config.inbox_prefix = prefix.map(str::to_owned);
+        config.request_timeout = REQUEST_TIMEOUT;
+        vigil_bus::Bus::connect(config)
+    };
+    let tenant = vigil_event::TenantId::parse("acme").unwrap();
+    let request = vigil_bus::reader::QueryRequest::default();
+
+    let bus = connect(None).await.expect("client-acme connects");
+    let failure = bus.query(&tenant, &request).await.unwrap_err();
+    assert_eq!(failure.code, "bus_unavailable");
+    assert!(
+        failure.message.contains("--nats-inbox-prefix"),
+        "{}",
+        failure.message
+    );
+
+    let bus = connect(Some("_INBOX.client-acme"))
+        .await
+        .expect("client-acme connects");
+    let page = bus.query(&tenant, &request).await.expect("answered");
+    assert_eq!(&page[..], br#"{"events":[],"next_cursor":null}"#);
+}
