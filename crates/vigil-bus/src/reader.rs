@@ -40,9 +40,38 @@ pub struct QueryRequest {
     pub order: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
-    /// Exact-match filters, `path` → value (ANDed).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Exact-match filters, `path` → value (ANDed). A value may be sent as a JSON string,
+    /// number, boolean or null; each is read as the URL parameter of the same text, so the
+    /// typing rule is the one of `GET /v1/events` (`3` and `"3"` both find `"attempt": 3`).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "scalar_filters"
+    )]
     pub filters: BTreeMap<String, String>,
+}
+
+/// Filter values as the text of a URL parameter; objects and arrays are refused.
+fn scalar_filters<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw = BTreeMap::<String, serde_json::Value>::deserialize(deserializer)?;
+    raw.into_iter()
+        .map(|(path, value)| {
+            let text = match value {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                serde_json::Value::Null => "null".to_owned(),
+                serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                    return Err(serde::de::Error::custom(format!(
+                        "filter {path:?}: a value must be a string, number, boolean or null"
+                    )));
+                }
+            };
+            Ok((path, text))
+        })
+        .collect()
 }
 
 impl QueryRequest {
@@ -336,6 +365,70 @@ mod tests {
             reply(Some("acme"), "").await,
             json!({"events": [], "next_cursor": null})
         );
+        store.shutdown().await.unwrap();
+    }
+
+    /// Regression (issue 12): over NATS, `{"filters": {"details.i": 3}}` was refused ("expected
+    /// a string") while `?details.i=3` works over HTTP. JSON numbers, booleans and null are now
+    /// read as the URL parameter of the same text, with the same typing rule.
+    #[tokio::test]
+    async fn filters_take_numbers_booleans_and_null_like_url_parameters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            vigil_store_embedded::EmbeddedStore::open(vigil_store_embedded::EmbeddedConfig::new(
+                dir.path(),
+            ))
+            .unwrap(),
+        );
+        let tenant = TenantId::parse("acme").unwrap();
+        let events = [
+            json!({"type": "t", "id": "three", "details": {"i": 3, "ok": true, "gone": null}}),
+            json!({"type": "t", "id": "text", "details": {"i": "3", "ok": false}}),
+            json!({"type": "t", "id": "four", "details": {"i": 4}}),
+        ]
+        .into_iter()
+        .map(|body| {
+            vigil_event::normalize(body, &vigil_event::Limits::default())
+                .unwrap()
+                .prepare(&tenant, Timestamp::now(), "test")
+        })
+        .collect();
+        store.append(events).await.unwrap();
+        let config = ReaderConfig::default();
+        let ids = |body: &'static str| {
+            let (store, config) = (Arc::clone(&store), config.clone());
+            async move {
+                let bytes = answer(&store, &config, Some("acme"), body.as_bytes()).await;
+                let page: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                let mut ids: Vec<String> = page["events"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{page}"))
+                    .iter()
+                    .map(|e| e["id"].as_str().unwrap().to_owned())
+                    .collect();
+                ids.sort();
+                ids
+            }
+        };
+        assert_eq!(
+            ids(r#"{"filters":{"details.i":3}}"#).await,
+            ["text", "three"]
+        );
+        assert_eq!(
+            ids(r#"{"filters":{"details.i":"3"}}"#).await,
+            ["text", "three"]
+        );
+        assert_eq!(ids(r#"{"filters":{"details.ok":true}}"#).await, ["three"]);
+        assert_eq!(ids(r#"{"filters":{"details.gone":null}}"#).await, ["three"]);
+        let refused = answer(
+            &store,
+            &config,
+            Some("acme"),
+            br#"{"filters":{"details.i":[3]}}"#,
+        )
+        .await;
+        let refused: serde_json::Value = serde_json::from_slice(&refused).unwrap();
+        assert_eq!(refused["error"]["code"], "invalid_request", "{refused}");
         store.shutdown().await.unwrap();
     }
 }
