@@ -26,6 +26,10 @@ use crate::error::{PgError, Result};
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_events.sql")),
     (2, include_str!("../migrations/0002_merkle.sql")),
+    (
+        3,
+        include_str!("../migrations/0003_constraints_and_comments.sql"),
+    ),
 ];
 
 /// Advisory lock keys (an arbitrary constant per purpose, shared by every vigil node).

@@ -426,20 +426,11 @@ async fn a_read_only_open_refuses_a_database_it_would_have_to_migrate() {
     store.append(batch("t", "e", 3)).await.expect("append");
     store.shutdown().await.expect("shutdown");
     drop(store);
-    db.client()
-        .await
-        .batch_execute(
-            "DROP TABLE vigil_tree_hashes;
-             DROP TABLE vigil_checkpoints;
-             ALTER TABLE vigil_tenants DROP COLUMN frontier;
-             DELETE FROM vigil_migrations WHERE version = 2;",
-        )
-        .await
-        .expect("downgrade");
+    crate::support::downgrade_to_version_1(&db).await;
     let tables = vigil_tables(&db).await;
     let m = refusal(PgStore::connect_read_only(config(&db)).await);
     assert!(
-        m.contains("version 1 is older than this vigil's (2)") && m.contains("never migrates"),
+        m.contains("version 1 is older than this vigil's (3)") && m.contains("never migrates"),
         "{m}"
     );
     assert_eq!(vigil_tables(&db).await, tables);

@@ -13,4 +13,5 @@ mod model;
 mod nodes;
 mod plans;
 mod restart;
+mod schema;
 mod support;

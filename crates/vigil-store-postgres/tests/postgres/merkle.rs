@@ -13,7 +13,7 @@ use vigil_store::{Store, StoreError, StoredCheckpoint, StoredEvent};
 use vigil_store_postgres::testing::{TestDatabase, events_by_seq};
 use vigil_store_postgres::{PgConfig, PgStore};
 
-use crate::support::connect;
+use crate::support::{connect, downgrade_to_version_1};
 
 async fn open(db: &TestDatabase) -> Arc<PgStore> {
     Arc::new(connect(db, 3).await)
@@ -182,21 +182,6 @@ async fn two_nodes_appending_to_one_tenant_grow_one_tree() {
     assert_eq!(b.tree_size(&tenant("shared")).await.expect("size"), size);
     a.shutdown().await.expect("shutdown");
     b.shutdown().await.expect("shutdown");
-}
-
-/// Turns the database back into what schema version 1 left: no tree tables, no frontier, no
-/// record of migration 2.
-async fn downgrade_to_version_1(db: &TestDatabase) {
-    db.client()
-        .await
-        .batch_execute(
-            "DROP TABLE vigil_tree_hashes;
-             DROP TABLE vigil_checkpoints;
-             ALTER TABLE vigil_tenants DROP COLUMN frontier;
-             DELETE FROM vigil_migrations WHERE version = 2;",
-        )
-        .await
-        .expect("downgrade");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

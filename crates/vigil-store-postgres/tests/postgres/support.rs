@@ -27,3 +27,19 @@ pub fn proptest_config(cases: u32) -> ProptestConfig {
         ..ProptestConfig::default()
     }
 }
+
+/// Turns the database back into what schema version 1 left: no unique `(tenant, seq)` on the
+/// ids, no tree tables, no frontier, no record of migrations 2 and 3.
+pub async fn downgrade_to_version_1(db: &TestDatabase) {
+    db.client()
+        .await
+        .batch_execute(
+            "ALTER TABLE vigil_event_ids DROP CONSTRAINT vigil_event_ids_tenant_seq;
+             DROP TABLE vigil_tree_hashes;
+             DROP TABLE vigil_checkpoints;
+             ALTER TABLE vigil_tenants DROP COLUMN frontier;
+             DELETE FROM vigil_migrations WHERE version IN (2, 3);",
+        )
+        .await
+        .expect("downgrade");
+}
