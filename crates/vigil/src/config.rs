@@ -401,6 +401,7 @@ impl Settings {
     /// (`matches`, the `serve` subcommand's), fills the defaults that depend on other
     /// options, then checks the result.
     pub fn resolve(mut self, matches: &ArgMatches, file: FileConfig) -> anyhow::Result<Self> {
+        let listen_given = file.listen.is_some() || crate::layered::explicit(matches, "listen");
         self.layer(file, matches);
         if self.roles.is_empty() {
             self.roles = if self.nats.nats.is_some() {
@@ -411,6 +412,9 @@ impl Settings {
         } else {
             self.roles.sort_unstable();
             self.roles.dedup();
+        }
+        if !listen_given {
+            self.listen = default_listen(&self.roles).to_owned();
         }
         if self.signing_key.is_none() {
             self.signing_key = Some(self.data_dir.join("signing.key"));
@@ -748,6 +752,19 @@ pub enum Backend<'a> {
     Postgres(&'a str),
 }
 
+/// Where a node listens when no `--listen` is given: the API on 7878, and nodes without the api
+/// role (health, readiness and metrics only) on ports of their own, so the documented
+/// one-machine example of separate `vigil writer` and `vigil reader` processes runs as written.
+pub fn default_listen(roles: &[Role]) -> &'static str {
+    if roles.contains(&Role::Api) {
+        "127.0.0.1:7878"
+    } else if roles.contains(&Role::Writer) {
+        "127.0.0.1:7879"
+    } else {
+        "127.0.0.1:7880"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory, FromArgMatches};
@@ -944,6 +961,33 @@ mod tests {
         assert_eq!(s.limits.max_batch_events, 10_000);
         assert_eq!(s.rate_limit, None);
         assert!(s.auth_config().rate_limit.is_none());
+    }
+
+    /// Regression (issue 12): `vigil writer` and `vigil reader` listened on 127.0.0.1:7878 like
+    /// an api node, so the documented example of separate roles on one machine failed with
+    /// "Address already in use". Without `--listen`, each role has a port of its own; a given
+    /// address (flag, variable or file) is kept whatever the role.
+    #[test]
+    fn nodes_without_the_api_role_listen_on_ports_of_their_own() {
+        let nats = ["--nats", "nats://n1:4222", "--store", "postgres://db/vigil"];
+        let with = |extra: &[&'static str]| {
+            let argv: Vec<&str> = nats.iter().chain(extra).copied().collect();
+            resolve(&argv, "").unwrap().listen
+        };
+        assert_eq!(with(&["--roles", "api"]), "127.0.0.1:7878");
+        assert_eq!(with(&["--roles", "writer"]), "127.0.0.1:7879");
+        assert_eq!(with(&["--roles", "reader"]), "127.0.0.1:7880");
+        assert_eq!(with(&["--roles", "writer,reader"]), "127.0.0.1:7879");
+        assert_eq!(
+            with(&["--roles", "reader", "--listen", "127.0.0.1:9"]),
+            "127.0.0.1:9"
+        );
+        let argv: Vec<&str> = nats.iter().chain(&["--roles", "writer"]).copied().collect();
+        let from_file = resolve(&argv, "listen = \"127.0.0.1:7878\"").unwrap();
+        assert_eq!(
+            from_file.listen, "127.0.0.1:7878",
+            "the file's address is kept"
+        );
     }
 
     #[test]
