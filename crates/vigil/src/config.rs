@@ -23,6 +23,8 @@ pub const DEFAULT_SIGNING_KEY_NAME: &str = "vigil";
 
 /// Name, in the data directory, of the JWT signing key created at first start.
 pub const JWT_KEY_FILE: &str = "jwt.key";
+/// The data directory of every command that takes `--data-dir` without one given.
+pub const DEFAULT_DATA_DIR: &str = "./vigil-data";
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "vigil.toml";
@@ -54,7 +56,7 @@ options! {
         #[arg(
             long,
             env = "VIGIL_DATA_DIR",
-            default_value = "./vigil-data",
+            default_value = DEFAULT_DATA_DIR,
             value_name = "DIR"
         )]
         pub data_dir: PathBuf,

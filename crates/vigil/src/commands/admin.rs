@@ -46,7 +46,7 @@ pub struct SigningKeyArgs {
     #[arg(
         long,
         env = "VIGIL_DATA_DIR",
-        default_value = "./vigil-data",
+        default_value = crate::config::DEFAULT_DATA_DIR,
         value_name = "DIR"
     )]
     pub data_dir: PathBuf,
@@ -91,7 +91,7 @@ pub struct KeysCreateArgs {
     #[arg(
         long,
         env = "VIGIL_DATA_DIR",
-        default_value = "./vigil-data",
+        default_value = crate::config::DEFAULT_DATA_DIR,
         value_name = "DIR",
         requires = "root"
     )]

@@ -13,7 +13,7 @@ pub struct ReindexArgs {
     #[arg(
         long,
         env = "VIGIL_DATA_DIR",
-        default_value = "./vigil-data",
+        default_value = crate::config::DEFAULT_DATA_DIR,
         value_name = "DIR"
     )]
     pub data_dir: PathBuf,
